@@ -1,0 +1,429 @@
+"""Gridworld-pinpad (PAPER.md §2.1) as a pure-JAX environment.
+
+A G×G grid holds O coloured cells, W wall cells and the agent. A task is a
+sequence of colours to visit in order; a colour is *visited* when the agent
+enters its cell from another cell. Visiting the next colour of the task advances
+it, visiting any other colour fails the episode (reward 0), finishing the task
+gives reward 1, and the episode times out after T steps.
+
+Functions are pure and jittable: `reset(key, params) -> (state, obs)` and
+`step(state, action, params) -> (state, obs, reward, done, info)`. `EnvParams`
+is a pytree without leaves, so it can be passed straight to `jax.jit` and
+`jax.vmap` (its fields are part of the compilation cache key).
+
+Observation layout (`params.obs_dim` = G²·(O+W+1) = 637 values by default): the
+grid in row-major cell order (cell = row·G + col, row 0 at the top), and per
+cell O+W+1 channels `[colour 0 .. colour O-1, wall 0 .. wall W-1, agent]`. So
+`obs.reshape(G, G, O+W+1)` is an image; channel `O+W` is the agent's one-hot.
+The task is not part of the observation.
+
+Reachability: a random layout can wall a colour off. `reset` resamples the
+layout until every colour cell is adjacent to the free-cell component that
+contains the agent. Then any colour can be reached from the start and from any
+other colour without crossing a third colour, so every task (any order of
+colours) is solvable, and the expert and its data never contain impossible
+episodes. About 22% of uniform layouts at the default sizes are rejected (1.3
+draws on average).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from irl.envs import tasks as tasks_lib
+
+# Action ids and their (row, col) displacement.
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+NUM_ACTIONS = 4
+_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
+EMPTY = -1  # grid value of a cell without colour or wall.
+
+
+@struct.dataclass
+class EnvParams:
+  """Static environment parameters (a pytree without leaves).
+
+  Attributes:
+    grid_size: G, the grid is G×G.
+    num_colours: O coloured cells, colour ids 0..O-1.
+    num_walls: W wall cells, each with its own observation channel.
+    max_steps: T, the episode times out after T steps.
+    tasks: the task table; `reset` samples a task id uniformly unless given.
+    subgoal_size: colours per subgoal (2 in the gridworld: pairs 0-1, 2-3, ...).
+    terminate_on_wrong_colour: if False, a wrong colour is recorded as a visit
+      but does not end the episode (used to record free-running behaviour).
+    max_visits: length of the visit log in the state; when
+      `terminate_on_wrong_colour` is False the episode also ends once the log
+      is full.
+  """
+  grid_size: int = struct.field(pytree_node=False, default=7)
+  num_colours: int = struct.field(pytree_node=False, default=8)
+  num_walls: int = struct.field(pytree_node=False, default=4)
+  max_steps: int = struct.field(pytree_node=False, default=100)
+  tasks: tuple[tuple[int, ...], ...] = struct.field(
+      pytree_node=False, default=tasks_lib.GRID_PRETRAIN_TASKS)
+  subgoal_size: int = struct.field(pytree_node=False, default=2)
+  terminate_on_wrong_colour: bool = struct.field(pytree_node=False, default=True)
+  max_visits: int = struct.field(pytree_node=False, default=16)
+
+  @property
+  def num_cells(self) -> int:
+    return self.grid_size * self.grid_size
+
+  @property
+  def num_channels(self) -> int:
+    return self.num_colours + self.num_walls + 1
+
+  @property
+  def obs_dim(self) -> int:
+    return self.num_cells * self.num_channels
+
+  @property
+  def max_task_len(self) -> int:
+    return max(len(t) for t in self.tasks)
+
+  @property
+  def num_tasks(self) -> int:
+    return len(self.tasks)
+
+  def replace_tasks(self, tasks: Sequence[Sequence[int]]) -> 'EnvParams':
+    return self.replace(tasks=tuple(tasks_lib.parse_task(t) for t in tasks))
+
+  def validate(self) -> 'EnvParams':
+    """Raises ValueError naming the offending field; returns self."""
+    def fail(field, value, allowed):
+      raise ValueError(f'env.{field}={value!r} is invalid: {allowed}')
+    if self.grid_size < 2:
+      fail('grid_size', self.grid_size, 'must be >= 2')
+    if self.num_colours < 1:
+      fail('num_colours', self.num_colours, 'must be >= 1')
+    if self.num_walls < 0:
+      fail('num_walls', self.num_walls, 'must be >= 0')
+    needed = self.num_colours + self.num_walls + 1
+    if self.num_cells < needed:
+      fail('grid_size', self.grid_size,
+           f'G*G={self.num_cells} cells cannot hold num_colours + num_walls + '
+           f'1 agent = {needed} distinct cells')
+    if self.max_steps <= 0:
+      fail('max_steps', self.max_steps, 'must be > 0')
+    if self.subgoal_size < 1:
+      fail('subgoal_size', self.subgoal_size, 'must be >= 1')
+    if not self.tasks:
+      fail('tasks', self.tasks, 'must contain at least one task')
+    for i, task in enumerate(self.tasks):
+      if not task:
+        fail(f'tasks[{i}]', task, 'a task needs at least one colour')
+      bad = [c for c in task if not 0 <= c < self.num_colours]
+      if bad:
+        fail(f'tasks[{i}]', tasks_lib.format_task(task),
+             f'colours must be in [0, {self.num_colours - 1}] '
+             f'(num_colours={self.num_colours}); got {bad}')
+      if any(a == b for a, b in zip(task[:-1], task[1:])):
+        fail(f'tasks[{i}]', tasks_lib.format_task(task),
+             'a colour cannot follow itself (it cannot be re-entered without '
+             'leaving)')
+    if self.max_visits < self.max_task_len:
+      fail('max_visits', self.max_visits,
+           f'must be >= the longest task ({self.max_task_len})')
+    return self
+
+
+@struct.dataclass
+class Layout:
+  """Where things are. grid[c] is EMPTY, a colour id, or O + wall id."""
+  grid: chex.Array        # [N] int32
+  colour_cell: chex.Array  # [O] int32, cell index of each colour
+  agent_cell: chex.Array   # [] int32, the agent's start cell
+
+
+@struct.dataclass
+class EnvState:
+  grid: chex.Array         # [N] int32
+  colour_cell: chex.Array  # [O] int32
+  agent: chex.Array        # [] int32 cell index
+  task: chex.Array         # [max_task_len] int32, padded with -1
+  task_len: chex.Array     # [] int32
+  task_id: chex.Array      # [] int32 (-1 for a task given explicitly)
+  task_pos: chex.Array     # [] int32, colours of the task done so far
+  time: chex.Array         # [] int32, steps taken
+  visits: chex.Array       # [max_visits] int32 visited colours, padded with -1
+  num_visits: chex.Array   # [] int32
+  done: chex.Array         # [] bool
+  success: chex.Array      # [] bool
+  key: chex.Array          # PRNG key, used by auto-reset
+
+
+def neighbour_table(grid_size: int) -> np.ndarray:
+  """[N, 4] cell reached by each action; a move off the grid stays put."""
+  n = grid_size * grid_size
+  table = np.zeros((n, NUM_ACTIONS), np.int32)
+  for cell in range(n):
+    r, c = divmod(cell, grid_size)
+    for a, (dr, dc) in enumerate(_MOVES):
+      rr, cc = r + dr, c + dc
+      inside = 0 <= rr < grid_size and 0 <= cc < grid_size
+      table[cell, a] = rr * grid_size + cc if inside else cell
+  return table
+
+
+def tasks_array(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
+  """([num_tasks, max_task_len] padded with -1, [num_tasks] lengths)."""
+  table = np.full((params.num_tasks, params.max_task_len), -1, np.int32)
+  for i, task in enumerate(params.tasks):
+    table[i, :len(task)] = task
+  return table, np.array([len(t) for t in params.tasks], np.int32)
+
+
+def free_component(grid: jax.Array, start: jax.Array,
+                   params: EnvParams) -> jax.Array:
+  """[N] bool: the empty cells connected to `start` (4-neighbourhood)."""
+  nbr = jnp.asarray(neighbour_table(params.grid_size))
+  free = grid == EMPTY
+  reach0 = jnp.zeros_like(free).at[start].set(True)
+
+  def body(carry):
+    reach, _ = carry
+    grown = (reach | reach[nbr].any(-1)) & free
+    return grown, jnp.any(grown != reach)
+
+  reach, _ = jax.lax.while_loop(lambda c: c[1], body, (reach0, jnp.bool_(True)))
+  return reach
+
+
+def layout_is_solvable(layout: Layout, params: EnvParams) -> jax.Array:
+  """Every colour cell touches the free component of the agent's start cell."""
+  nbr = jnp.asarray(neighbour_table(params.grid_size))
+  reach = free_component(layout.grid, layout.agent_cell, params)
+  return jnp.all(reach[nbr[layout.colour_cell]].any(-1))
+
+
+def _draw_layout(key: jax.Array, params: EnvParams) -> Layout:
+  o, w = params.num_colours, params.num_walls
+  cells = jax.random.permutation(key, params.num_cells)[:o + w + 1]
+  grid = jnp.full((params.num_cells,), EMPTY, jnp.int32)
+  grid = grid.at[cells[:o + w]].set(jnp.arange(o + w, dtype=jnp.int32))
+  return Layout(grid=grid, colour_cell=cells[:o].astype(jnp.int32),
+                agent_cell=cells[o + w].astype(jnp.int32))
+
+
+def sample_layout(key: jax.Array, params: EnvParams) -> Layout:
+  """A uniform layout conditioned on being solvable (rejection sampling)."""
+  def cond(carry):
+    _, layout = carry
+    return ~layout_is_solvable(layout, params)
+
+  def body(carry):
+    key, _ = carry
+    key, sub = jax.random.split(key)
+    return key, _draw_layout(sub, params)
+
+  key, sub = jax.random.split(key)
+  _, layout = jax.lax.while_loop(cond, body, (key, _draw_layout(sub, params)))
+  return layout
+
+
+def sample_layout_pool(key: jax.Array, params: EnvParams, size: int) -> Layout:
+  """[size] solvable layouts, for cheap auto-resets under vmap."""
+  return jax.jit(jax.vmap(functools.partial(sample_layout, params=params)))(
+      jax.random.split(key, size))
+
+
+def observe(grid: jax.Array, agent: jax.Array, params: EnvParams,
+            dtype: Any = jnp.float32) -> jax.Array:
+  """[obs_dim] one-hot observation (layout in the module docstring)."""
+  n_obj = params.num_colours + params.num_walls
+  cells = jax.nn.one_hot(grid, n_obj, dtype=dtype)  # EMPTY -> all zeros
+  here = jax.nn.one_hot(agent, params.num_cells, dtype=dtype)
+  return jnp.concatenate([cells, here[:, None]], axis=-1).reshape(-1)
+
+
+def init_state(key: jax.Array, layout: Layout, task: jax.Array,
+               task_len: jax.Array, task_id: jax.Array,
+               params: EnvParams) -> EnvState:
+  return EnvState(
+      grid=layout.grid, colour_cell=layout.colour_cell,
+      agent=layout.agent_cell, task=task, task_len=task_len,
+      task_id=task_id, task_pos=jnp.int32(0), time=jnp.int32(0),
+      visits=jnp.full((params.max_visits,), -1, jnp.int32),
+      num_visits=jnp.int32(0), done=jnp.bool_(False),
+      success=jnp.bool_(False), key=key)
+
+
+def reset(key: jax.Array, params: EnvParams,
+          task_id: jax.Array | int | None = None) -> tuple[EnvState, jax.Array]:
+  """New episode: a solvable layout and a task (uniform, or `task_id`).
+
+  To run a task that is not in the table, give params whose table holds it:
+  `params.replace_tasks([(0, 1, 2, 3)])`.
+  """
+  k_layout, k_task, k_state = jax.random.split(key, 3)
+  table, lengths = tasks_array(params)
+  if task_id is None:
+    task_id = jax.random.randint(k_task, (), 0, params.num_tasks)
+  task_id = jnp.asarray(task_id, jnp.int32)
+  layout = sample_layout(k_layout, params)
+  state = init_state(k_state, layout, jnp.asarray(table)[task_id],
+                     jnp.asarray(lengths)[task_id], task_id, params)
+  return state, observe(state.grid, state.agent, params)
+
+
+def current_subgoal(state: EnvState, params: EnvParams) -> jax.Array:
+  """[] int32 subgoal id being pursued (colour // subgoal_size); -1 when done."""
+  pos = jnp.minimum(state.task_pos, state.task.shape[-1] - 1)
+  colour = jnp.take(state.task, pos, axis=-1)
+  finished = state.task_pos >= state.task_len
+  return jnp.where(finished, -1, colour // params.subgoal_size)
+
+
+def step(state: EnvState, action: jax.Array, params: EnvParams
+         ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
+  """One move. A finished episode stays finished (reward 0, done True)."""
+  nbr = jnp.asarray(neighbour_table(params.grid_size))
+  target = nbr[state.agent, action]
+  blocked = state.grid[target] >= params.num_colours  # a wall
+  new_agent = jnp.where(blocked, state.agent, target)
+  moved = (new_agent != state.agent) & ~state.done
+  cell = state.grid[new_agent]
+  is_visit = moved & (cell >= 0) & (cell < params.num_colours)
+  colour = jnp.where(is_visit, cell, -1)
+
+  expected = jnp.take(state.task, jnp.minimum(state.task_pos,
+                                              state.task.shape[-1] - 1))
+  correct = is_visit & (colour == expected)
+  wrong = is_visit & ~correct
+  task_pos = state.task_pos + correct.astype(jnp.int32)
+  success = correct & (task_pos >= state.task_len)
+
+  slot = jnp.minimum(state.num_visits, params.max_visits - 1)
+  log_full = state.num_visits >= params.max_visits
+  visits = jnp.where(is_visit & ~log_full,
+                     state.visits.at[slot].set(colour), state.visits)
+  num_visits = state.num_visits + (is_visit & ~log_full).astype(jnp.int32)
+
+  time = state.time + (~state.done).astype(jnp.int32)
+  if params.terminate_on_wrong_colour:
+    failure = wrong
+  else:
+    failure = is_visit & (num_visits >= params.max_visits) & ~success
+  timeout = (time >= params.max_steps) & ~state.done & ~success & ~failure
+  done = state.done | success | failure | timeout
+  reward = success.astype(jnp.float32)
+
+  new_state = state.replace(
+      agent=jnp.where(state.done, state.agent, new_agent), task_pos=task_pos,
+      time=time, visits=visits, num_visits=num_visits, done=done,
+      success=state.success | success)
+  obs = observe(new_state.grid, new_state.agent, params)
+  info = {
+      'subgoal': current_subgoal(new_state, params),
+      'task_pos': task_pos,
+      'visited_colour': colour,
+      'is_visit': is_visit,
+      'wrong_colour': wrong,
+      'success': success,
+      'failure': failure,
+      'timeout': timeout,
+      'visits': visits,
+      'num_visits': num_visits,
+  }
+  return new_state, obs, reward, done, info
+
+
+class AutoReset:
+  """Wraps `step` so a finished episode is replaced by a fresh one.
+
+  Under `vmap` a conditional reset becomes a select, so the reset runs for every
+  environment on every step. With `layout_pool` (from `sample_layout_pool`) a
+  reset is a gather from the pool plus a random task, which keeps stepping
+  cheap; without it every reset draws a fresh layout by rejection sampling.
+  The returned observation after `done` is the first one of the new episode.
+  """
+
+  def __init__(self, params: EnvParams, layout_pool: Layout | None = None):
+    self.params = params
+    self.layout_pool = layout_pool
+
+  def reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
+    if self.layout_pool is None:
+      return reset(key, self.params)
+    return self._pool_reset(key)
+
+  def _pool_reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
+    k_idx, k_task, k_state = jax.random.split(key, 3)
+    size = self.layout_pool.agent_cell.shape[0]
+    layout = jax.tree.map(lambda x: x[jax.random.randint(k_idx, (), 0, size)],
+                          self.layout_pool)
+    table, lengths = tasks_array(self.params)
+    task_id = jax.random.randint(k_task, (), 0, self.params.num_tasks)
+    state = init_state(k_state, layout, jnp.asarray(table)[task_id],
+                       jnp.asarray(lengths)[task_id], task_id, self.params)
+    return state, observe(state.grid, state.agent, self.params)
+
+  def step(self, state: EnvState, action: jax.Array
+           ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
+    state, obs, reward, done, info = step(state, action, self.params)
+    key, sub = jax.random.split(state.key)
+    fresh, fresh_obs = self.reset(sub)
+    fresh = fresh.replace(key=key)
+    state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh,
+                         state.replace(key=key))
+    obs = jnp.where(done, fresh_obs, obs)
+    return state, obs, reward, done, info
+
+
+# ----------------------------------------------------------------------------
+# Rendering (host side, for figures).
+
+PALETTE = np.array([
+    [230, 25, 75], [245, 130, 48], [255, 225, 25], [60, 180, 75],
+    [70, 240, 240], [0, 130, 200], [145, 30, 180], [240, 50, 230],
+    [170, 110, 40], [128, 128, 0], [0, 0, 128], [250, 190, 212],
+], np.uint8)
+WALL_RGB = np.array([64, 64, 64], np.uint8)
+FLOOR_RGB = np.array([245, 245, 245], np.uint8)
+AGENT_RGB = np.array([0, 0, 0], np.uint8)
+
+
+def render(state: EnvState, params: EnvParams, cell_px: int = 12
+           ) -> np.ndarray:
+  """[G·cell_px, G·cell_px, 3] uint8 image of one (unbatched) state."""
+  g = params.grid_size
+  grid = np.asarray(state.grid).reshape(g, g)
+  img = np.empty((g, g, 3), np.uint8)
+  img[:] = FLOOR_RGB
+  for c in range(params.num_colours):
+    img[grid == c] = PALETTE[c % len(PALETTE)]
+  img[grid >= params.num_colours] = WALL_RGB
+  img = np.repeat(np.repeat(img, cell_px, 0), cell_px, 1)
+  img[::cell_px, :] = 200  # grid lines
+  img[:, ::cell_px] = 200
+  r, c = divmod(int(state.agent), g)
+  m = max(cell_px // 4, 1)
+  img[r * cell_px + m:(r + 1) * cell_px - m,
+      c * cell_px + m:(c + 1) * cell_px - m] = AGENT_RGB
+  return img
+
+
+def params_from_config(env_config: Any, tasks: Sequence[Sequence[int]] | None
+                       = None, **overrides) -> EnvParams:
+  """EnvParams from the `env` block of configs/gridworld.py, validated."""
+  task_table = tasks if tasks is not None else env_config.pretrain_tasks
+  params = EnvParams(
+      grid_size=int(env_config.grid_size),
+      num_colours=int(env_config.num_colours),
+      num_walls=int(env_config.num_walls),
+      max_steps=int(env_config.max_steps),
+      tasks=tuple(tasks_lib.parse_task(t) for t in task_table),
+      subgoal_size=int(env_config.get('subgoal_size', 2)),
+      max_visits=int(env_config.get('max_visits', 16)),
+  )
+  params = params.replace(max_visits=max(params.max_visits,
+                                         params.max_task_len))
+  return params.replace(**overrides).validate()

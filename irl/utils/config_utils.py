@@ -1,0 +1,200 @@
+"""Validation, preset selection and serialisation helpers for ml_collections configs.
+
+Configs are Python files returning an `ml_collections.ConfigDict` (big_vision
+style); these helpers turn a bad field into an error that names the field, the
+value and what would have been accepted, instead of a shape error deep inside
+a jitted function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+
+class ConfigError(ValueError):
+  """A config field holds an invalid value."""
+
+
+def _name(field: str) -> str:
+  # Fields are given relative to the config root ('model.backbone'); the
+  # message shows them the way they are overridden on the command line.
+  return field if field == 'config' or field.startswith('config.') else f'config.{field}'
+
+
+def _invalid(field: str, value: Any, why: str) -> ConfigError:
+  return ConfigError(f'{_name(field)}={value!r} is invalid: {why}')
+
+
+def check_choice(value: Any, field: str, allowed: Iterable[Any]) -> Any:
+  """Raises ConfigError unless `value` is one of `allowed`; returns `value`."""
+  allowed = list(allowed)
+  if value not in allowed:
+    raise _invalid(field, value, f'must be one of {allowed!r}')
+  return value
+
+
+def check_range(
+    value: Any,
+    field: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_inclusive: bool = True,
+    hi_inclusive: bool = True,
+) -> Any:
+  """Raises ConfigError unless `value` is a real number within [lo, hi] (bounds optional)."""
+  lo_bracket = '[' if lo_inclusive else '('
+  hi_bracket = ']' if hi_inclusive else ')'
+  if lo is not None and hi is not None:
+    want = f'must be in {lo_bracket}{lo}, {hi}{hi_bracket}'
+  elif lo is not None:
+    want = f'must be {">=" if lo_inclusive else ">"} {lo}'
+  elif hi is not None:
+    want = f'must be {"<=" if hi_inclusive else "<"} {hi}'
+  else:
+    want = 'must be a real number'
+  # bool is an int subclass, but `lr=True` is always a typo.
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise _invalid(field, value, f'{want} (got type {type(value).__name__})')
+  if math.isnan(value):
+    raise _invalid(field, value, want)
+  if lo is not None and (value < lo if lo_inclusive else value <= lo):
+    raise _invalid(field, value, want)
+  if hi is not None and (value > hi if hi_inclusive else value >= hi):
+    raise _invalid(field, value, want)
+  return value
+
+
+def check_int(value: Any, field: str, minimum: int | None = None) -> Any:
+  """Raises ConfigError unless `value` is an integer (not bool) and >= `minimum`."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    want = 'must be an integer' + (f' >= {minimum}' if minimum is not None else '')
+    raise _invalid(field, value, f'{want} (got type {type(value).__name__})')
+  if minimum is not None and value < minimum:
+    raise _invalid(field, value, f'must be an integer >= {minimum}')
+  return value
+
+
+def check(cond: bool, field: str, message: str) -> None:
+  """Raises ConfigError(`config.<field> is invalid: <message>`) unless `cond`.
+
+  For constraints between fields, e.g.
+  `check(c.d_model % c.num_heads == 0, 'model.num_heads', 'must divide model.d_model')`.
+  """
+  if not cond:
+    raise ConfigError(f'{_name(field)} is invalid: {message}')
+
+
+def select_preset(presets: Mapping[str, Callable[[], Any]], preset: str) -> Any:
+  """Returns `presets[preset]()`; raises ConfigError listing the known presets."""
+  if preset not in presets:
+    raise ConfigError(
+        f'unknown config preset {preset!r}; known presets: {sorted(presets)!r}'
+        " (choose one with --config=<file>.py:<preset>)"
+    )
+  return presets[preset]()
+
+
+def to_jsonable(value: Any, *, strict: bool = True) -> Any:
+  """Converts configs, dataclasses, numpy/jax values and tuples to plain JSON types.
+
+  Args:
+    value: the object to convert.
+    strict: if True, raise TypeError on values with no faithful JSON form
+      (functions, arbitrary objects); otherwise fall back to `repr` (fine for a
+      human-readable dump, not for a fingerprint that must compare equal
+      across runs).
+  """
+  if isinstance(value, ml_collections.FieldReference):
+    value = value.get()
+  if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+    value = value.to_dict()
+  if value is None or isinstance(value, (bool, str)):
+    return value
+  if isinstance(value, enum.Enum):
+    return to_jsonable(value.value, strict=strict)
+  if isinstance(value, int):
+    return int(value)
+  if isinstance(value, float):
+    return float(value)
+  if isinstance(value, Mapping):
+    return {str(k): to_jsonable(v, strict=strict) for k, v in value.items()}
+  if isinstance(value, (list, tuple, set, frozenset)):
+    items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+    return [to_jsonable(v, strict=strict) for v in items]
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return {f.name: to_jsonable(getattr(value, f.name), strict=strict) for f in dataclasses.fields(value)}
+  if hasattr(value, 'dtype') and hasattr(value, 'shape'):  # numpy / jax arrays and scalars
+    if np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.bool_):
+      return np.asarray(value).tolist()
+  if isinstance(value, (datetime.date, datetime.datetime)):
+    return value.isoformat()
+  if strict:
+    raise TypeError(f'{value!r} (type {type(value).__name__}) has no JSON representation')
+  return repr(value)
+
+
+def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str]) -> dict[str, Any]:
+  """Returns a JSON-able nested dict holding only the named sub-configs/fields.
+
+  `keys` are dotted paths ('model', 'pretrain.seq_len'); the result nests them
+  the same way ({'model': {...}, 'pretrain': {'seq_len': 64}}), so a
+  Checkpointer reports differences as 'pretrain.seq_len: checkpoint=..'.
+  Only fields that fix the shapes or meaning of the saved state belong here:
+  a fingerprint that includes e.g. num_steps would refuse to extend a run.
+  """
+  out: dict[str, Any] = {}
+  for key in keys:
+    node: Any = config
+    for i, part in enumerate(key.split('.')):
+      if not isinstance(node, (ml_collections.ConfigDict, Mapping)) or part not in node:
+        prefix = '.'.join(key.split('.')[:i]) or 'config'
+        raise ConfigError(f'config_fingerprint: {_name(key)} does not exist (no field {part!r} in {_name(prefix)})')
+      node = node[part]
+    try:
+      value = to_jsonable(node, strict=True)
+    except TypeError as e:
+      raise ConfigError(f'config_fingerprint: {_name(key)} cannot be fingerprinted: {e}') from e
+    parts = key.split('.')
+    target = out
+    for part in parts[:-1]:
+      target = target.setdefault(part, {})
+    target[parts[-1]] = value
+  return out
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and rename."""
+  # A run killed mid-write must leave either the old file or the new one.
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `<workdir>/config.json` (indented, human-readable); returns its path.
+
+  A rerun with different overrides keeps the previous file as
+  `config.<timestamp>.json`, so the config of every run stays on record.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  text = json.dumps(to_jsonable(config, strict=False), indent=2) + '\n'
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+    if old != text:
+      stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime('%Y%m%d-%H%M%S')
+      os.replace(path, os.path.join(workdir, f'config.{stamp}.json'))
+  atomic_write_text(path, text)
+  return path
