@@ -4,8 +4,9 @@ The expert heads for the next colour of its task along a shortest path in which
 walls and every other colour cell are obstacles (entering another colour would
 end the episode), choosing uniformly among optimal moves. With probability ε
 the move is replaced by a uniformly random move that does not end the episode
-(any move except entering a colour that is not the current target; bumping
-into a wall or the edge is allowed).
+and keeps the target reachable (never into a colour that is not the current
+target, nor into a pocket of free cells sealed off by a colour; bumping into a
+wall or the edge is allowed).
 
 Colours never move, so the distance fields to all O colours are computed once
 per episode (`distance_fields`) and each step is a gather.
@@ -49,8 +50,10 @@ def move_costs(state: gw.EnvState, dist: jax.Array, params: gw.EnvParams
                ) -> tuple[jax.Array, jax.Array]:
   """([4] distance to the target after each move, [4] move is safe).
 
-  A move is safe if it does not enter a colour other than the current target.
-  Moves that do not change the cell cost UNREACHABLE so they are never optimal.
+  A move is safe if it neither ends the episode (entering a colour other than
+  the target) nor cuts the agent off from the target; bumping into a wall or the
+  edge is safe. Moves that do not change the cell cost UNREACHABLE so they are
+  never optimal.
   """
   nbr = jnp.asarray(gw.neighbour_table(params.grid_size))
   pos = jnp.minimum(state.task_pos, state.task.shape[-1] - 1)
@@ -58,9 +61,12 @@ def move_costs(state: gw.EnvState, dist: jax.Array, params: gw.EnvParams
   dest = nbr[state.agent]                                  # [4]
   cell = state.grid[dest]
   is_colour = (cell >= 0) & (cell < params.num_colours)
-  safe = ~is_colour | (cell == target)
-  cost = jnp.where((dest != state.agent) & safe, dist[target][dest],
-                   UNREACHABLE)
+  stays = dest == state.agent
+  cost = jnp.where(stays | (is_colour & (cell != target)), UNREACHABLE,
+                   dist[target][dest])
+  # Stepping out of a colour cell can lead into a pocket of free cells whose
+  # only exit is that colour; such a move dooms the episode, so it is unsafe.
+  safe = stays | (cost < UNREACHABLE)
   return cost, safe
 
 

@@ -1,0 +1,40 @@
+"""Every preset validates; bad fields fail fast naming the field."""
+
+import pytest
+
+from configs import gridworld
+from irl import config as config_lib
+from irl.utils.config_utils import ConfigError
+
+
+@pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])
+def test_presets_validate(preset):
+  c = gridworld.get_config(preset)
+  assert c.preset == preset
+  config_lib.validate_gridworld(c)
+
+
+def test_unknown_preset_lists_the_known_ones():
+  with pytest.raises(ConfigError, match=r"'gpu'.*\['cpu', 'paper', 'test'\]"):
+    gridworld.get_config('gpu')
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('env.pretrain_tasks', ['0-1-4-5-0-9'],
+     r'config\.env\.pretrain_tasks\[0\].*\[0, 7\]'),
+    ('env.post_task', '0-1-2-3-8', r'config\.env\.post_task.*\[0, 7\]'),
+    ('env.pretrain_tasks', ['0-a'], r'config\.env\.pretrain_tasks\[0\]'),
+    ('env.grid_size', 3, r'config\.env\.grid_size=3.*13 distinct cells'),
+    ('env.max_steps', 0, r'config\.env\.max_steps=0.*> 0'),
+    ('env.max_steps', -5, r'config\.env\.max_steps'),
+    ('data.epsilons', [0.0, 1.2], r'config\.data\.epsilons\[1\]=1\.2.*\[0\.0, 1\.0\]'),
+    ('data.epsilons', [-0.1], r'config\.data\.epsilons\[0\]'),
+    ('data.seq_len', 200, r'config\.data\.seq_len.*max_steps=100'),
+    ('data.batch_size', 0, r'config\.data\.batch_size=0'),
+])
+def test_bad_fields_name_the_field(field, value, match):
+  c = gridworld.get_config('test')
+  section, name = field.split('.')
+  c[section][name] = value
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate_gridworld(c)
