@@ -8,6 +8,7 @@ Presets: `paper` (GPU/TPU scale), `cpu` (a 2-core laptop), `test` (seconds).
 
 import ml_collections
 
+from irl.models import presets as models
 from irl.envs import tasks
 from irl.utils import config_utils
 
@@ -38,6 +39,24 @@ def _base() -> ml_collections.ConfigDict:
   # D: each episode's expert draws ε from this list (PAPER.md §3 sweeps 0..0.2).
   c.data.epsilons = [0.0, 0.05, 0.1, 0.2]
 
+  c.model = models.transformer('paper')
+
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.num_steps = 256_000
+  c.pretrain.learning_rate = 3e-4     # AdamW, constant
+  c.pretrain.weight_decay = 0.03
+  # λ of −ln p(a_t|o_1:t) − λ ln p(o_t+1|o_1:t); the next observation is a
+  # product of Bernoullis over its 637 one-hot values (summed, not averaged).
+  c.pretrain.obs_loss_weight = 0.01
+  c.pretrain.grad_clip = 1.0          # global-norm clipping; 0 disables
+  c.pretrain.log_every = 100          # optimiser steps per jitted chunk
+  c.pretrain.save_every = 2000        # a multiple of log_every
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 1024            # held-out expert episodes per batch
+  c.eval.num_batches = 8
+  c.eval.num_episodes = 2048          # closed-loop episodes
+
   c.expert_demo = ml_collections.ConfigDict()
   c.expert_demo.num_episodes = 4096
   c.expert_demo.batch_size = 1024
@@ -53,7 +72,14 @@ def _paper() -> ml_collections.ConfigDict:
 def _cpu() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'cpu'
-  c.data.batch_size = 256
+  c.model = models.transformer('cpu')
+  c.data.batch_size = 64
+  c.pretrain.num_steps = 3000
+  c.pretrain.log_every = 50
+  c.pretrain.save_every = 500
+  c.eval.batch_size = 256
+  c.eval.num_batches = 4
+  c.eval.num_episodes = 1024
   c.expert_demo.num_episodes = 2048
   return c
 
@@ -61,8 +87,15 @@ def _cpu() -> ml_collections.ConfigDict:
 def _test() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'test'
+  c.model = models.transformer('test')
   c.data.batch_size = 8
   c.data.seq_len = 48
+  c.pretrain.num_steps = 20
+  c.pretrain.log_every = 5
+  c.pretrain.save_every = 10
+  c.eval.batch_size = 16
+  c.eval.num_batches = 1
+  c.eval.num_episodes = 32
   c.expert_demo.num_episodes = 64
   c.expert_demo.batch_size = 32
   return c

@@ -6,7 +6,8 @@ import ml_collections
 
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import tasks as tasks_lib
-from irl.utils.config_utils import ConfigError, check, check_int, check_range
+from irl.utils.config_utils import (ConfigError, check, check_choice,
+                                    check_int, check_range)
 
 
 def env_params(config: ml_collections.ConfigDict, post: bool = False
@@ -49,4 +50,47 @@ def validate_gridworld(config: ml_collections.ConfigDict
   check(len(d.epsilons) > 0, 'data.epsilons', 'must list at least one ε')
   for i, e in enumerate(d.epsilons):
     check_range(e, f'data.epsilons[{i}]', 0.0, 1.0)
+  if 'model' in config:
+    validate_model(config.model, max(params.max_steps, post.max_steps))
+  if 'pretrain' in config:
+    validate_pretrain(config.pretrain)
+  if 'eval' in config:
+    validate_eval(config.eval)
   return config
+
+
+def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
+  check_choice(m.backbone, 'model.backbone', ('transformer', 'hawk'))
+  check_choice(m.dtype, 'model.dtype', ('float32', 'bfloat16'))
+  for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'num_buckets',
+               'max_distance', 'conv_width', 'max_len'):
+    check_int(m[name], f'model.{name}', minimum=1)
+  check(m.width % m.num_heads == 0, 'model.num_heads',
+        f'{m.num_heads} must divide model.width={m.width}')
+  check(m.max_distance > m.num_buckets // 2, 'model.max_distance',
+        f'{m.max_distance} must exceed model.num_buckets // 2')
+  if m.backbone == 'transformer':
+    check(m.max_len >= max_steps, 'model.max_len',
+          f'{m.max_len} KV-cache slots cannot hold an episode of '
+          f'env.max_steps={max_steps} steps')
+
+
+def validate_pretrain(p: ml_collections.ConfigDict) -> None:
+  check_int(p.num_steps, 'pretrain.num_steps', minimum=1)
+  check_range(p.learning_rate, 'pretrain.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  check_range(p.weight_decay, 'pretrain.weight_decay', 0.0)
+  check_range(p.obs_loss_weight, 'pretrain.obs_loss_weight', 0.0)
+  check_range(p.grad_clip, 'pretrain.grad_clip', 0.0)
+  check_int(p.log_every, 'pretrain.log_every', minimum=1)
+  check_int(p.save_every, 'pretrain.save_every', minimum=1)
+  check(p.num_steps % p.log_every == 0, 'pretrain.num_steps',
+        f'{p.num_steps} must be a multiple of pretrain.log_every={p.log_every}')
+  check(p.save_every % p.log_every == 0, 'pretrain.save_every',
+        f'{p.save_every} must be a multiple of pretrain.log_every='
+        f'{p.log_every}')
+
+
+def validate_eval(e: ml_collections.ConfigDict) -> None:
+  for name in ('batch_size', 'num_batches', 'num_episodes'):
+    check_int(e[name], f'eval.{name}', minimum=1)

@@ -173,6 +173,31 @@ def neighbour_table(grid_size: int) -> np.ndarray:
   return table
 
 
+@functools.lru_cache(maxsize=None)
+def _neighbours(grid_size: int) -> np.ndarray:
+  """Read-only cached `neighbour_table` (a trace-time constant)."""
+  table = neighbour_table(grid_size)
+  table.setflags(write=False)
+  return table
+
+
+def _target_cell(agent: jax.Array, action: jax.Array,
+                 grid_size: int) -> jax.Array:
+  """`neighbour_table(G)[agent, action]` by arithmetic (no gather under vmap).
+
+  Like the table lookup (whose index is clamped), any action other than
+  UP, DOWN or LEFT moves right.
+  """
+  g = grid_size
+  row, col = agent // g, agent % g
+  up, down, left = action == UP, action == DOWN, action == LEFT
+  right = ~(up | down | left)
+  inside = ((up & (row > 0)) | (down & (row < g - 1)) | (left & (col > 0))
+            | (right & (col < g - 1)))
+  delta = jnp.where(up, -g, jnp.where(down, g, jnp.where(left, -1, 1)))
+  return jnp.where(inside, agent + delta, agent).astype(agent.dtype)
+
+
 def tasks_array(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
   """([num_tasks, max_task_len] padded with -1, [num_tasks] lengths)."""
   table = np.full((params.num_tasks, params.max_task_len), -1, np.int32)
@@ -237,11 +262,21 @@ def sample_layout_pool(key: jax.Array, params: EnvParams, size: int) -> Layout:
 
 def observe(grid: jax.Array, agent: jax.Array, params: EnvParams,
             dtype: Any = jnp.float32) -> jax.Array:
-  """[obs_dim] one-hot observation (layout in the module docstring)."""
+  """[obs_dim] one-hot observation (layout in the module docstring).
+
+  Also works batched: grid [..., N] and agent [...] give [..., obs_dim].
+  """
   n_obj = params.num_colours + params.num_walls
-  cells = jax.nn.one_hot(grid, n_obj, dtype=dtype)  # EMPTY -> all zeros
-  here = jax.nn.one_hot(agent, params.num_cells, dtype=dtype)
-  return jnp.concatenate([cells, here[:, None]], axis=-1).reshape(-1)
+  grid = jnp.asarray(grid)
+  agent = jnp.asarray(agent)
+  # One elementwise compare per value (EMPTY matches no channel, and no grid
+  # value reaches the agent channel n_obj): this fuses into whatever consumes
+  # the observation, where one_hot + concatenate would not.
+  channel = jnp.arange(n_obj + 1, dtype=grid.dtype)
+  here = jnp.arange(params.num_cells, dtype=agent.dtype) == agent[..., None]
+  hot = ((grid[..., :, None] == channel)
+         | (here[..., :, None] & (channel == n_obj)))
+  return hot.astype(dtype).reshape(*grid.shape[:-1], params.obs_dim)
 
 
 def init_state(key: jax.Array, layout: Layout, task: jax.Array,
@@ -285,12 +320,20 @@ def current_subgoal(state: EnvState, params: EnvParams) -> jax.Array:
 def step(state: EnvState, action: jax.Array, params: EnvParams
          ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
   """One move. A finished episode stays finished (reward 0, done True)."""
-  nbr = jnp.asarray(neighbour_table(params.grid_size))
-  target = nbr[state.agent, action]
-  blocked = state.grid[target] >= params.num_colours  # a wall
+  new_state, reward, done, info = _advance(state, action, params)
+  obs = observe(new_state.grid, new_state.agent, params)
+  return new_state, obs, reward, done, info
+
+
+def _advance(state: EnvState, action: jax.Array, params: EnvParams
+             ) -> tuple[EnvState, jax.Array, jax.Array, dict]:
+  """`step` without the observation: (state, reward, done, info)."""
+  target = _target_cell(state.agent, action, params.grid_size)
+  cell = state.grid[target]
+  blocked = cell >= params.num_colours  # a wall
   new_agent = jnp.where(blocked, state.agent, target)
   moved = (new_agent != state.agent) & ~state.done
-  cell = state.grid[new_agent]
+  # When the agent moved it stands on `target`, so `cell` is what it entered.
   is_visit = moved & (cell >= 0) & (cell < params.num_colours)
   colour = jnp.where(is_visit, cell, -1)
 
@@ -303,9 +346,11 @@ def step(state: EnvState, action: jax.Array, params: EnvParams
 
   slot = jnp.minimum(state.num_visits, params.max_visits - 1)
   log_full = state.num_visits >= params.max_visits
-  visits = jnp.where(is_visit & ~log_full,
-                     state.visits.at[slot].set(colour), state.visits)
-  num_visits = state.num_visits + (is_visit & ~log_full).astype(jnp.int32)
+  logged = is_visit & ~log_full
+  # An elementwise select, not a scatter (scatters are slow under vmap on CPU).
+  visits = jnp.where((jnp.arange(params.max_visits) == slot) & logged,
+                     colour, state.visits)
+  num_visits = state.num_visits + logged.astype(jnp.int32)
 
   time = state.time + (~state.done).astype(jnp.int32)
   if params.terminate_on_wrong_colour:
@@ -320,7 +365,6 @@ def step(state: EnvState, action: jax.Array, params: EnvParams
       agent=jnp.where(state.done, state.agent, new_agent), task_pos=task_pos,
       time=time, visits=visits, num_visits=num_visits, done=done,
       success=state.success | success)
-  obs = observe(new_state.grid, new_state.agent, params)
   info = {
       'subgoal': current_subgoal(new_state, params),
       'task_pos': task_pos,
@@ -333,7 +377,7 @@ def step(state: EnvState, action: jax.Array, params: EnvParams
       'visits': visits,
       'num_visits': num_visits,
   }
-  return new_state, obs, reward, done, info
+  return new_state, reward, done, info
 
 
 class AutoReset:
@@ -351,30 +395,32 @@ class AutoReset:
     self.layout_pool = layout_pool
 
   def reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
-    if self.layout_pool is None:
-      return reset(key, self.params)
-    return self._pool_reset(key)
+    state = self._reset_state(key)
+    return state, observe(state.grid, state.agent, self.params)
 
-  def _pool_reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
+  def _reset_state(self, key: jax.Array) -> EnvState:
+    if self.layout_pool is None:
+      return reset(key, self.params)[0]
     k_idx, k_task, k_state = jax.random.split(key, 3)
     size = self.layout_pool.agent_cell.shape[0]
     layout = jax.tree.map(lambda x: x[jax.random.randint(k_idx, (), 0, size)],
                           self.layout_pool)
     table, lengths = tasks_array(self.params)
     task_id = jax.random.randint(k_task, (), 0, self.params.num_tasks)
-    state = init_state(k_state, layout, jnp.asarray(table)[task_id],
-                       jnp.asarray(lengths)[task_id], task_id, self.params)
-    return state, observe(state.grid, state.agent, self.params)
+    return init_state(k_state, layout, jnp.asarray(table)[task_id],
+                      jnp.asarray(lengths)[task_id], task_id, self.params)
 
   def step(self, state: EnvState, action: jax.Array
            ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
-    state, obs, reward, done, info = step(state, action, self.params)
+    state, reward, done, info = _advance(state, action, self.params)
     key, sub = jax.random.split(state.key)
-    fresh, fresh_obs = self.reset(sub)
-    fresh = fresh.replace(key=key)
+    fresh = self._reset_state(sub).replace(key=key)
     state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh,
                          state.replace(key=key))
-    obs = jnp.where(done, fresh_obs, obs)
+    # One observation of the selected state, rather than one of each state
+    # and a select of the two: XLA fuses the reset's random draws into the
+    # select and recomputed them for every observation value.
+    obs = observe(state.grid, state.agent, self.params)
     return state, obs, reward, done, info
 
 

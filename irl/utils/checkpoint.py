@@ -36,6 +36,17 @@ PyTree = Any
 
 _STATE = 'state'
 _META = 'meta'
+
+
+class _QuietOrbax(logging.logging.Filter):
+  """Drops orbax's INFO chatter (dozens of lines per save); keeps warnings."""
+
+  def filter(self, record) -> bool:
+    return (record.levelno >= logging.logging.WARNING
+            or 'orbax' not in record.pathname)
+
+
+logging.get_absl_handler().addFilter(_QuietOrbax())
 _MISSING = '<missing>'
 
 

@@ -1,0 +1,95 @@
+"""`ModelConfig`: the frozen, hashable description of a base model."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+BACKBONES = ('transformer', 'hawk')
+ACTION_TYPES = ('discrete', 'continuous')
+DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of the base model (defaults: the gridworld Transformer).
+
+  Attributes:
+    backbone: 'transformer' (causal, T5 relative-position bias) or 'hawk'
+      (RG-LRU recurrent blocks, Griffin paper).
+    num_layers: number of residual blocks L; the residual stream has L+1
+      entries (l=0 is the observation embedding).
+    width: residual-stream width n_e.
+    num_heads: attention heads (transformer) or RG-LRU gate blocks (hawk).
+    mlp_dim: hidden width of the ReLU MLP of every block.
+    obs_dim: observation size; also the size of the next-observation head.
+    action_type: 'discrete' (categorical over `num_actions`) or 'continuous'
+      (diagonal Gaussian over `action_dim`).
+    num_actions: number of discrete actions (used when discrete).
+    action_dim: continuous action size (used when continuous).
+    num_buckets: T5 relative-position buckets (transformer).
+    max_distance: distance from which all offsets share the last bucket.
+    conv_width: temporal width of the causal Conv1D (hawk).
+    max_len: KV-cache length (transformer); total decoded steps must not
+      exceed it.
+    dtype: compute dtype; parameters are always float32.
+  """
+  backbone: str = 'transformer'
+  num_layers: int = 6
+  width: int = 256
+  num_heads: int = 4
+  mlp_dim: int = 512
+  obs_dim: int = 637
+  action_type: str = 'discrete'
+  num_actions: int = 4
+  action_dim: int = 8
+  num_buckets: int = 32
+  max_distance: int = 128
+  conv_width: int = 4
+  max_len: int = 128
+  dtype: str = 'float32'
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  def validate(self) -> ModelConfig:
+    """Raises `ValueError` naming the first bad field; returns `self`."""
+    _check_choice('backbone', self.backbone, BACKBONES)
+    _check_choice('action_type', self.action_type, ACTION_TYPES)
+    _check_choice('dtype', self.dtype, DTYPES)
+    for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'obs_dim',
+                 'conv_width', 'max_len'):
+      _check_positive_int(name, getattr(self, name))
+    if self.width % self.num_heads:
+      raise ValueError(
+          f'width={self.width} must be divisible by num_heads='
+          f'{self.num_heads}.')
+    if self.action_type == 'discrete':
+      _check_positive_int('num_actions', self.num_actions)
+    else:
+      _check_positive_int('action_dim', self.action_dim)
+    _check_positive_int('num_buckets', self.num_buckets)
+    if self.num_buckets < 2:
+      raise ValueError(f'num_buckets={self.num_buckets} must be >= 2.')
+    _check_positive_int('max_distance', self.max_distance)
+    # The log-spaced buckets divide by log(max_distance / (num_buckets // 2)).
+    if self.max_distance <= self.num_buckets // 2:
+      raise ValueError(
+          f'max_distance={self.max_distance} must exceed num_buckets // 2 = '
+          f'{self.num_buckets // 2}.')
+    return self
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+  if value not in allowed:
+    raise ValueError(f'{name}={value!r} is not one of {set(allowed)}.')
+
+
+def _check_positive_int(name: str, value: object) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f'{name}={value!r} must be an integer >= 1.')

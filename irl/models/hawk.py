@@ -1,0 +1,227 @@
+"""Hawk (Griffin paper, De et al. 2024): pre-norm RG-LRU residual blocks.
+
+Block: x += recurrent_block(norm(x)); x += mlp(norm(x)), with a ReLU MLP (the
+paper uses ReLU here, Griffin a gated GeLU). Recurrent block:
+  out = Linear( GeLU(Linear(x)) * RG-LRU(Conv1D(Linear(x))) ).
+RG-LRU (width = model width, gates block-diagonal over `num_heads`):
+  r_t = sigmoid(W_a x_t + b_a),  i_t = sigmoid(W_x x_t + b_x),
+  log a_t = -c softplus(Lambda) r_t,  c = 8,
+  h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * x_t),  h_{-1} = 0.
+The sqrt(1 - a^2) factor is applied at every step, t = 0 included (Griffin's
+code skips it at a document start; we have no document boundaries).
+The recurrence runs in float32 whatever the compute dtype: a_t is close to 1
+and bfloat16 would round it away.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from irl.models import common
+
+
+@flax.struct.dataclass
+class RecurrentCache:
+  """Decoding state of one Hawk block.
+
+  Attributes:
+    rnn_state: [B, width] float32, the RG-LRU hidden state h_{t-1}.
+    conv_state: [B, conv_width - 1, width], the last inputs of the Conv1D
+      (oldest first), zero before the sequence starts.
+  """
+  rnn_state: jax.Array
+  conv_state: jax.Array
+
+
+def init_recurrent_cache(batch_size: int, width: int, conv_width: int,
+                         dtype: jnp.dtype = jnp.float32) -> RecurrentCache:
+  """The state before the first step (all zeros)."""
+  return RecurrentCache(
+      rnn_state=jnp.zeros((batch_size, width), jnp.float32),
+      conv_state=jnp.zeros((batch_size, conv_width - 1, width), dtype))
+
+
+def lambda_init(min_rad: float = 0.9, max_rad: float = 0.999):
+  """Initialiser for Lambda with a = exp(-softplus(Lambda)) in [min, max].
+
+  a^2 is uniform in [min^2, max^2] (uniform on a ring, as in Griffin's code).
+  """
+  def init(key: jax.Array, shape: Sequence[int],
+           dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    a_sq = jax.random.uniform(key, shape, jnp.float32, min_rad**2, max_rad**2)
+    # softplus(Lambda) = -log a  <=>  Lambda = log(1/a - 1).
+    return jnp.log(jax.lax.rsqrt(a_sq) - 1.0).astype(dtype)
+  return init
+
+
+@jax.custom_vjp
+def _sqrt_bounded_grad(x: jax.Array) -> jax.Array:
+  """sqrt(x) whose derivative is capped at 1000 (x -> 0 when a_t -> 1)."""
+  return jnp.sqrt(x)
+
+
+def _sqrt_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return jnp.sqrt(x), x
+
+
+def _sqrt_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+  max_grad = 1000.0
+  return (g * 0.5 * jax.lax.rsqrt(jnp.maximum(x, 1 / (4 * max_grad**2))),)
+
+
+_sqrt_bounded_grad.defvjp(_sqrt_fwd, _sqrt_bwd)
+
+
+def _linear_recurrence_op(left: tuple[jax.Array, jax.Array],
+                          right: tuple[jax.Array, jax.Array]
+                          ) -> tuple[jax.Array, jax.Array]:
+  """Composes h -> a_l h + u_l, then h -> a_r h + u_r (associative)."""
+  a_l, u_l = left
+  a_r, u_r = right
+  return a_r * a_l, a_r * u_l + u_r
+
+
+class BlockDiagonalLinear(nn.Module):
+  """y = x W + b with W block-diagonal over `num_blocks` blocks (float32)."""
+  width: int
+  num_blocks: int
+
+  def setup(self) -> None:
+    block = self.width // self.num_blocks
+    init = nn.initializers.variance_scaling(
+        0.1, 'fan_in', 'truncated_normal', in_axis=-2, out_axis=-1,
+        batch_axis=(0,))
+    self.kernel = self.param('kernel', init,
+                             (self.num_blocks, block, block), jnp.float32)
+    self.bias = self.param('bias', nn.initializers.zeros,
+                           (self.num_blocks, block), jnp.float32)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., width] -> [..., width]."""
+    blocks = x.reshape(*x.shape[:-1], self.num_blocks, -1)
+    y = jnp.einsum('...hi,hij->...hj', blocks, self.kernel) + self.bias
+    return y.reshape(x.shape)
+
+
+class RGLRU(nn.Module):
+  """Real-Gated Linear Recurrent Unit, parallel over time."""
+  width: int
+  num_heads: int
+  c: float = 8.0
+
+  def setup(self) -> None:
+    self.a_param = self.param('a_param', lambda_init(), (self.width,),
+                              jnp.float32)
+    self.input_gate = BlockDiagonalLinear(self.width, self.num_heads)
+    self.a_gate = BlockDiagonalLinear(self.width, self.num_heads)
+
+  def __call__(self, x: jax.Array, h0: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    """Runs the recurrence over the chunk x: [B, T, width].
+
+    Args:
+      x: [B, T, width] inputs.
+      h0: [B, width] float32 state before the chunk, or None for zeros.
+
+    Returns:
+      (h: [B, T, width] in x.dtype, h_last: [B, width] float32).
+    """
+    x32 = x.astype(jnp.float32)
+    gate_x = jax.nn.sigmoid(self.input_gate(x32))
+    gate_a = jax.nn.sigmoid(self.a_gate(x32))
+    log_a = -self.c * gate_a * jax.nn.softplus(self.a_param)
+    a = jnp.exp(log_a)
+    # expm1 keeps 1 - a^2 accurate when a is close to 1.
+    u = _sqrt_bounded_grad(-jnp.expm1(2.0 * log_a)) * (gate_x * x32)
+    a_prod, h = jax.lax.associative_scan(_linear_recurrence_op, (a, u), axis=1)
+    if h0 is not None:
+      # h_t = (prod_{s<=t} a_s) h0 + (the zero-start recurrence).
+      h = h + a_prod * h0[:, None, :]
+    return h.astype(x.dtype), h[:, -1]
+
+
+class Conv1D(nn.Module):
+  """Causal depthwise temporal convolution (kernel[-1] sees the present)."""
+  width: int
+  conv_width: int = 4
+  dtype: common.Dtype = jnp.float32
+
+  def setup(self) -> None:
+    self.kernel = self.param('kernel', common.KERNEL_INIT,
+                             (self.conv_width, self.width), jnp.float32)
+    self.bias = self.param('bias', nn.initializers.zeros, (self.width,),
+                           jnp.float32)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array | None]:
+    """x: [B, T, width]; state: [B, conv_width - 1, width] or None (zeros).
+
+    Returns ([B, T, width], the last conv_width - 1 inputs or None).
+    """
+    batch, seq_len, width = x.shape
+    lag = self.conv_width - 1
+    prefix = (jnp.zeros((batch, lag, width), x.dtype) if state is None
+              else state.astype(x.dtype))
+    padded = jnp.concatenate([prefix, x], axis=1)   # [B, lag + T, width]
+    kernel = self.kernel.astype(x.dtype)
+    y = self.bias.astype(x.dtype)
+    for shift in range(self.conv_width):              # Loop over taps only.
+      y = y + padded[:, shift:shift + seq_len] * kernel[shift]
+    new_state = None if state is None else padded[:, seq_len:].astype(
+        state.dtype)
+    return y, new_state
+
+
+class RecurrentBlock(nn.Module):
+  """Griffin's recurrent block: GeLU gate branch times Conv1D -> RG-LRU."""
+  width: int
+  num_heads: int
+  conv_width: int = 4
+  dtype: common.Dtype = jnp.float32
+
+  def setup(self) -> None:
+    self.gate_proj = common.dense(self.width, self.dtype)
+    self.rec_proj = common.dense(self.width, self.dtype)
+    self.conv = Conv1D(self.width, self.conv_width, self.dtype)
+    self.rg_lru = RGLRU(self.width, self.num_heads)
+    self.out_proj = common.dense(self.width, self.dtype)
+
+  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None
+               ) -> tuple[jax.Array, RecurrentCache | None]:
+    """[B, T, width] -> ([B, T, width], updated cache or None)."""
+    gate = nn.gelu(self.gate_proj(x))
+    h = self.rec_proj(x)
+    h, conv_state = self.conv(h, None if cache is None else cache.conv_state)
+    h, rnn_state = self.rg_lru(h, None if cache is None else cache.rnn_state)
+    out = self.out_proj(h * gate)
+    if cache is None:
+      return out, None
+    return out, RecurrentCache(rnn_state=rnn_state, conv_state=conv_state)
+
+
+class HawkBlock(nn.Module):
+  """Pre-norm block: x += recurrent_block(norm(x)); x += mlp(norm(x))."""
+  width: int
+  num_heads: int
+  mlp_dim: int
+  conv_width: int = 4
+  dtype: common.Dtype = jnp.float32
+
+  def setup(self) -> None:
+    self.rec_norm = common.norm(self.dtype)
+    self.recurrent = RecurrentBlock(self.width, self.num_heads,
+                                    self.conv_width, self.dtype)
+    self.mlp_norm = common.norm(self.dtype)
+    self.mlp = common.MLP(self.width, self.mlp_dim, self.dtype)
+
+  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None
+               ) -> tuple[jax.Array, RecurrentCache | None]:
+    """[B, T, width] -> ([B, T, width], updated cache or None)."""
+    mixed, cache = self.recurrent(self.rec_norm(x), cache)
+    x = x + mixed.astype(x.dtype)
+    x = x + self.mlp(self.mlp_norm(x)).astype(x.dtype)
+    return x, cache

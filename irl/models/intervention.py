@@ -1,0 +1,81 @@
+"""The residual-stream intervention e_l <- e_l + U_t e_l, as a pytree.
+
+One class covers both the low-rank controller U = A B^T (gridworld, rank 16)
+and the full-rank U (ant); the forward pass has one code path for both and for
+"no intervention" (`None`). `layer` is static (part of the treedef), so a
+jitted function recompiles per layer but never branches on traced data.
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class Intervention:
+  """e_l <- e_l + U_t e_l at residual index `layer` (0 <= layer <= L).
+
+  Give either `a` and `b` (low rank, U = A B^T) or `u` (full rank). Leading
+  dimensions broadcast against the residual's [B, T]: [B, T, ...] gives a
+  per-example, per-step U; [width, r] alone gives one U for every position.
+
+  Attributes:
+    layer: residual index to edit (static).
+    a: [B, T, width, r] low-rank factor A, or None.
+    b: [B, T, width, r] low-rank factor B, or None.
+    u: [B, T, width, width] full matrix U (row = output), or None.
+  """
+  layer: int = flax.struct.field(pytree_node=False)
+  a: jax.Array | None = None
+  b: jax.Array | None = None
+  u: jax.Array | None = None
+
+  @classmethod
+  def low_rank(cls, layer: int, a: jax.Array, b: jax.Array) -> Intervention:
+    """U = A B^T with a, b: [B, T, width, r]."""
+    if jnp.shape(a) != jnp.shape(b):
+      raise ValueError(f'a and b must have one shape, got {jnp.shape(a)} and '
+                       f'{jnp.shape(b)}.')
+    return cls(layer=layer, a=a, b=b)
+
+  @classmethod
+  def full(cls, layer: int, u: jax.Array) -> Intervention:
+    """Full-rank U with u: [B, T, width, width]."""
+    return cls(layer=layer, u=u)
+
+  @classmethod
+  def zeros(cls, layer: int, batch_size: int, seq_len: int, width: int,
+            rank: int | None = None,
+            dtype: jnp.dtype = jnp.float32) -> Intervention:
+    """A zero (identity) intervention; low rank if `rank` is given."""
+    if rank is None:
+      return cls.full(layer, jnp.zeros((batch_size, seq_len, width, width),
+                                       dtype))
+    z = jnp.zeros((batch_size, seq_len, width, rank), dtype)
+    return cls.low_rank(layer, z, z)
+
+  @property
+  def is_low_rank(self) -> bool:
+    return self.u is None
+
+  def apply(self, e: jax.Array) -> jax.Array:
+    """Returns e + U e for e: [B, T, width]; exact identity when U = 0."""
+    width = e.shape[-1]
+    if self.is_low_rank:
+      if self.a is None or self.b is None or self.u is not None:
+        raise ValueError('Intervention needs either (a, b) or u, not both.')
+      if self.a.shape[-2] != width or self.b.shape[-2] != width:
+        raise ValueError(f'a, b of shape {self.a.shape} do not match the '
+                         f'residual width {width}.')
+      # A (B^T e): never build the width x width matrix.
+      coeff = jnp.einsum('...ir,...i->...r', self.b, e)
+      delta = jnp.einsum('...ir,...r->...i', self.a, coeff)
+    else:
+      if self.a is not None or self.b is not None:
+        raise ValueError('Intervention needs either (a, b) or u, not both.')
+      if self.u.shape[-2:] != (width, width):
+        raise ValueError(f'u of shape {self.u.shape} does not match the '
+                         f'residual width {width}.')
+      delta = jnp.einsum('...ij,...j->...i', self.u, e)
+    return e + delta.astype(e.dtype)

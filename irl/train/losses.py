@@ -1,0 +1,64 @@
+"""Pure loss functions of the base model (PAPER.md §4).
+
+Per step: −ln p(a_t | o_{1:t}) − λ·ln p(o_{t+1} | o_{1:t}), averaged over the
+valid steps of the batch. Discrete actions are categorical; continuous actions
+a diagonal Gaussian. The next observation is a product of Bernoullis over the
+one-hot values (gridworld) or a unit-variance Gaussian (continuous
+observations, i.e. MSE up to constants).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from irl.models import ModelOutput
+
+OBS_LIKELIHOODS = ('bernoulli', 'gaussian')
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of x over the True entries of mask (0 if there are none)."""
+  mask = mask.astype(x.dtype)
+  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def action_nll(out: ModelOutput, actions: jax.Array) -> jax.Array:
+  """[B, T] −ln p(a_t | o_{1:t}) under the model's action head."""
+  if out.action_logits is not None:
+    logp = jax.nn.log_softmax(out.action_logits)
+    return -jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32),
+                                axis=-1)[..., 0]
+  var = jnp.exp(2 * out.action_log_std)
+  nll = 0.5 * ((actions - out.action_mean) ** 2 / var + jnp.log(2 * jnp.pi)
+               ) + out.action_log_std
+  return nll.sum(-1)
+
+
+def obs_nll(obs_pred: jax.Array, next_obs: jax.Array,
+            likelihood: str = 'bernoulli') -> jax.Array:
+  """[B, T] −ln p(o_{t+1} | o_{1:t}), summed over observation dimensions."""
+  if likelihood == 'bernoulli':
+    return optax.sigmoid_binary_cross_entropy(obs_pred, next_obs).sum(-1)
+  if likelihood == 'gaussian':
+    return 0.5 * ((obs_pred - next_obs) ** 2 + jnp.log(2 * jnp.pi)).sum(-1)
+  raise ValueError(f'obs likelihood {likelihood!r} is not one of '
+                   f'{OBS_LIKELIHOODS}')
+
+
+def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
+                  valid: jax.Array, obs_weight: float,
+                  likelihood: str = 'bernoulli'
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The base-model loss and its parts; every term is a mean over valid steps."""
+  a_nll = masked_mean(action_nll(out, actions), valid)
+  o_nll = masked_mean(obs_nll(out.obs_pred, next_obs.astype(jnp.float32),
+                              likelihood), valid)
+  metrics = {'action_nll': a_nll, 'obs_nll': o_nll}
+  if out.action_logits is not None:
+    correct = jnp.argmax(out.action_logits, -1) == actions
+    metrics['action_acc'] = masked_mean(correct.astype(jnp.float32), valid)
+  loss = a_nll + obs_weight * o_nll
+  metrics['loss'] = loss
+  return loss, metrics

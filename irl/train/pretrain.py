@@ -1,0 +1,191 @@
+"""Pretraining of the base model on fresh expert data (PAPER.md §4).
+
+`make_pretrainer(config)` returns pure functions: `init(key) -> TrainState` and
+`train_chunk(state) -> (state, metrics)`, which runs `pretrain.log_every`
+optimiser steps in one `jit` (a `lax.scan`), each on a batch of expert episodes
+generated inside the step. All randomness comes from `state.key`, so a run
+resumed from a checkpoint replays exactly the data an uninterrupted run would
+have seen and ends with the same parameters.
+
+`train(config, workdir)` is the job: checkpoints (resumed automatically),
+TensorBoard + JSONL metrics, a progress bar, and a final evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+
+from irl import config as config_lib
+from irl.data import stream
+from irl.models import BaseModel, ModelConfig
+from irl.train import evaluate
+from irl.train import losses
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+
+# Config fields that define what a pretraining checkpoint means; a checkpoint
+# written under different values is refused rather than silently reused.
+FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
+                    'pretrain.weight_decay', 'pretrain.obs_loss_weight',
+                    'pretrain.grad_clip', 'data.epsilons', 'data.seq_len')
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # [] int32 optimiser steps taken
+  params: Any
+  opt_state: Any
+  key: jax.Array        # PRNG key for the data of the following steps
+
+
+class Pretrainer(NamedTuple):
+  model: BaseModel
+  init: Callable[[jax.Array], TrainState]
+  train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The base model of `config.model`, sized for the environment."""
+  m = config.model
+  params = config_lib.env_params(config)
+  return ModelConfig(
+      backbone=m.backbone, num_layers=m.num_layers, width=m.width,
+      num_heads=m.num_heads, mlp_dim=m.mlp_dim, obs_dim=params.obs_dim,
+      action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
+      max_distance=m.max_distance, conv_width=m.conv_width,
+      max_len=m.max_len, dtype=m.dtype)
+
+
+def make_optimizer(learning_rate: float, weight_decay: float,
+                   grad_clip: float) -> optax.GradientTransformation:
+  """AdamW with a constant learning rate (PAPER.md §4), optional clipping."""
+  adamw = optax.adamw(learning_rate, weight_decay=weight_decay)
+  if grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+  return adamw
+
+
+def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
+  """Pure init/train functions; shared (with their compilations) between
+  calls whose configs differ only in run length or checkpoint cadence."""
+  config_lib.validate_gridworld(config)
+  key = config.copy_and_resolve_references()
+  key.pretrain.num_steps = key.pretrain.save_every = 0
+  return _make_pretrainer(key.to_json(sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_pretrainer(config_json: str) -> Pretrainer:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  pc = config.pretrain
+  model = BaseModel(model_config(config))
+  sample = stream.stream_from_config(config, 'pretrain', jit=False)
+  tx = make_optimizer(pc.learning_rate, pc.weight_decay, pc.grad_clip)
+
+  def init(key: jax.Array) -> TrainState:
+    k_params, k_data = jax.random.split(key)
+    dummy = jnp.zeros((1, config.data.seq_len, model.config.obs_dim))
+    params = model.init(k_params, dummy)
+    return TrainState(step=jnp.int32(0), params=params,
+                      opt_state=tx.init(params), key=k_data)
+
+  def loss_fn(params, batch):
+    out = model.apply(params, batch.obs)
+    return losses.pretrain_loss(out, batch.actions, batch.next_obs,
+                                batch.valid, pc.obs_loss_weight)
+
+  def one_step(state: TrainState, _) -> tuple[TrainState, dict]:
+    key, k_data = jax.random.split(state.key)
+    batch = sample(k_data)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      key=key), metrics
+
+  @jax.jit
+  def train_chunk(state: TrainState) -> tuple[TrainState, dict]:
+    state, metrics = jax.lax.scan(one_step, state, None, length=pc.log_every)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return Pretrainer(model=model, init=init, train_chunk=train_chunk)
+
+
+def checkpointer(config: ml_collections.ConfigDict, workdir: str
+                 ) -> ckpt_lib.Checkpointer:
+  return ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', 'pretrain'),
+      save_every=config.pretrain.save_every,
+      fingerprint=config_utils.config_fingerprint(config, FINGERPRINT_KEYS))
+
+
+def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Parameters of the finished pretraining run in `workdir` (refuses others)."""
+  trainer = make_pretrainer(config)
+  ckpt = checkpointer(config, workdir)
+  state, step = ckpt.restore_or_init(trainer.init(jax.random.key(config.seed)))
+  ckpt.close()
+  if step < config.pretrain.num_steps:
+    raise FileNotFoundError(
+        f'{workdir} holds no finished pretraining run (latest step {step}, '
+        f'config.pretrain.num_steps={config.pretrain.num_steps}); run '
+        'experiments/pretrain.py with this config and workdir first.')
+  return state.params
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          run_eval: bool = True) -> dict:
+  """Pretrains (resuming from `workdir`), evaluates, writes the summary."""
+  pc = config.pretrain
+  trainer = make_pretrainer(config)
+  os.makedirs(workdir, exist_ok=True)
+  config_utils.save_config(config, workdir)
+  ckpt = checkpointer(config, workdir)
+  state, start = ckpt.restore_or_init(trainer.init(jax.random.key(config.seed)))
+  if start:
+    logging.info('resuming pretraining from step %d', start)
+  writer = metrics_lib.MetricsWriter(workdir, 'pretrain', resume_step=start)
+  tokens = config.data.batch_size * config.data.seq_len * pc.log_every
+  step = start
+  t_start = time.time()
+  with progress_lib.Progress(pc.num_steps, start=start, desc='pretrain') as bar:
+    while step < pc.num_steps:
+      t0 = time.time()
+      state, metrics = trainer.train_chunk(state)
+      metrics = jax.device_get(metrics)
+      step += pc.log_every
+      metrics['steps_per_sec'] = pc.log_every / (time.time() - t0)
+      metrics['tokens_per_sec'] = tokens / (time.time() - t0)
+      writer.write_scalars(step, metrics)
+      bar.update(step, {k: metrics[k] for k in
+                        ('loss', 'action_acc', 'steps_per_sec')})
+      ckpt.maybe_save(step, state, force=step >= pc.num_steps)
+  ckpt.wait()
+  train_seconds = time.time() - t_start
+
+  summary = {'num_steps': int(step), 'train_seconds_this_run': train_seconds,
+             'resumed_from': int(start)}
+  if run_eval:
+    summary.update(evaluate.evaluate_base_model(
+        config, trainer.model, state.params, jax.random.key(config.seed + 1)))
+  if run_eval:
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in summary.items()
+                                if k.startswith(('heldout/', 'closed_loop/'))})
+  writer.write_summary(summary)
+  writer.close()
+  ckpt.close()
+  return summary
