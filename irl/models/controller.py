@@ -1,0 +1,61 @@
+"""The controller decoder: a hypernetwork from a latent code z to U (PAPER.md §6.6).
+
+It turns z_t into the residual-stream edit e ← e + U_t e of the base model:
+rank-r (U = A Bᵀ, the gridworld) or full (U ∈ R^{n_e×n_e}, the ant). The same
+decoder serves ground-truth controllers (z = one-hot(subgoal), β ≡ 1), the
+metacontroller and internal RL; `Intervention` carries its output into
+`BaseModel.upper`.
+
+Initialisation: the layer that emits B (and the full U) starts at zero, so a
+fresh decoder is exactly the identity edit; A starts random so that the
+gradient with respect to B is non-zero from the first step (with A = B = 0
+both gradients would vanish).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from irl.models.intervention import Intervention
+
+
+class ControllerDecoder(nn.Module):
+  """z [..., n_z] -> controller U, as an `Intervention` at `layer`.
+
+  Attributes:
+    width: residual-stream width n_e.
+    rank: r for U = A Bᵀ; None for a full n_e×n_e matrix.
+    hidden: hidden width of the hypernetwork (0: a linear map of z).
+  """
+  width: int
+  rank: int | None = 16
+  hidden: int = 32
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
+    """Returns (A, B) [..., n_e, r] each, or (U,) [..., n_e, n_e]."""
+    h = z
+    if self.hidden:
+      h = nn.relu(nn.Dense(self.hidden, name='hidden')(z))
+    lead = z.shape[:-1]
+    if self.rank is None:
+      u = nn.Dense(self.width * self.width, kernel_init=nn.initializers.zeros,
+                   name='u')(h)
+      return (u.reshape(lead + (self.width, self.width)),)
+    scale = 1.0 / jnp.sqrt(self.width)
+    a = nn.Dense(self.width * self.rank, name='a',
+                 kernel_init=nn.initializers.normal(scale))(h)
+    b = nn.Dense(self.width * self.rank, kernel_init=nn.initializers.zeros,
+                 name='b')(h)
+    shape = lead + (self.width, self.rank)
+    return a.reshape(shape), b.reshape(shape)
+
+  @nn.nowrap
+  def as_intervention(self, layer: int, factors: tuple[jax.Array, ...]
+                      ) -> Intervention:
+    """Wraps the decoder output [B, T, ...] for `BaseModel.upper`."""
+    if self.rank is None:
+      return Intervention.full(layer, factors[0])
+    return Intervention.low_rank(layer, *factors)
