@@ -51,11 +51,19 @@ def _base() -> ml_collections.ConfigDict:
   c.pretrain.grad_clip = 1.0          # global-norm clipping; 0 disables
   c.pretrain.log_every = 100          # optimiser steps per jitted chunk
   c.pretrain.save_every = 2000        # a multiple of log_every
+  # Checkpoints kept on disk; the probes of Fig. 3 read every kept one.
+  c.pretrain.keep_checkpoints = 16
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1024            # held-out expert episodes per batch
   c.eval.num_batches = 8
   c.eval.num_episodes = 2048          # closed-loop episodes
+
+  # --- probe + control sections (issue 4) ---
+  # --- end probe + control sections ---
+
+  # --- metacontroller sections (issue 5) ---
+  # --- end metacontroller sections ---
 
   c.expert_demo = ml_collections.ConfigDict()
   c.expert_demo.num_episodes = 4096
@@ -66,12 +74,20 @@ def _base() -> ml_collections.ConfigDict:
 def _paper() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'paper'
+  # --- probe + control overrides (issue 4, paper) ---
+  # --- end probe + control overrides ---
+  # --- metacontroller overrides (issue 5, paper) ---
+  # --- end metacontroller overrides ---
   return c
 
 
 def _cpu() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'cpu'
+  # --- probe + control overrides (issue 4, cpu) ---
+  # --- end probe + control overrides ---
+  # --- metacontroller overrides (issue 5, cpu) ---
+  # --- end metacontroller overrides ---
   c.model = models.transformer('cpu')
   c.data.batch_size = 64
   c.pretrain.num_steps = 3000
@@ -87,6 +103,10 @@ def _cpu() -> ml_collections.ConfigDict:
 def _test() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'test'
+  # --- probe + control overrides (issue 4, test) ---
+  # --- end probe + control overrides ---
+  # --- metacontroller overrides (issue 5, test) ---
+  # --- end metacontroller overrides ---
   c.model = models.transformer('test')
   c.data.batch_size = 8
   c.data.seq_len = 48

@@ -84,6 +84,7 @@ def validate_pretrain(p: ml_collections.ConfigDict) -> None:
   check_range(p.grad_clip, 'pretrain.grad_clip', 0.0)
   check_int(p.log_every, 'pretrain.log_every', minimum=1)
   check_int(p.save_every, 'pretrain.save_every', minimum=1)
+  check_int(p.keep_checkpoints, 'pretrain.keep_checkpoints', minimum=1)
   check(p.num_steps % p.log_every == 0, 'pretrain.num_steps',
         f'{p.num_steps} must be a multiple of pretrain.log_every={p.log_every}')
   check(p.save_every % p.log_every == 0, 'pretrain.save_every',

@@ -130,6 +130,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
   return ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', 'pretrain'),
       save_every=config.pretrain.save_every,
+      max_to_keep=config.pretrain.keep_checkpoints,
       fingerprint=config_utils.config_fingerprint(config, FINGERPRINT_KEYS))
 
 
