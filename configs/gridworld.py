@@ -40,6 +40,9 @@ def _base() -> ml_collections.ConfigDict:
   c.data.epsilons = [0.0, 0.05, 0.1, 0.2]
 
   c.model = models.transformer('paper')
+  # The paper leaves the encoder open; an egocentric view of the same one-hot
+  # observation learns navigation from far less data (irl/models/encoders.py).
+  c.model.obs_encoder = 'egocentric_grid'
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.num_steps = 256_000
@@ -60,9 +63,85 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.num_episodes = 2048          # closed-loop episodes
 
   # --- probe + control sections (issue 4) ---
+  # Linear subgoal probes, one per residual index l = 0..L (PAPER.md §5).
+  c.probe = ml_collections.ConfigDict()
+  c.probe.num_steps = 8000            # AdamW steps (all layers at once)
+  c.probe.batch_size = 512            # episodes per step
+  c.probe.learning_rate = 1e-3
+  c.probe.weight_decay = 0.0
+  c.probe.log_every = 500             # steps per jitted chunk
+  c.probe.split = 'expert'            # 'expert': D* (ε = 0); 'pretrain': D
+  # 0: fresh episodes and a frozen forward in every step; N > 0: residuals of
+  # a fixed pool of N episodes, computed once per checkpoint (fast on a CPU).
+  c.probe.pool_episodes = 0
+  c.probe.eval_episodes = 2048        # held-out episodes (other keys)
+  c.probe.eval_batch_size = 256       # episodes per forward when collecting
+  c.probe.max_segment_step = 16       # bins of accuracy vs step in a segment
+
+  # Ground-truth linear controllers, one per subgoal (PAPER.md §5).
+  c.control = ml_collections.ConfigDict()
+  c.control.layers = ()               # residual indices to control; () = 0..L
+  c.control.rank = 16                 # U = A B^T of rank r; 0 = full rank
+  c.control.decoder_hidden = 32       # hypernetwork hidden width (§6.6)
+  c.control.num_steps = 3200
+  c.control.batch_size = 512          # D* episodes per step
+  c.control.learning_rate = 1e-3
+  c.control.weight_decay = 0.03
+  c.control.log_every = 100
+  c.control.num_episodes = 1024       # closed-loop post-task episodes
+  c.control.temperature = 1.0         # sampling temperature of the base model
+  c.control.eval_batches = 4          # held-out D* batches for the NLL
+  # Base-model depths of the Fig. 4 heat map; a depth other than model.
+  # num_layers is pretrained into <workdir>/depth_<L>/ for
+  # depth_pretrain_steps steps (0: pretrain.num_steps).
+  c.control.depths = (4, 6, 8)
+  c.control.depth_pretrain_steps = 0
   # --- end probe + control sections ---
 
   # --- metacontroller sections (issue 5) ---
+  # PAPER.md §6; choices where the paper is silent: irl/models/metacontroller.py.
+  c.metacontroller = ml_collections.ConfigDict()
+  c.metacontroller.seed = 0             # init and data; config.seed names the base model
+  c.metacontroller.layer = -1           # residual index read and written; -1: L // 2
+  c.metacontroller.latent_dim = 8       # n_z
+  c.metacontroller.embed_dim = 32       # s, from the bidirectional Hawk embedder
+  c.metacontroller.embed_width = 64
+  c.metacontroller.embed_heads = 4
+  c.metacontroller.history_dim = 32     # GRU
+  c.metacontroller.encoder_hidden = 64
+  c.metacontroller.switch_hidden = 64
+  c.metacontroller.decoder_hidden = 32  # hypernetwork z -> U
+  c.metacontroller.rank = 16            # U = A Bᵀ; 0: full n_e × n_e (the ant)
+  c.metacontroller.kl_weight = 0.1      # α
+  # 'learned' β, or 'always' (β ≡ 1: the no-temporal-abstraction baseline).
+  c.metacontroller.switching = 'learned'
+  # 'frozen' θ (the method), 'cotrain' (θ from the pretrained model, trained
+  # jointly) or 'cotrain_scratch' (θ from a fresh init: PAPER.md §8.4, grid).
+  c.metacontroller.base_model = 'frozen'
+  c.metacontroller.num_steps = 64_000
+  c.metacontroller.batch_size = 512
+  c.metacontroller.seq_len = 64         # ε = 0 episodes: median 31, 99% <= 50 steps
+  c.metacontroller.learning_rate = 1e-3   # AdamW, constant
+  c.metacontroller.weight_decay = 0.03
+  c.metacontroller.grad_clip = 1.0      # global-norm clipping; 0 disables
+  c.metacontroller.log_every = 100      # optimiser steps per jitted chunk
+  c.metacontroller.save_every = 2000    # a multiple of log_every
+  c.metacontroller.keep_checkpoints = 3
+  # Held-out segmentation analysis (irl/analysis/segmentation.py).
+  c.metacontroller.switch_threshold = 0.5
+  c.metacontroller.boundary_tolerance = 1
+  c.metacontroller.eval_episodes = 2048
+  c.metacontroller.eval_batch_size = 512
+  c.metacontroller.trace_episodes = 8   # episodes in the β-trace figure
+
+  # Fig. 7: α × seeds (vmapped together), per base-model mode.
+  c.rate_distortion = ml_collections.ConfigDict()
+  c.rate_distortion.kl_weights = [0.0, 0.05, 0.1, 0.17, 0.3, 0.5, 1.0]
+  c.rate_distortion.seeds = [0, 1, 2]
+  c.rate_distortion.base_models = ['frozen', 'cotrain_scratch']
+  c.rate_distortion.num_steps = 0       # 0: metacontroller.num_steps
+  c.rate_distortion.runs_per_group = 0  # runs per vmap; 0: all α × seeds at once
+  c.rate_distortion.f1_threshold = 0.8  # "switching aligned with subgoals"
   # --- end metacontroller sections ---
 
   c.expert_demo = ml_collections.ConfigDict()
@@ -85,10 +164,22 @@ def _cpu() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'cpu'
   # --- probe + control overrides (issue 4, cpu) ---
+  c.probe.num_steps = 2000
+  c.probe.batch_size = 128
+  c.probe.log_every = 250
+  c.probe.pool_episodes = 2048
+  c.probe.eval_episodes = 1024
+  c.control.num_steps = 800
+  c.control.batch_size = 64
+  c.control.log_every = 50
+  c.control.num_episodes = 512
+  c.control.eval_batches = 2
+  c.control.depth_pretrain_steps = 1500
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, cpu) ---
   # --- end metacontroller overrides ---
   c.model = models.transformer('cpu')
+  c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 64
   c.pretrain.num_steps = 3000
   c.pretrain.log_every = 50
@@ -104,10 +195,46 @@ def _test() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'test'
   # --- probe + control overrides (issue 4, test) ---
+  c.probe.num_steps = 40
+  c.probe.batch_size = 8
+  c.probe.log_every = 20
+  c.probe.pool_episodes = 32
+  c.probe.eval_episodes = 32
+  c.probe.eval_batch_size = 16
+  c.probe.max_segment_step = 8
+  c.control.rank = 4
+  c.control.decoder_hidden = 8
+  c.control.num_steps = 20
+  c.control.batch_size = 8
+  c.control.log_every = 10
+  c.control.num_episodes = 16
+  c.control.eval_batches = 1
+  c.control.depths = (2,)
+  c.control.depth_pretrain_steps = 10
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, test) ---
+  c.metacontroller.num_steps = 10
+  c.metacontroller.batch_size = 8
+  c.metacontroller.seq_len = 48
+  c.metacontroller.log_every = 5
+  c.metacontroller.save_every = 5
+  c.metacontroller.embed_dim = 8
+  c.metacontroller.embed_width = 16
+  c.metacontroller.embed_heads = 2
+  c.metacontroller.history_dim = 8
+  c.metacontroller.encoder_hidden = 16
+  c.metacontroller.switch_hidden = 16
+  c.metacontroller.decoder_hidden = 8
+  c.metacontroller.rank = 4
+  c.metacontroller.eval_episodes = 16
+  c.metacontroller.eval_batch_size = 8
+  c.metacontroller.trace_episodes = 2
+  c.rate_distortion.kl_weights = [0.0, 0.5]
+  c.rate_distortion.seeds = [0, 1]
+  c.rate_distortion.num_steps = 5
   # --- end metacontroller overrides ---
   c.model = models.transformer('test')
+  c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 8
   c.data.seq_len = 48
   c.pretrain.num_steps = 20

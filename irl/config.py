@@ -62,6 +62,7 @@ def validate_gridworld(config: ml_collections.ConfigDict
 def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
   check_choice(m.backbone, 'model.backbone', ('transformer', 'hawk'))
   check_choice(m.dtype, 'model.dtype', ('float32', 'bfloat16'))
+  check_choice(m.obs_encoder, 'model.obs_encoder', ('linear', 'egocentric_grid'))
   for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'num_buckets',
                'max_distance', 'conv_width', 'max_len'):
     check_int(m[name], f'model.{name}', minimum=1)

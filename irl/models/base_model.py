@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.config import ModelConfig
+from irl.models.encoders import ObservationEncoder
 from irl.models.hawk import HawkBlock, RecurrentCache, init_recurrent_cache
 from irl.models.intervention import Intervention
 from irl.models.transformer import (AttentionCache, TransformerBlock,
@@ -104,7 +105,8 @@ class BaseModel(nn.Module):
   def setup(self) -> None:
     cfg = self.config.validate()
     dtype = cfg.compute_dtype
-    self.obs_encoder = common.dense(cfg.width, dtype)
+    self.obs_encoder = ObservationEncoder(cfg.width, cfg.obs_encoder,
+                                          cfg.grid_size, dtype)
     if cfg.backbone == 'transformer':
       self.blocks = [
           TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_dim,

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 BACKBONES = ('transformer', 'hawk')
 ACTION_TYPES = ('discrete', 'continuous')
 DTYPES = ('float32', 'bfloat16')
+ENCODERS = ('linear', 'egocentric_grid')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,9 @@ class ModelConfig:
     max_len: KV-cache length (transformer); total decoded steps must not
       exceed it.
     dtype: compute dtype; parameters are always float32.
+    obs_encoder: 'linear' or 'egocentric_grid' (see irl/models/encoders.py;
+      the latter needs the gridworld one-hot layout with `grid_size`).
+    grid_size: G of the gridworld observation (egocentric encoder only).
   """
   backbone: str = 'transformer'
   num_layers: int = 6
@@ -48,6 +52,8 @@ class ModelConfig:
   conv_width: int = 4
   max_len: int = 128
   dtype: str = 'float32'
+  obs_encoder: str = 'linear'
+  grid_size: int = 7
 
   @property
   def head_dim(self) -> int:
@@ -62,6 +68,11 @@ class ModelConfig:
     _check_choice('backbone', self.backbone, BACKBONES)
     _check_choice('action_type', self.action_type, ACTION_TYPES)
     _check_choice('dtype', self.dtype, DTYPES)
+    _check_choice('obs_encoder', self.obs_encoder, ENCODERS)
+    if (self.obs_encoder == 'egocentric_grid'
+        and self.obs_dim % (self.grid_size * self.grid_size)):
+      raise ValueError(f'obs_dim={self.obs_dim} is not a G*G={self.grid_size}'
+                       f'^2 grid of channels (obs_encoder=egocentric_grid).')
     for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'obs_dim',
                  'conv_width', 'max_len'):
       _check_positive_int(name, getattr(self, name))

@@ -19,6 +19,7 @@ def _model(backbone, num_layers, width, num_heads, mlp_dim):
   m.conv_width = 4               # temporal Conv1D (hawk)
   m.max_len = 128                # KV cache slots >= env.max_steps (transformer)
   m.dtype = 'float32'            # 'bfloat16' for mixed precision
+  m.obs_encoder = 'linear'       # or 'egocentric_grid' (gridworld only)
   return m
 
 

@@ -66,7 +66,8 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       num_heads=m.num_heads, mlp_dim=m.mlp_dim, obs_dim=params.obs_dim,
       action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
       max_distance=m.max_distance, conv_width=m.conv_width,
-      max_len=m.max_len, dtype=m.dtype)
+      max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
+      grid_size=params.grid_size)
 
 
 def make_optimizer(learning_rate: float, weight_decay: float,
