@@ -10,6 +10,14 @@ wall or the edge is allowed).
 
 Colours never move, so the distance fields to all O colours are computed once
 per episode (`distance_fields`) and each step is a gather.
+
+`rollout` is the hot path of every data stream, so it is written for speed on
+a CPU while giving exactly what `act` + `gw.step` give, draw for draw:
+everything that does not depend on the agent's path (the random draws of every
+step, the moves each task position allows from each cell) is computed before
+the time loop in a few vectorised ops; the loop carries a handful of integers
+and records one packed integer per step; observations are built after the loop
+in one broadcast (the layout part is constant within an episode).
 """
 
 from __future__ import annotations
@@ -51,19 +59,26 @@ def move_costs(state: gw.EnvState, dist: jax.Array, params: gw.EnvParams
   """([4] distance to the target after each move, [4] move is safe).
 
   A move is safe if it neither ends the episode (entering a colour other than
-  the target) nor cuts the agent off from the target; bumping into a wall or the
-  edge is safe. Moves that do not change the cell cost UNREACHABLE so they are
-  never optimal.
+  the target) nor cuts the agent off from the target; bumping into a wall or
+  the edge is safe. Moves that do not change the cell cost UNREACHABLE so they
+  are never optimal.
   """
-  nbr = jnp.asarray(gw.neighbour_table(params.grid_size))
   pos = jnp.minimum(state.task_pos, state.task.shape[-1] - 1)
   target = state.task[pos]
-  dest = nbr[state.agent]                                  # [4]
-  cell = state.grid[dest]
-  is_colour = (cell >= 0) & (cell < params.num_colours)
-  stays = dest == state.agent
-  cost = jnp.where(stays | (is_colour & (cell != target)), UNREACHABLE,
-                   dist[target][dest])
+  return _costs(state.agent, target, state.grid, dist[target], params)
+
+
+def _costs(cell: jax.Array, target: jax.Array, grid: jax.Array,
+           dist_row: jax.Array, params: gw.EnvParams
+           ) -> tuple[jax.Array, jax.Array]:
+  """`move_costs` from `cell` (any leading shape) towards colour `target`."""
+  nbr = jnp.asarray(gw.neighbour_table(params.grid_size))
+  dest = nbr[cell]                                         # [..., 4]
+  content = grid[dest]
+  is_colour = (content >= 0) & (content < params.num_colours)
+  stays = dest == cell[..., None]
+  cost = jnp.where(stays | (is_colour & (content != target)), UNREACHABLE,
+                   dist_row[dest])
   # Stepping out of a colour cell can lead into a pocket of free cells whose
   # only exit is that colour; such a move dooms the episode, so it is unsafe.
   safe = stays | (cost < UNREACHABLE)
@@ -108,29 +123,133 @@ class Rollout:
   visits: jax.Array       # [B, max_visits] int32 colours visited in order
 
 
+def _step_draws(key: jax.Array, epsilon: jax.Array) -> tuple[jax.Array,
+                                                             jax.Array]:
+  """The random part of `act` for one step key, without the state.
+
+  Returns ([] explore, [16] uint32 2-bit action per 4-bit move mask): `act`
+  takes argmax(gumbel + logits) over the allowed moves, which is the first
+  maximum of the gumbels where the mask allows, so the action for each of the
+  16 masks can be tabulated before the state is known.
+  """
+  k_noise, k_opt, k_rand = jax.random.split(key, 3)
+  explore = jax.random.uniform(k_noise) < epsilon
+  gumbel = jnp.where(explore, jax.random.gumbel(k_rand, (4,), jnp.float32),
+                     jax.random.gumbel(k_opt, (4,), jnp.float32))
+  masks = jnp.arange(16, dtype=jnp.uint32)
+  allowed = (masks[:, None] >> jnp.arange(4, dtype=jnp.uint32)) & 1  # [16, 4]
+  choice = jnp.argmax(jnp.where(allowed == 1, gumbel, -jnp.inf), axis=-1)
+  packed = jnp.sum(choice.astype(jnp.uint32) << (2 * masks), dtype=jnp.uint32)
+  return explore, packed
+
+
+# Bit layout of the policy table and of the per-step record.
+_SAFE_SHIFT = 4      # policy: bits 0-3 optimal moves, 4-7 safe moves,
+_TARGET_SHIFT = 8    # bits 8+ the target colour + 1.
+_REC_BITS = dict(agent=0, task_pos=12, done=20, action=21, optimal=23,
+                 success=27)
+
+
 def rollout(key: jax.Array, params: gw.EnvParams, epsilon: jax.Array,
             num_steps: int, task_id: jax.Array | None = None,
             obs_dtype=jnp.float32) -> Rollout:
   """One expert episode of `num_steps` steps (steps after `done` are masked)."""
+  if params.num_cells > 1 << 12 or params.max_task_len >= 1 << 8:
+    raise ValueError(
+        f'rollout packs a step into 32 bits: num_cells={params.num_cells} '
+        f'must be <= 4096 and max_task_len={params.max_task_len} < 256')
+  n, o = params.num_cells, params.num_colours
   k_reset, k_act = jax.random.split(key)
-  state, obs = gw.reset(k_reset, params, task_id)
-  dist = distance_fields(state.grid, state.colour_cell, params)
+  state, _ = gw.reset(k_reset, params, task_id)
+  grid, task = state.grid, state.task
+  dist = distance_fields(grid, state.colour_cell, params)
+  task_len = task.shape[-1]
 
-  def body(carry, k):
-    state, obs = carry
-    action = act(k, state, dist, epsilon, params)
-    record = dict(
-        obs=obs.astype(obs_dtype), actions=action, valid=~state.done,
-        subgoal=jnp.where(state.done, -1, gw.current_subgoal(state, params)),
-        subgoal_index=state.task_pos // params.subgoal_size,
-        task_pos=state.task_pos,
-        optimal=optimal_actions(state, dist, params))
-    state, obs, reward, _, _ = gw.step(state, action, params)
-    record.update(next_obs=obs.astype(obs_dtype), reward=reward)
-    return (state, obs), record
+  # Per episode, for every task position p and cell c: the optimal and safe
+  # moves (as `move_costs`) and the target colour, packed in one int32.
+  cells = jnp.arange(n, dtype=jnp.int32)
+  cost, safe = jax.vmap(
+      lambda target: _costs(cells, target, grid, dist[target], params))(task)
+  optimal = cost == jnp.min(cost, axis=-1, keepdims=True)   # [L, N, 4]
+  bit = 1 << jnp.arange(4, dtype=jnp.int32)
+  policy = (jnp.sum(jnp.where(optimal, bit, 0), -1)
+            | (jnp.sum(jnp.where(safe, bit, 0), -1) << _SAFE_SHIFT)
+            | ((task[:, None] + 1) << _TARGET_SHIFT)).reshape(-1)  # [L·N]
 
-  (state, _), traj = jax.lax.scan(body, (state, obs),
-                                  jax.random.split(k_act, num_steps))
-  return Rollout(task_id=state.task_id, epsilon=jnp.float32(epsilon),
-                 success=state.success, length=state.time, visits=state.visits,
-                 **traj)
+  # Where each move leads (walls block) and the colour of every cell.
+  nbr = jnp.asarray(gw.neighbour_table(params.grid_size))
+  move_to = jnp.where(grid[nbr] >= o, cells[:, None], nbr).reshape(-1)
+  colour_at = jnp.where((grid >= 0) & (grid < o), grid, -1)
+
+  explore, packed = jax.vmap(_step_draws, in_axes=(0, None))(
+      jax.random.split(k_act, num_steps), epsilon)
+  mask_shift = jnp.where(explore, _SAFE_SHIFT, 0).astype(jnp.int32)
+
+  def body(carry, xs):
+    # Exactly `act` then `gw.step` (see their code), on integers.
+    agent, task_pos, done, time, num_visits = carry
+    shift, table = xs
+    pos = jnp.minimum(task_pos, task_len - 1)
+    code = policy[pos * n + agent]
+    mask = (code >> shift) & 15
+    action = ((table >> (2 * mask).astype(jnp.uint32)) & 3).astype(jnp.int32)
+    new_agent = move_to[agent * 4 + action]
+    moved = (new_agent != agent) & ~done
+    colour = colour_at[new_agent]
+    is_visit = moved & (colour >= 0)
+    correct = is_visit & (colour == (code >> _TARGET_SHIFT) - 1)
+    new_pos = task_pos + correct.astype(jnp.int32)
+    success = correct & (new_pos >= state.task_len)
+    logged = is_visit & (num_visits < params.max_visits)
+    new_visits = num_visits + logged.astype(jnp.int32)
+    new_time = time + (~done).astype(jnp.int32)
+    if params.terminate_on_wrong_colour:
+      failure = is_visit & ~correct
+    else:
+      failure = is_visit & (new_visits >= params.max_visits) & ~success
+    timeout = (new_time >= params.max_steps) & ~done & ~success & ~failure
+    new_done = done | success | failure | timeout
+    b = _REC_BITS
+    record = (agent | (task_pos << b['task_pos'])
+              | (done.astype(jnp.int32) << b['done'])
+              | (action << b['action'])
+              | ((code & 15) << b['optimal'])
+              | (success.astype(jnp.int32) << b['success']))
+    carry = (jnp.where(done, agent, new_agent), new_pos, new_done, new_time,
+             new_visits)
+    return carry, record
+
+  init = (state.agent, state.task_pos, state.done, state.time,
+          state.num_visits)
+  final, rec = jax.lax.scan(body, init, (mask_shift, packed))
+  last_agent, _, _, length, _ = final
+
+  # Unpack the records; everything below is vectorised over time.
+  b = _REC_BITS
+  field = lambda name, width: (rec >> b[name]) & ((1 << width) - 1)
+  agent = field('agent', 12)
+  task_pos = field('task_pos', 8)
+  done = field('done', 1) == 1
+  success = field('success', 1) == 1
+  optimal = ((field('optimal', 4)[:, None] >> jnp.arange(4)) & 1) == 1
+  finished = task_pos >= state.task_len
+  target = task[jnp.minimum(task_pos, task_len - 1)]
+  subgoal = jnp.where(done | finished, -1, target // params.subgoal_size)
+
+  # Visit log: the colours entered, in order, the first max_visits of them.
+  after = jnp.concatenate([agent[1:], last_agent[None]])
+  entered = colour_at[after]
+  visit = (after != agent) & (entered >= 0)  # the agent only moves when live
+  rank = jnp.cumsum(visit) - 1
+  slots = jnp.arange(params.max_visits)[:, None]
+  visits = jnp.sum(jnp.where(visit & (rank == slots), entered + 1, 0),
+                   axis=1) - 1
+
+  return Rollout(
+      obs=gw.observe(grid, agent, params, obs_dtype),
+      next_obs=gw.observe(grid, after, params, obs_dtype),
+      actions=field('action', 2), valid=~done, subgoal=subgoal,
+      subgoal_index=task_pos // params.subgoal_size, task_pos=task_pos,
+      optimal=optimal, reward=success.astype(jnp.float32),
+      task_id=state.task_id, epsilon=jnp.float32(epsilon),
+      success=jnp.any(success), length=length, visits=visits.astype(jnp.int32))

@@ -173,31 +173,6 @@ def neighbour_table(grid_size: int) -> np.ndarray:
   return table
 
 
-@functools.lru_cache(maxsize=None)
-def _neighbours(grid_size: int) -> np.ndarray:
-  """Read-only cached `neighbour_table` (a trace-time constant)."""
-  table = neighbour_table(grid_size)
-  table.setflags(write=False)
-  return table
-
-
-def _target_cell(agent: jax.Array, action: jax.Array,
-                 grid_size: int) -> jax.Array:
-  """`neighbour_table(G)[agent, action]` by arithmetic (no gather under vmap).
-
-  Like the table lookup (whose index is clamped), any action other than
-  UP, DOWN or LEFT moves right.
-  """
-  g = grid_size
-  row, col = agent // g, agent % g
-  up, down, left = action == UP, action == DOWN, action == LEFT
-  right = ~(up | down | left)
-  inside = ((up & (row > 0)) | (down & (row < g - 1)) | (left & (col > 0))
-            | (right & (col < g - 1)))
-  delta = jnp.where(up, -g, jnp.where(down, g, jnp.where(left, -1, 1)))
-  return jnp.where(inside, agent + delta, agent).astype(agent.dtype)
-
-
 def tasks_array(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
   """([num_tasks, max_task_len] padded with -1, [num_tasks] lengths)."""
   table = np.full((params.num_tasks, params.max_task_len), -1, np.int32)
@@ -264,19 +239,36 @@ def observe(grid: jax.Array, agent: jax.Array, params: EnvParams,
             dtype: Any = jnp.float32) -> jax.Array:
   """[obs_dim] one-hot observation (layout in the module docstring).
 
-  Also works batched: grid [..., N] and agent [...] give [..., obs_dim].
+  Also works batched: grid [..., N] and agent [...] broadcast against each
+  other (e.g. one grid and the agent cells of a whole episode) and give
+  [..., obs_dim].
   """
   n_obj = params.num_colours + params.num_walls
   grid = jnp.asarray(grid)
   agent = jnp.asarray(agent)
-  # One elementwise compare per value (EMPTY matches no channel, and no grid
-  # value reaches the agent channel n_obj): this fuses into whatever consumes
-  # the observation, where one_hot + concatenate would not.
+  lead = jnp.broadcast_shapes(grid.shape[:-1], agent.shape)
   channel = jnp.arange(n_obj + 1, dtype=grid.dtype)
-  here = jnp.arange(params.num_cells, dtype=agent.dtype) == agent[..., None]
-  hot = ((grid[..., :, None] == channel)
-         | (here[..., :, None] & (channel == n_obj)))
-  return hot.astype(dtype).reshape(*grid.shape[:-1], params.obs_dim)
+  cell = jnp.arange(params.num_cells, dtype=agent.dtype)
+  one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+  # Both forms below keep XLA's loop over the output free of div/mod index
+  # arithmetic (a flat [obs_dim] loop over a [N, channels] one-hot is not).
+  if lead == grid.shape[:-1]:
+    # One observation per grid: a [N, channels] loop. The agent's cell reads
+    # channel n_obj, everything else reads its grid value (EMPTY: none).
+    agent_channel = jnp.where(cell == agent[..., None], n_obj, -1)
+    hot = ((grid[..., None] == channel)
+           | (agent_channel[..., None].astype(grid.dtype) == channel))
+    # Written as bytes and widened after: XLA then stores the one-hot at a
+    # quarter of the size and fuses the widening into the consumer (e.g. a
+    # reduction), which at thousands of environments is memory-bound.
+    hot = jnp.where(hot, jnp.uint8(1), jnp.uint8(0))
+    return hot.astype(dtype).reshape(*lead, params.obs_dim)
+  # Many agent cells per grid: the layout part once per grid, then a flat
+  # loop that writes one extra 1 at the agent's index.
+  layout = jnp.where(grid[..., None] == channel, one, zero).reshape(
+      *grid.shape[:-1], params.obs_dim)
+  index = agent * (n_obj + 1) + n_obj
+  return jnp.where(jnp.arange(params.obs_dim) == index[..., None], one, layout)
 
 
 def init_state(key: jax.Array, layout: Layout, task: jax.Array,
@@ -328,7 +320,8 @@ def step(state: EnvState, action: jax.Array, params: EnvParams
 def _advance(state: EnvState, action: jax.Array, params: EnvParams
              ) -> tuple[EnvState, jax.Array, jax.Array, dict]:
   """`step` without the observation: (state, reward, done, info)."""
-  target = _target_cell(state.agent, action, params.grid_size)
+  nbr = jnp.asarray(neighbour_table(params.grid_size))
+  target = nbr[state.agent, action]
   cell = state.grid[target]
   blocked = cell >= params.num_colours  # a wall
   new_agent = jnp.where(blocked, state.agent, target)
@@ -388,38 +381,58 @@ class AutoReset:
   reset is a gather from the pool plus a random task, which keeps stepping
   cheap; without it every reset draws a fresh layout by rejection sampling.
   The returned observation after `done` is the first one of the new episode.
+
+  A pooled reset draws its pool row and task (uniformly, up to a modulo bias
+  below size / 2**32) from one `jax.random.bits` call: on CPU every threefry
+  call is a small XLA while loop, and `split` + two `randint`s cost more than
+  the rest of the step.
   """
 
   def __init__(self, params: EnvParams, layout_pool: Layout | None = None):
     self.params = params
     self.layout_pool = layout_pool
+    if layout_pool is not None:
+      # One row per layout, [grid | colour_cell | agent_cell], so a reset is
+      # one gather; likewise one row per task, [task | task_len].
+      self._pool_rows = jnp.concatenate(
+          [jnp.asarray(layout_pool.grid, jnp.int32),
+           jnp.asarray(layout_pool.colour_cell, jnp.int32),
+           jnp.asarray(layout_pool.agent_cell, jnp.int32)[:, None]], axis=1)
+      table, lengths = tasks_array(params)
+      self._task_rows = np.concatenate([table, lengths[:, None]], axis=1)
 
   def reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
-    state = self._reset_state(key)
+    if self.layout_pool is None:
+      return reset(key, self.params)
+    k_draw, k_state = jax.random.split(key)
+    state = self._fresh_state(k_draw, k_state)
     return state, observe(state.grid, state.agent, self.params)
 
-  def _reset_state(self, key: jax.Array) -> EnvState:
+  def _fresh_state(self, key: jax.Array, state_key: jax.Array) -> EnvState:
+    """A new episode drawn with `key`; its state carries `state_key`."""
+    params = self.params
     if self.layout_pool is None:
-      return reset(key, self.params)[0]
-    k_idx, k_task, k_state = jax.random.split(key, 3)
-    size = self.layout_pool.agent_cell.shape[0]
-    layout = jax.tree.map(lambda x: x[jax.random.randint(k_idx, (), 0, size)],
-                          self.layout_pool)
-    table, lengths = tasks_array(self.params)
-    task_id = jax.random.randint(k_task, (), 0, self.params.num_tasks)
-    return init_state(k_state, layout, jnp.asarray(table)[task_id],
-                      jnp.asarray(lengths)[task_id], task_id, self.params)
+      return reset(key, params)[0].replace(key=state_key)
+    n, o = params.num_cells, params.num_colours
+    size = self._pool_rows.shape[0]
+    bits = jax.random.bits(key, (2,), jnp.uint32)
+    row = self._pool_rows[(bits[0] % size).astype(jnp.int32)]
+    task_id = (bits[1] % params.num_tasks).astype(jnp.int32)
+    task_row = jnp.asarray(self._task_rows)[task_id]
+    layout = Layout(grid=row[:n], colour_cell=row[n:n + o],
+                    agent_cell=row[n + o])
+    return init_state(state_key, layout, task_row[:-1], task_row[-1], task_id,
+                      params)
 
   def step(self, state: EnvState, action: jax.Array
            ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
     state, reward, done, info = _advance(state, action, self.params)
     key, sub = jax.random.split(state.key)
-    fresh = self._reset_state(sub).replace(key=key)
+    fresh = self._fresh_state(sub, key)
     state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh,
                          state.replace(key=key))
     # One observation of the selected state, rather than one of each state
-    # and a select of the two: XLA fuses the reset's random draws into the
-    # select and recomputed them for every observation value.
+    # and a select of the two.
     obs = observe(state.grid, state.agent, self.params)
     return state, obs, reward, done, info
 

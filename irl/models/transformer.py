@@ -11,12 +11,14 @@ Choices (the paper says only "relative-position attention bias, 32 buckets"):
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from irl.models import common
 
@@ -73,6 +75,21 @@ def causal_relative_position_bucket(relative_position: jax.Array,
   return jnp.where(n < max_exact, n, val_if_large)
 
 
+@functools.lru_cache(maxsize=64)
+def _static_buckets(seq_len: int, num_buckets: int, max_distance: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Buckets [T, T] (int32) and causal mask [T, T] of a cache-free chunk.
+
+  Positions 0..T-1 are static, so these are NumPy constants computed once (with
+  the same function the decoding path traces, hence the same buckets).
+  """
+  relative = np.arange(seq_len)[None, :] - np.arange(seq_len)[:, None]
+  with jax.ensure_compile_time_eval():
+    buckets = np.asarray(causal_relative_position_bucket(
+        jnp.asarray(relative), num_buckets, max_distance))
+  return buckets, relative <= 0
+
+
 class RelativeAttention(nn.Module):
   """Causal multi-head self-attention with a T5 relative-position bias."""
   width: int
@@ -109,34 +126,63 @@ class RelativeAttention(nn.Module):
     q = split(self.q_proj(x))
     k = split(self.k_proj(x))
     v = split(self.v_proj(x))
+    scale = 1.0 / math.sqrt(head_dim)
 
     if cache is None:
-      keys, values, new_cache = k, v, None
-      q_pos = jnp.arange(seq_len)[None]                      # [1, T]
-      k_pos = jnp.arange(seq_len)                            # [S=T]
-    else:
-      write = jax.vmap(
-          lambda buf, new, p: jax.lax.dynamic_update_slice(buf, new, (p, 0, 0)))
-      keys = write(cache.keys, k.astype(cache.keys.dtype), cache.pos)
-      values = write(cache.values, v.astype(cache.values.dtype), cache.pos)
-      new_cache = AttentionCache(keys=keys, values=values,
-                                 pos=cache.pos + seq_len)
-      q_pos = cache.pos[:, None] + jnp.arange(seq_len)[None]  # [B, T]
-      k_pos = jnp.arange(keys.shape[1])                      # [S=max_len]
+      # The bias with the causal mask folded in ([H, T, T], float32): one add
+      # on the logits instead of a gather, an add and a select per element.
+      buckets, mask = _static_buckets(seq_len, self.num_buckets,
+                                      self.max_distance)
+      table = jnp.moveaxis(self.relative_bias[buckets], -1, 0)  # [H, T, T]
+      bias = jnp.where(mask, table, _NEG_INF)
+      logits = jnp.einsum('bthd,bshd->bhts', q, k)
+      logits = logits.astype(jnp.float32) * scale + bias
+      probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      attended = jnp.einsum('bhts,bshd->bthd', probs, v)
+      out = self.out_proj(attended.reshape(batch, seq_len, self.width))
+      return out, None
 
+    write = jax.vmap(
+        lambda buf, new, p: jax.lax.dynamic_update_slice(buf, new, (p, 0, 0)))
+    keys = write(cache.keys, k.astype(cache.keys.dtype), cache.pos)
+    values = write(cache.values, v.astype(cache.values.dtype), cache.pos)
+    new_cache = AttentionCache(keys=keys, values=values,
+                               pos=cache.pos + seq_len)
     # True positions, so the bias is the same whether decoding or not.
-    relative = k_pos[None, None, :] - q_pos[:, :, None]      # [B|1, T, S]
+    q_pos = cache.pos[:, None] + jnp.arange(seq_len)[None]     # [B, T]
+    k_pos = jnp.arange(keys.shape[1])                          # [S=max_len]
+    relative = k_pos[None, None, :] - q_pos[:, :, None]        # [B, T, S]
     buckets = causal_relative_position_bucket(
         relative, self.num_buckets, self.max_distance)
-    bias = jnp.moveaxis(self.relative_bias[buckets], -1, 1)  # [B|1, H, T, S]
     # Causality also masks the not-yet-written cache slots (s > query pos).
-    mask = (relative <= 0)[:, None]                          # [B|1, 1, T, S]
-
-    logits = jnp.einsum('bthd,bshd->bhts', q, keys.astype(q.dtype))
-    logits = logits.astype(jnp.float32) / math.sqrt(head_dim) + bias
-    logits = jnp.where(mask, logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    attended = jnp.einsum('bhts,bshd->bthd', probs, values.astype(self.dtype))
+    bias = jnp.where((relative <= 0)[..., None],
+                     self.relative_bias[buckets], _NEG_INF)    # [B, T, S, H]
+    keys = keys.astype(self.dtype)
+    values = values.astype(self.dtype)
+    if seq_len == 1:
+      # One query per sequence. A batched dot over (b, h) would first copy the
+      # whole cache to [B, H, S, D], every step and every layer; instead read
+      # it once in its stored layout, as [B, S, H*D] matrices, against the
+      # query spread block-diagonally over [H*D, H] (the zero blocks cost
+      # nothing that matters: the step is bound by reading the cache).
+      eye = jnp.eye(self.num_heads, dtype=self.dtype)
+      slots = keys.shape[1]
+      q_blocks = (q[:, 0, :, :, None] * eye[:, None, :]).reshape(
+          batch, self.width, self.num_heads)                   # [B, H*D, H]
+      logits = jnp.einsum('bsk,bkh->bsh',
+                          keys.reshape(batch, slots, self.width), q_blocks)
+      logits = logits.astype(jnp.float32) * scale + bias[:, 0]  # [B, S, H]
+      probs = jax.nn.softmax(logits, axis=1).astype(self.dtype)
+      mixed = jnp.einsum('bsh,bsk->bhk', probs,
+                         values.reshape(batch, slots, self.width))
+      attended = jnp.sum(mixed.reshape(batch, self.num_heads, self.num_heads,
+                                       head_dim) * eye[:, :, None], axis=2)
+    else:
+      logits = jnp.einsum('bthd,bshd->bhts', q, keys)
+      logits = (logits.astype(jnp.float32) * scale
+                + jnp.moveaxis(bias, -1, 1))
+      probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      attended = jnp.einsum('bhts,bshd->bthd', probs, values)
     out = self.out_proj(attended.reshape(batch, seq_len, self.width))
     return out, new_cache
 

@@ -198,7 +198,23 @@ class Checkpointer:
     if step is None:
       logging.info('No checkpoint in %s; starting from step 0.', self.directory)
       return init_state, 0
+    return self.restore_at(step, init_state), step
 
+  def restore_at(self, step: int, init_state: PyTree) -> PyTree:
+    """Returns the state saved at `step` (e.g. an older kept checkpoint).
+
+    `init_state` fixes structure, shapes and dtypes as in `restore_or_init`,
+    and the same fingerprint and leaf-manifest checks apply.
+
+    Raises:
+      FileNotFoundError: no complete checkpoint of that step is on disk.
+      CheckpointMismatchError: as in `restore_or_init`.
+    """
+    step = int(step)
+    steps = self.all_steps()
+    if step not in steps:
+      raise FileNotFoundError(
+          f'no checkpoint of step {step} in {self.directory}; saved steps: {steps}')
     meta = self.read_meta(step)
     diff = fingerprint_diff(meta.get('fingerprint', {}), self.fingerprint)
     if diff:
@@ -230,7 +246,7 @@ class Checkpointer:
     state = jax.tree.map(_like_init, state, init_state)
     state = _decode_keys(state, init_state)
     logging.info('Restored checkpoint %s/%d.', self.directory, step)
-    return state, step
+    return state
 
   def maybe_save(self, step: int, state: PyTree, force: bool = False) -> bool:
     """Saves `state` as `step` if `step % save_every == 0` or `force`; returns whether it saved.

@@ -1,0 +1,527 @@
+"""Linear subgoal probes on the residual stream (PAPER.md §5, Fig. 3 / A1).
+
+For every residual index l = 0..L of a frozen, pretrained base model, a linear
+probe p(g_t | e_{t,l}) = softmax(W_l e_{t,l} + b_l) predicts the subgoal g_t
+(the colour pair being pursued at step t) from the stream. The L + 1 probes are
+one pytree with a leading layer axis and train together in one jitted step
+(`vmap` over layers, AdamW, cross-entropy over valid steps).
+
+Data: expert episodes (config `probe.split`, D* by default) and their residuals
+`BaseModel.apply(params, obs).residuals` [L+1, B, T, W]. Either every step draws
+fresh episodes and runs the frozen model inside the jitted step
+(`probe.pool_episodes = 0`, the paper's setting on an accelerator), or the
+residuals of a fixed pool of episodes are computed once and batches are drawn
+from it (`pool_episodes > 0`: a linear probe has (W+1)·K parameters per layer,
+so a pool of a few thousand episodes does not overfit, and on a CPU the frozen
+forward, not the probe, is the cost). Accuracy is measured on a separate
+held-out set of episodes, beside the majority-class baseline, and as a function
+of the step within the current subgoal segment.
+
+`run(config, workdir)` is the job behind experiments/probe.py: it probes every
+kept pretraining checkpoint, skipping those already done, and writes JSON, CSV
+and the Fig. 3 style figure under `<workdir>/probe/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from irl import config as config_lib
+from irl.data import stream
+from irl.models import BaseModel
+from irl.train import pretrain
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+from irl.utils.config_utils import check, check_choice, check_int, check_range
+
+SPLITS = ('expert', 'pretrain')
+# Config fields that decide what a stored per-checkpoint result means.
+RESULT_KEYS = ('seed', 'env', 'model', 'data.seq_len', 'probe')
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad `probe.*` field."""
+  config_lib.validate_gridworld(config)
+  p = config.probe
+  for name in ('num_steps', 'batch_size', 'log_every', 'eval_episodes',
+               'eval_batch_size', 'max_segment_step'):
+    check_int(p[name], f'probe.{name}', minimum=1)
+  check_int(p.pool_episodes, 'probe.pool_episodes', minimum=0)
+  check(p.num_steps % p.log_every == 0, 'probe.num_steps',
+        f'{p.num_steps} must be a multiple of probe.log_every={p.log_every}')
+  check_range(p.learning_rate, 'probe.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  check_range(p.weight_decay, 'probe.weight_decay', 0.0)
+  check_choice(p.split, 'probe.split', SPLITS)
+  if p.pool_episodes:
+    check(p.pool_episodes >= p.batch_size, 'probe.pool_episodes',
+          f'{p.pool_episodes} must be 0 (fresh data) or >= probe.batch_size='
+          f'{p.batch_size}')
+  return config
+
+
+def num_subgoals(config: ml_collections.ConfigDict) -> int:
+  """K: subgoal ids are colour // subgoal_size, so 4 pairs in the gridworld."""
+  return -(-config.env.num_colours // config.env.subgoal_size)
+
+
+def expert_sampler(config: ml_collections.ConfigDict, split: str,
+                   batch_size: int) -> Callable[[jax.Array], stream.Rollout]:
+  """A jitted `key -> Rollout` of expert episodes, shared (with its
+  compilation) by every caller asking for the same data and batch size."""
+  data = {'env': config_utils.to_jsonable(config.env),
+          'data': config_utils.to_jsonable(config.data)}
+  return _expert_sampler(json.dumps(data, sort_keys=True), split, batch_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _expert_sampler(data_json: str, split: str, batch_size: int):
+  config = ml_collections.ConfigDict(json.loads(data_json))
+  return stream.stream_from_config(config, split, batch_size=batch_size)
+
+
+def segment_steps(subgoal_index: jax.Array) -> jax.Array:
+  """[B, T] int32 steps since the current subgoal segment began (0 at its start).
+
+  A segment starts at t = 0 and wherever `subgoal_index` [B, T] changes.
+  """
+  t = jnp.arange(subgoal_index.shape[-1], dtype=jnp.int32)
+  changed = jnp.concatenate(
+      [jnp.ones_like(subgoal_index[..., :1], bool),
+       subgoal_index[..., 1:] != subgoal_index[..., :-1]], axis=-1)
+  start = jax.lax.cummax(jnp.where(changed, t, 0), axis=subgoal_index.ndim - 1)
+  return t - start
+
+
+@flax.struct.dataclass
+class ProbeData:
+  """Residuals and labels of a set of episodes.
+
+  Attributes:
+    residuals: [L+1, N, T, W] float32 residual stream.
+    subgoal: [N, T] int32 subgoal id g_t (-1 on invalid steps).
+    segment_step: [N, T] int32 steps since the subgoal segment began.
+    valid: [N, T] bool.
+  """
+  residuals: jax.Array
+  subgoal: jax.Array
+  segment_step: jax.Array
+  valid: jax.Array
+
+
+@flax.struct.dataclass
+class ProbeState:
+  step: jax.Array          # [] int32
+  params: Any              # {'w': [L+1, W, K], 'b': [L+1, K]}
+  opt_state: Any
+  label_counts: jax.Array  # [K] float32 labels seen in training (majority class)
+  key: jax.Array
+
+
+class ProbeTrainer(NamedTuple):
+  model: BaseModel
+  init: Callable[[jax.Array], ProbeState]
+  # (state, source) -> (state, metrics); source: the base-model params (fresh
+  # data) or a `ProbeData` pool.
+  train_chunk: Callable[[ProbeState, Any], tuple[ProbeState, dict]]
+  # (base params, key, num_episodes) -> ProbeData, in jitted chunks.
+  collect: Callable[[Any, jax.Array, int], ProbeData]
+  # (probe params, label counts [K], held-out ProbeData) -> metrics.
+  evaluate: Callable[[Any, jax.Array, ProbeData], dict]
+
+
+def probe_logits(params: Any, residuals: jax.Array) -> jax.Array:
+  """Probes of all layers at once: [L+1, ..., W] -> [L+1, ..., K]."""
+  def one(p, e):
+    return e.astype(jnp.float32) @ p['w'] + p['b']
+  return jax.vmap(one)(params, residuals)
+
+
+def probe_loss(params: Any, residuals: jax.Array, subgoal: jax.Array,
+               valid: jax.Array) -> tuple[jax.Array, dict]:
+  """Sum over layers of the mean cross-entropy over valid steps.
+
+  Each layer's probe has its own parameters, so the sum trains every probe on
+  its own loss. Returns (loss, {'loss': mean over layers, 'acc': [L+1]}).
+  """
+  logits = probe_logits(params, residuals)                     # [L+1,B,T,K]
+  labels = jnp.maximum(subgoal, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.broadcast_to(labels, logits.shape[:-1]))
+  mask = valid.astype(jnp.float32)
+  denom = jnp.maximum(mask.sum(), 1.0)
+  per_layer = (ce * mask).sum((-2, -1)) / denom                # [L+1]
+  correct = (jnp.argmax(logits, -1) == labels) * mask
+  acc = correct.sum((-2, -1)) / denom
+  return per_layer.sum(), {'loss': per_layer.mean(), 'acc': acc}
+
+
+def make_probe_trainer(config: ml_collections.ConfigDict) -> ProbeTrainer:
+  """Pure probe functions for `config`, shared between equal configs."""
+  validate(config)
+  return _make_probe_trainer(config.to_json(sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _make_probe_trainer(config_json: str) -> ProbeTrainer:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  pc = config.probe
+  model = BaseModel(pretrain.model_config(config))
+  mc = model.config
+  k = num_subgoals(config)
+  tx = optax.adamw(pc.learning_rate, weight_decay=pc.weight_decay)
+  train_sample = stream.stream_from_config(config, pc.split,
+                                           batch_size=pc.batch_size, jit=False)
+
+  def init(key: jax.Array) -> ProbeState:
+    params = {'w': jnp.zeros((mc.num_layers + 1, mc.width, k)),
+              'b': jnp.zeros((mc.num_layers + 1, k))}
+    return ProbeState(step=jnp.int32(0), params=params,
+                      opt_state=tx.init(params),
+                      label_counts=jnp.zeros((k,)), key=key)
+
+  def fresh_batch(base_params, key):
+    batch = train_sample(key)
+    residuals = model.apply(base_params, batch.obs).residuals
+    return jax.lax.stop_gradient(residuals), batch.subgoal, batch.valid
+
+  def pool_batch(pool: ProbeData, key):
+    idx = jax.random.choice(key, pool.valid.shape[0], (pc.batch_size,),
+                            replace=False)
+    return pool.residuals[:, idx], pool.subgoal[idx], pool.valid[idx]
+
+  def one_step(source, state: ProbeState, _):
+    key, k_data = jax.random.split(state.key)
+    get = pool_batch if isinstance(source, ProbeData) else fresh_batch
+    residuals, subgoal, valid = get(source, k_data)
+    grads, metrics = jax.grad(probe_loss, has_aux=True)(
+        state.params, residuals, subgoal, valid)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    counts = jnp.zeros((k,)).at[jnp.maximum(subgoal, 0)].add(
+        valid.astype(jnp.float32))
+    return ProbeState(step=state.step + 1,
+                      params=optax.apply_updates(state.params, updates),
+                      opt_state=opt_state,
+                      label_counts=state.label_counts + counts, key=key), metrics
+
+  @jax.jit
+  def train_chunk(state: ProbeState, source) -> tuple[ProbeState, dict]:
+    state, metrics = jax.lax.scan(functools.partial(one_step, source), state,
+                                  None, length=pc.log_every)
+    return state, jax.tree.map(lambda x: x.mean(0), metrics)
+
+  collect_sample = expert_sampler(config, pc.split, pc.eval_batch_size)
+
+  @jax.jit
+  def residuals_of(base_params, batch) -> ProbeData:
+    residuals = model.apply(base_params, batch.obs).residuals
+    return ProbeData(residuals=residuals.astype(jnp.float32),
+                     subgoal=batch.subgoal,
+                     segment_step=segment_steps(batch.subgoal_index),
+                     valid=batch.valid)
+
+  def collect_chunk(base_params, key):
+    return residuals_of(base_params, collect_sample(key))
+
+  def collect(base_params, key: jax.Array, num_episodes: int) -> ProbeData:
+    chunks = -(-num_episodes // pc.eval_batch_size)
+    parts = [collect_chunk(base_params, k_)
+             for k_ in jax.random.split(key, chunks)]
+    n = num_episodes
+    return ProbeData(
+        residuals=jnp.concatenate([p.residuals for p in parts], 1)[:, :n],
+        subgoal=jnp.concatenate([p.subgoal for p in parts])[:n],
+        segment_step=jnp.concatenate([p.segment_step for p in parts])[:n],
+        valid=jnp.concatenate([p.valid for p in parts])[:n])
+
+  @jax.jit
+  def evaluate(params, label_counts, data: ProbeData) -> dict:
+    logits = probe_logits(params, data.residuals)              # [L+1,N,T,K]
+    labels = jnp.maximum(data.subgoal, 0)
+    mask = data.valid.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.broadcast_to(labels, logits.shape[:-1])) * mask
+    count = jnp.maximum(mask.sum(), 1.0)
+    majority = jnp.argmax(label_counts)
+    majority_hit = (labels == majority).astype(jnp.float32) * mask
+    # Steps at or beyond the last offset share its bin.
+    bins = jnp.minimum(data.segment_step, pc.max_segment_step - 1)
+    onehot = jax.nn.one_hot(bins, pc.max_segment_step) * mask[..., None]
+    bin_count = onehot.sum((0, 1))                              # [S]
+    by_offset = jnp.einsum('lnt,nts->ls', correct, onehot)
+    return {
+        'accuracy': correct.sum((-2, -1)) / count,
+        'nll': ce.sum((-2, -1)) / count,
+        'majority_class': majority,
+        'majority_accuracy': majority_hit.sum() / count,
+        'accuracy_by_segment_step': by_offset / jnp.maximum(bin_count, 1.0),
+        'majority_by_segment_step': (
+            jnp.einsum('nt,nts->s', majority_hit, onehot)
+            / jnp.maximum(bin_count, 1.0)),
+        'count_by_segment_step': bin_count,
+        'num_eval_steps': mask.sum(),
+    }
+
+  return ProbeTrainer(model=model, init=init, train_chunk=train_chunk,
+                      collect=collect, evaluate=evaluate)
+
+
+def train_probes(config: ml_collections.ConfigDict, base_params: Any,
+                 key: jax.Array, progress_desc: str = 'probe',
+                 writer: metrics_lib.MetricsWriter | None = None,
+                 heldout: ProbeData | None = None) -> dict[str, Any]:
+  """Trains the probes of every layer of one base model; returns the results.
+
+  Args:
+    config: the experiment config (its `probe` section).
+    base_params: parameters of the frozen base model.
+    key: PRNG key for the probes' data (pool and held-out episodes included).
+    progress_desc: label of the progress output.
+    writer: receives training metrics every `probe.log_every` steps.
+    heldout: a precomputed held-out set (else drawn from `key`).
+
+  Returns:
+    A JSON-able dict: per-layer held-out accuracy and NLL, the majority-class
+    baseline, accuracy by step within the subgoal segment, training losses.
+  """
+  pc = config.probe
+  trainer = make_probe_trainer(config)
+  k_init, k_pool, k_heldout = jax.random.split(key, 3)
+  source = base_params
+  if pc.pool_episodes:
+    source = trainer.collect(base_params, k_pool, pc.pool_episodes)
+  if heldout is None:
+    heldout = trainer.collect(base_params, k_heldout, pc.eval_episodes)
+  state = trainer.init(k_init)
+  history = []
+  t0 = time.time()
+  with progress_lib.Progress(pc.num_steps, desc=progress_desc) as bar:
+    for step in range(pc.log_every, pc.num_steps + 1, pc.log_every):
+      state, metrics = trainer.train_chunk(state, source)
+      scalars = {'loss': metrics['loss'],
+                 **{f'acc_layer{l}': a for l, a in enumerate(metrics['acc'])}}
+      if writer is not None:
+        writer.write_scalars(step, scalars)
+      history.append(float(metrics['loss']))
+      bar.update(step, {'loss': metrics['loss']})
+  train_seconds = time.time() - t0
+  result = jax.device_get(trainer.evaluate(state.params, state.label_counts,
+                                           heldout))
+  out = config_utils.to_jsonable(result)
+  out.update(layers=list(range(len(out['accuracy']))),
+             train_loss=history, train_seconds=train_seconds,
+             num_steps=int(state.step),
+             label_frequencies=config_utils.to_jsonable(
+                 state.label_counts / state.label_counts.sum()))
+  return out
+
+
+# ----------------------------------------------------------------------------
+# The job: every kept pretraining checkpoint, resumable.
+
+
+def require_pretrained(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Parameters of the finished pretraining run in `workdir`.
+
+  Raises:
+    FileNotFoundError: there is none; the message says to run
+      experiments/pretrain.py with this config and workdir first.
+  """
+  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
+  if not os.path.isdir(directory):
+    # Checked before building a Checkpointer, which would create the folder.
+    raise FileNotFoundError(
+        f'no pretrained base model in {workdir} ({directory} does not exist); '
+        'run `python experiments/pretrain.py --config=configs/gridworld.py:'
+        f'{config.preset or "<preset>"} --workdir={workdir}` first.')
+  return pretrain.load_params(config, workdir)
+
+
+def _result_fingerprint(config) -> dict:
+  return config_utils.config_fingerprint(config, RESULT_KEYS)
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, data: Any) -> None:
+  config_utils.atomic_write_text(
+      path, json.dumps(config_utils.to_jsonable(data, strict=False),
+                       indent=1) + '\n')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Probes every kept pretraining checkpoint of `workdir`; writes results.
+
+  Writes under `<workdir>/probe/`: `step_<N>.json` per checkpoint (skipped
+  on a rerun when present and computed with the same config), `results.json`,
+  `accuracy_by_layer.csv`, `accuracy_by_segment_step.csv`,
+  `fig3_probe_accuracy.png` and `probe_accuracy_by_segment_step.png`.
+  """
+  validate(config)
+  require_pretrained(config, workdir)
+  ckpt = pretrain.checkpointer(config, workdir)
+  steps = ckpt.all_steps()
+  out_dir = os.path.join(workdir, 'probe')
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  fingerprint = _result_fingerprint(config)
+  writer = metrics_lib.MetricsWriter(workdir, 'probe')
+  init_state = pretrain.make_pretrainer(config).init(jax.random.key(config.seed))
+  # The same held-out and pool episodes for every checkpoint.
+  key = jax.random.fold_in(jax.random.key(config.seed), 3_000)
+  results = []
+  for i, step in enumerate(steps):
+    path = os.path.join(out_dir, f'step_{step:08d}.json')
+    if os.path.exists(path):
+      done = _read_json(path)
+      if done.get('fingerprint') == fingerprint:
+        logging.info('probe: checkpoint %d already done (%s)', step, path)
+        results.append(done)
+        continue
+    logging.info('probe: checkpoint %d (%d/%d)', step, i + 1, len(steps))
+    params = ckpt.restore_at(step, init_state).params
+    run_writer = metrics_lib.MetricsWriter(workdir, f'probe_ckpt{step}',
+                                           resume_step=0)
+    result = train_probes(config, params, key,
+                          progress_desc=f'probe ckpt {step}',
+                          writer=run_writer)
+    run_writer.close()
+    result.update(checkpoint_step=step, fingerprint=fingerprint)
+    _write_json(path, result)
+    writer.write_scalars(step, {
+        'majority_accuracy': result['majority_accuracy'],
+        **{f'accuracy_layer{l}': a
+           for l, a in enumerate(result['accuracy'])}})
+    results.append(result)
+  ckpt.close()
+  summary = summarize(results)
+  _write_json(os.path.join(out_dir, 'results.json'),
+              {'checkpoints': results, 'summary': summary})
+  write_csv(results, out_dir)
+  if results:
+    plot_accuracy_by_layer(
+        os.path.join(out_dir, 'fig3_probe_accuracy.png'), results)
+    plot_accuracy_by_segment_step(
+        os.path.join(out_dir, 'probe_accuracy_by_segment_step.png'),
+        results[-1])
+  writer.write_summary(summary)
+  writer.close()
+  return summary
+
+
+def summarize(results: list[dict]) -> dict[str, Any]:
+  """Headline numbers of the last checkpoint: best layer, its accuracy."""
+  if not results:
+    return {}
+  last = results[-1]
+  acc = np.asarray(last['accuracy'])
+  best = int(acc.argmax())
+  return {
+      'checkpoint_steps': [r['checkpoint_step'] for r in results],
+      'final_checkpoint': last['checkpoint_step'],
+      'accuracy_by_layer': acc.tolist(),
+      'best_layer': best,
+      'best_accuracy': float(acc[best]),
+      'majority_accuracy': last['majority_accuracy'],
+      'num_layers': len(acc) - 1,
+  }
+
+
+def write_csv(results: list[dict], out_dir: str) -> None:
+  """Figure data: accuracy by (checkpoint, layer) and by segment step."""
+  with open(os.path.join(out_dir, 'accuracy_by_layer.csv'), 'w',
+            newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['checkpoint_step', 'layer', 'accuracy', 'nll',
+                'majority_accuracy'])
+    for r in results:
+      for l, (a, n) in enumerate(zip(r['accuracy'], r['nll'])):
+        w.writerow([r['checkpoint_step'], l, a, n, r['majority_accuracy']])
+  with open(os.path.join(out_dir, 'accuracy_by_segment_step.csv'), 'w',
+            newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['checkpoint_step', 'layer', 'segment_step', 'accuracy',
+                'majority_accuracy', 'count'])
+    for r in results:
+      for l, row in enumerate(r['accuracy_by_segment_step']):
+        for s, a in enumerate(row):
+          w.writerow([r['checkpoint_step'], l, s, a,
+                      r['majority_by_segment_step'][s],
+                      r['count_by_segment_step'][s]])
+
+
+# ----------------------------------------------------------------------------
+# Figures (matplotlib Agg, imported lazily).
+
+
+def _pyplot():
+  from irl.analysis import figures  # noqa: F401  (selects the Agg backend)
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_accuracy_by_layer(path: str, results: list[dict]) -> str:
+  """Fig. 3 / A1: held-out probe accuracy vs layer, one line per checkpoint,
+  the majority-class baseline dashed."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(4.2, 3.2))
+  cmap = plt.get_cmap('viridis')
+  for i, r in enumerate(results):
+    colour = cmap(i / max(len(results) - 1, 1))
+    ax.plot(r['layers'], r['accuracy'], marker='o', ms=3, color=colour,
+            label=f'{r["checkpoint_step"]:,} steps')
+  ax.axhline(float(np.mean([r['majority_accuracy'] for r in results])),
+             color='grey', ls='--', lw=1, label='majority class')
+  ax.set_xlabel('layer l (residual index, 0 = embedding)')
+  ax.set_ylabel('held-out probe accuracy')
+  ax.set_xticks(results[-1]['layers'])
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=6, title='checkpoint', title_fontsize=7)
+  ax.set_title('Linear subgoal probes', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+  return path
+
+
+def plot_accuracy_by_segment_step(path: str, result: dict) -> str:
+  """Probe accuracy vs steps since the subgoal segment began, per layer."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(4.2, 3.2))
+  cmap = plt.get_cmap('plasma')
+  acc = np.asarray(result['accuracy_by_segment_step'])
+  steps = np.arange(acc.shape[1])
+  num = acc.shape[0]
+  for l in range(num):
+    ax.plot(steps, acc[l], color=cmap(l / max(num - 1, 1)), lw=1.2,
+            label=f'l={l}')
+  ax.plot(steps, result['majority_by_segment_step'], color='grey', ls='--',
+          lw=1, label='majority class')
+  ax.set_xlabel(f'step within subgoal segment (last bin: >= {steps[-1]})')
+  ax.set_ylabel('held-out probe accuracy')
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=6, ncol=2)
+  ax.set_title(f'Probe accuracy within a segment '
+               f'(checkpoint {result["checkpoint_step"]:,})', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+  return path

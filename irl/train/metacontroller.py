@@ -1,0 +1,679 @@
+"""Metacontroller training: discovering temporal abstractions (PAPER.md §6).
+
+Loss per episode: Σ_t [−ln p(a_t | o_{1:t}, z_{1:t}) + α KL(N(μ_t, Σ_t) ‖ N(0, I))]
+over valid steps, on fresh ε = 0 expert data (D*). Implemented as the mean
+over the batch's valid steps (the sum up to a constant factor, which AdamW
+does not see).
+
+The base model θ is frozen by construction: in the default mode
+(`metacontroller.base_model = 'frozen'`) its parameters are an argument of
+`train_chunk`, not part of `TrainState`, so the optimiser never holds them,
+and the residual e_{L/2} is computed under `stop_gradient`. The baselines:
+  'cotrain'          θ starts from the pretrained model and is in the state;
+  'cotrain_scratch'  θ starts from a fresh init (PAPER.md §8.4, the grid);
+  switching='always' β ≡ 1, no temporal abstraction (PAPER.md §8.3).
+The co-trained θ is trained with the same loss (no next-observation term)
+and the same AdamW as φ.
+
+`make_trainer(config)` returns pure functions like `irl.train.pretrain`:
+`init(key, base_params, kl_weight) -> TrainState` and
+`chunk(state, base_params) -> (state, metrics)` (`train_chunk` is its jit).
+α lives in the state, so `jax.vmap` over states runs several seeds and
+several α at once (`rate_distortion`). `train(config, workdir)` is the job;
+`load_params(config, workdir)` gives a finished run's parameters to internal
+RL.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from irl import config as config_lib
+from irl.analysis import segmentation
+from irl.data import stream
+from irl.models import BaseModel
+from irl.models import metacontroller as mc_lib
+from irl.train import losses
+from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+from irl.utils.config_utils import check, check_choice, check_int, check_range
+
+BASE_MODEL_MODES = ('frozen', 'cotrain', 'cotrain_scratch')
+SWITCHING_MODES = ('learned', 'always')
+# Fields of `config.metacontroller` that define what a checkpoint means.
+_MC_FINGERPRINT_FIELDS = (
+    'seed', 'layer', 'latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
+    'history_dim', 'encoder_hidden', 'switch_hidden', 'decoder_hidden', 'rank',
+    'kl_weight', 'switching', 'base_model', 'batch_size', 'seq_len',
+    'learning_rate', 'weight_decay', 'grad_clip')
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # [] int32 optimiser steps taken
+  params: Any           # {'metacontroller': φ} (+ 'base_model': θ if co-trained)
+  opt_state: Any
+  key: jax.Array        # PRNG key for the data and noise of the next steps
+  kl_weight: jax.Array  # [] float32 α (a leaf, so runs can be vmapped over α)
+
+
+class Trainer(NamedTuple):
+  base_model: BaseModel
+  metacontroller: mc_lib.Metacontroller
+  init: Callable[..., TrainState]
+  chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
+  train_chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
+  loss: Callable[..., tuple[jax.Array, dict]]
+  evaluate_batch: Callable[[Any, Any, jax.Array], dict]
+  evaluate_jit: Callable[[Any, Any, jax.Array], dict]
+
+
+# --------------------------------------------------------------------------
+# Config.
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad metacontroller field."""
+  config_lib.validate_gridworld(config)
+  m = config.metacontroller
+  for name in ('latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
+               'history_dim', 'encoder_hidden', 'switch_hidden', 'num_steps',
+               'batch_size', 'seq_len', 'log_every', 'save_every',
+               'keep_checkpoints', 'eval_episodes', 'eval_batch_size'):
+    check_int(m[name], f'metacontroller.{name}', minimum=1)
+  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
+               'trace_episodes'):
+    check_int(m[name], f'metacontroller.{name}', minimum=0)
+  check_int(m.layer, 'metacontroller.layer', minimum=-1)
+  check(m.layer <= config.model.num_layers, 'metacontroller.layer',
+        f'{m.layer} must be in [0, model.num_layers={config.model.num_layers}]'
+        ' or -1 (L // 2)')
+  check(m.rank <= config.model.width, 'metacontroller.rank',
+        f'{m.rank} must be <= model.width={config.model.width} (0: full rank)')
+  check(m.embed_width % m.embed_heads == 0, 'metacontroller.embed_heads',
+        f'{m.embed_heads} must divide metacontroller.embed_width='
+        f'{m.embed_width}')
+  check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
+  check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
+  check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)
+  check(m.seq_len <= config.env.max_steps, 'metacontroller.seq_len',
+        f'{m.seq_len} must be <= env.max_steps={config.env.max_steps}')
+  check_range(m.learning_rate, 'metacontroller.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  check_range(m.weight_decay, 'metacontroller.weight_decay', 0.0)
+  check_range(m.grad_clip, 'metacontroller.grad_clip', 0.0)
+  check_range(m.switch_threshold, 'metacontroller.switch_threshold', 0.0, 1.0)
+  check(m.num_steps % m.log_every == 0, 'metacontroller.num_steps',
+        f'{m.num_steps} must be a multiple of metacontroller.log_every='
+        f'{m.log_every}')
+  check(m.save_every % m.log_every == 0, 'metacontroller.save_every',
+        f'{m.save_every} must be a multiple of metacontroller.log_every='
+        f'{m.log_every}')
+  if 'rate_distortion' in config:
+    r = config.rate_distortion
+    check(len(r.kl_weights) > 0, 'rate_distortion.kl_weights',
+          'must list at least one α')
+    for i, a in enumerate(r.kl_weights):
+      check_range(a, f'rate_distortion.kl_weights[{i}]', 0.0)
+    check(len(r.seeds) > 0, 'rate_distortion.seeds',
+          'must list at least one seed')
+    for i, s in enumerate(r.seeds):
+      check_int(s, f'rate_distortion.seeds[{i}]', minimum=0)
+    check(len(r.base_models) > 0, 'rate_distortion.base_models',
+          'must list at least one mode')
+    for i, b in enumerate(r.base_models):
+      check_choice(b, f'rate_distortion.base_models[{i}]', BASE_MODEL_MODES)
+    check_int(r.num_steps, 'rate_distortion.num_steps', minimum=0)
+    check(r.num_steps % m.log_every == 0, 'rate_distortion.num_steps',
+          f'{r.num_steps} must be a multiple of metacontroller.log_every='
+          f'{m.log_every}')
+    check_int(r.runs_per_group, 'rate_distortion.runs_per_group', minimum=0)
+    check_range(r.f1_threshold, 'rate_distortion.f1_threshold', 0.0, 1.0)
+  return config
+
+
+def metacontroller_config(config: ml_collections.ConfigDict
+                          ) -> mc_lib.MetacontrollerConfig:
+  """The `MetacontrollerConfig` of `config.metacontroller` for `config.model`."""
+  m = config.metacontroller
+  layer = config.model.num_layers // 2 if m.layer == -1 else m.layer
+  return mc_lib.MetacontrollerConfig(
+      width=config.model.width, layer=layer, latent_dim=m.latent_dim,
+      embed_dim=m.embed_dim, embed_width=m.embed_width,
+      embed_heads=m.embed_heads, history_dim=m.history_dim,
+      encoder_hidden=m.encoder_hidden, switch_hidden=m.switch_hidden,
+      decoder_hidden=m.decoder_hidden, rank=m.rank or None,
+      always_switch=m.switching == 'always').validate()
+
+
+def run_name(config: ml_collections.ConfigDict) -> str:
+  """'metacontroller' plus a suffix per baseline: names checkpoints, metrics
+  and the output folder, so the variants can share one workdir."""
+  m = config.metacontroller
+  name = 'metacontroller'
+  if m.switching == 'always':
+    name += '_beta1'
+  if m.base_model != 'frozen':
+    name += f'_{m.base_model}'
+  return name
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> dict:
+  keys = ['env', 'model'] + [f'metacontroller.{f}'
+                             for f in _MC_FINGERPRINT_FIELDS]
+  if config.metacontroller.base_model != 'cotrain_scratch':
+    # The run is only meaningful with the base model it started from.
+    keys += list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
+  else:
+    keys += ['seed']
+  return config_utils.config_fingerprint(config, sorted(set(keys)))
+
+
+# --------------------------------------------------------------------------
+# Pure training functions.
+
+
+def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
+  """Pure init/chunk/evaluate functions; shared (with their compilations)
+  between configs that differ only in run length, cadence or α."""
+  validate(config)
+  key = config.copy_and_resolve_references()
+  key.metacontroller.num_steps = key.metacontroller.save_every = 0
+  key.metacontroller.keep_checkpoints = key.metacontroller.kl_weight = 0
+  key.metacontroller.seed = key.metacontroller.trace_episodes = 0
+  key.metacontroller.eval_episodes = 0
+  for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo'):
+    if section in key:
+      del key[section]
+  return _make_trainer(key.to_json(sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_trainer(config_json: str) -> Trainer:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  m = config.metacontroller
+  base_model = BaseModel(pretrain.model_config(config))
+  metacontroller = mc_lib.Metacontroller(metacontroller_config(config))
+  layer = metacontroller.config.layer
+  latent_dim = metacontroller.config.latent_dim
+  frozen = m.base_model == 'frozen'
+  env_params = config_lib.env_params(config)
+  sample = stream.make_expert_stream(env_params, m.batch_size, m.seq_len,
+                                     (0.0,), jit=False)
+  sample_eval = stream.make_expert_stream(env_params, m.eval_batch_size,
+                                          m.seq_len, (0.0,), jit=False)
+  tx = pretrain.make_optimizer(m.learning_rate, m.weight_decay, m.grad_clip)
+
+  def init(key: jax.Array, base_params: Any = None,
+           kl_weight: float | jax.Array = 0.0) -> TrainState:
+    k_mc, k_base, k_data = jax.random.split(key, 3)
+    # Parameter shapes do not depend on B or T: initialise on one step.
+    e = jnp.zeros((1, 1, base_model.config.width))
+    params = {'metacontroller': metacontroller.init(k_mc, e,
+                                                    jnp.ones((1, 1), bool))}
+    if m.base_model == 'cotrain_scratch':
+      obs = jnp.zeros((1, 1, base_model.config.obs_dim))
+      params['base_model'] = base_model.init(k_base, obs)
+    elif m.base_model == 'cotrain':
+      if base_params is None:
+        raise ValueError("base_model='cotrain' starts from pretrained "
+                         'parameters: pass base_params.')
+      params['base_model'] = base_params
+    return TrainState(step=jnp.int32(0), params=params,
+                      opt_state=tx.init(params), key=k_data,
+                      kl_weight=jnp.float32(kl_weight))
+
+  def forward(params, base_params, batch, noise):
+    """(base-model output, metacontroller output) on a batch."""
+    theta = base_params if frozen else params['base_model']
+    e, _, _ = base_model.apply(theta, batch.obs, layer,
+                               method=BaseModel.lower)
+    if frozen:
+      e = jax.lax.stop_gradient(e)
+    mc = metacontroller.apply(params['metacontroller'], e, batch.valid, noise)
+    out = base_model.apply(theta, e, layer, metacontroller.intervention(
+        mc.controller), method=BaseModel.upper)
+    return out, mc
+
+  def loss_fn(params, base_params, batch, noise, kl_weight):
+    """(loss, metrics); batch: a Rollout [B, T]; noise: [B, T, n_z]."""
+    out, mc = forward(params, base_params, batch, noise)
+    valid = batch.valid
+    nll = losses.masked_mean(losses.action_nll(out, batch.actions), valid)
+    kl = losses.masked_mean(mc.kl, valid)
+    loss = nll + kl_weight * kl
+    sw = segmentation.switches(mc.switch_gate, valid, m.switch_threshold)
+    bounds = segmentation.true_boundaries(batch.subgoal_index, valid)
+    scored = valid & (jnp.arange(valid.shape[1]) >= 1)
+    correct = jnp.argmax(out.action_logits, -1) == batch.actions
+    beta = mc.switch_gate
+    metrics = {
+        'loss': loss, 'action_nll': nll, 'kl': kl,
+        'kl_per_episode': (mc.kl * valid).sum(1).mean(),
+        'action_acc': losses.masked_mean(correct.astype(jnp.float32), valid),
+        'beta_mean': losses.masked_mean(beta, scored),
+        'beta_binary_fraction': losses.masked_mean(
+            ((beta < 0.1) | (beta > 0.9)).astype(jnp.float32), scored),
+        'switches_per_episode': sw.sum(1).mean(),
+        'boundaries_per_episode': bounds.sum(1).mean(),
+    }
+    return loss, metrics
+
+  def one_step(base_params, state: TrainState, _):
+    key, k_data, k_noise = jax.random.split(state.key, 3)
+    batch = sample(k_data)
+    noise = jax.random.normal(k_noise, batch.actions.shape + (latent_dim,))
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state.params, base_params, batch, noise, state.kl_weight)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics.update(_grad_metrics(grads))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      key=key, kl_weight=state.kl_weight), metrics
+
+  def chunk(state: TrainState, base_params: Any
+            ) -> tuple[TrainState, dict]:
+    """`metacontroller.log_every` steps; base_params: θ (frozen) or None."""
+    if frozen and base_params is None:
+      raise ValueError('the frozen base model needs base_params.')
+    state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
+                                  state, None, length=m.log_every)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  def evaluate_batch(params: Any, base_params: Any, key: jax.Array) -> dict:
+    """One held-out D* batch: β under the posterior mean (ε = 0), and the two
+    loss terms under sampled codes (the training objective)."""
+    k_data, k_noise = jax.random.split(key)
+    batch = sample_eval(k_data)
+    noise = jax.random.normal(k_noise, batch.actions.shape + (latent_dim,))
+    out, mc = forward(params, base_params, batch, noise)
+    out_mean, mc_mean = forward(params, base_params, batch, None)
+    theta = base_params if frozen else params['base_model']
+    plain = base_model.apply(theta, batch.obs)
+    return {
+        'beta': mc_mean.switch_gate, 'valid': batch.valid,
+        'subgoal_index': batch.subgoal_index, 'subgoal': batch.subgoal,
+        'action_nll': losses.action_nll(out, batch.actions),
+        'action_nll_posterior_mean': losses.action_nll(out_mean,
+                                                       batch.actions),
+        'action_nll_no_control': losses.action_nll(plain, batch.actions),
+        'kl': mc.kl,
+    }
+
+  return Trainer(base_model=base_model, metacontroller=metacontroller,
+                 init=jax.jit(init), chunk=chunk,
+                 train_chunk=jax.jit(chunk),
+                 loss=loss_fn, evaluate_batch=evaluate_batch,
+                 evaluate_jit=jax.jit(evaluate_batch))
+
+
+def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
+  """Global and per-component gradient norms, and how many metacontroller
+  parameter leaves got an all-zero gradient (a dead component: e.g. every
+  leaf upstream of a decoder whose B is still 0)."""
+  mc = grads['metacontroller']['params']
+  parts = {'embedder': mc['embedder'], 'encoder': mc['posterior']['encoder'],
+           'history': mc['posterior']['cell']['history'],
+           'switch_gate': mc['posterior']['cell']['switch_gate'],
+           'decoder': mc['decoder']}
+  metrics = {'grad_norm': optax.tree.norm(grads)}
+  metrics.update({f'grad_norm/{k}': optax.tree.norm(v)
+                  for k, v in parts.items()})
+  if 'base_model' in grads:
+    metrics['grad_norm/base_model'] = optax.tree.norm(grads['base_model'])
+  metrics['zero_grad_leaves'] = sum(
+      jnp.all(g == 0).astype(jnp.float32) for g in jax.tree.leaves(mc))
+  return metrics
+
+
+# --------------------------------------------------------------------------
+# Evaluation.
+
+
+def _eval_key() -> jax.Array:
+  # Held out: no training step draws its data from this key (training keys
+  # are split from key(metacontroller.seed)); one set for every run, so runs
+  # are scored on the same episodes.
+  return jax.random.fold_in(jax.random.key(0), 0x5E6)
+
+
+def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable,
+                 key: jax.Array) -> dict[str, np.ndarray]:
+  """Runs a jitted `batch_fn(key)` over held-out batches; concatenates the
+  host arrays along the episode axis (the last-but-one axis of [.., B, T])."""
+  m = config.metacontroller
+  num_batches = -(-m.eval_episodes // m.eval_batch_size)
+  parts = [jax.device_get(batch_fn(k))
+           for k in jax.random.split(key, num_batches)]
+  return {n: np.concatenate([p[n] for p in parts], axis=-2)
+          for n in parts[0]}
+
+
+def summarise_eval(config: ml_collections.ConfigDict,
+                   arrays: dict[str, np.ndarray]) -> dict[str, float]:
+  """Segmentation scores and held-out loss terms of one run's eval arrays."""
+  m = config.metacontroller
+  valid = arrays['valid']
+  summary = segmentation.segmentation_report(
+      arrays['beta'], valid, arrays['subgoal_index'], m.switch_threshold,
+      m.boundary_tolerance)
+  mean = lambda x: float((x * valid).sum() / max(valid.sum(), 1))
+  summary.update({
+      'action_nll': mean(arrays['action_nll']),
+      'action_nll_posterior_mean': mean(arrays['action_nll_posterior_mean']),
+      'action_nll_no_control': mean(arrays['action_nll_no_control']),
+      'kl': mean(arrays['kl']),
+      'kl_per_episode': float((arrays['kl'] * valid).sum(-1).mean()),
+  })
+  return summary
+
+
+# --------------------------------------------------------------------------
+# Jobs.
+
+
+def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """θ from `<workdir>/checkpoints/pretrain`, or None when trained from scratch."""
+  if config.metacontroller.base_model == 'cotrain_scratch':
+    return None
+  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise FileNotFoundError(
+        f'no pretrained base model in {directory}: metacontroller training '
+        'reads it from <workdir>/checkpoints/pretrain. Run experiments/'
+        'pretrain.py with the same --config and --workdir first (or set '
+        "--config.metacontroller.base_model=cotrain_scratch).")
+  return pretrain.load_params(config, workdir)
+
+
+def _on_device(tree: Any) -> Any:
+  # Commit every array to the one device: restored (committed) and freshly
+  # initialised (uncommitted) arrays would otherwise make the second call of
+  # a jitted chunk compile again.
+  return jax.device_put(tree, jax.devices()[0])
+
+
+def checkpointer(config: ml_collections.ConfigDict, workdir: str
+                 ) -> ckpt_lib.Checkpointer:
+  m = config.metacontroller
+  return ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', run_name(config)),
+      save_every=m.save_every, max_to_keep=m.keep_checkpoints,
+      fingerprint=fingerprint(config))
+
+
+def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
+                   base_params: Any) -> TrainState:
+  m = config.metacontroller
+  return trainer.init(jax.random.key(m.seed), base_params, m.kl_weight)
+
+
+def load_params(config: ml_collections.ConfigDict, workdir: str
+                ) -> tuple[Any, Any]:
+  """(metacontroller params φ, base-model params θ) of a finished run.
+
+  θ is the pretrained model for 'frozen', the co-trained one otherwise.
+  """
+  validate(config)
+  trainer = make_trainer(config)
+  base_params = _base_params(config, workdir)
+  ckpt = checkpointer(config, workdir)
+  state, step = ckpt.restore_or_init(_initial_state(trainer, config,
+                                                    base_params))
+  ckpt.close()
+  if step < config.metacontroller.num_steps:
+    raise FileNotFoundError(
+        f'{workdir} holds no finished {run_name(config)} run (latest step '
+        f'{step}, config.metacontroller.num_steps='
+        f'{config.metacontroller.num_steps}); run experiments/'
+        'train_metacontroller.py with this config and workdir first.')
+  theta = state.params.get('base_model', base_params)
+  return state.params['metacontroller'], theta
+
+
+def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
+             params: Any, base_params: Any, out_dir: str | None = None
+             ) -> dict[str, float]:
+  """Held-out segmentation scores (and the β-trace figure in `out_dir`).
+
+  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
+  """
+  arrays = collect_eval(
+      config, lambda k: trainer.evaluate_jit(params, base_params, k),
+      _eval_key())
+  summary = summarise_eval(config, arrays)
+  if out_dir is not None:
+    m = config.metacontroller
+    if m.trace_episodes:
+      segmentation.beta_traces(
+          os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
+          arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
+          num_episodes=m.trace_episodes, threshold=m.switch_threshold,
+          title=(f"{run_name(config)}: α={m.kl_weight:g}, F1="
+                 f"{summary['f1']:.2f} on {summary['num_episodes']} held-out "
+                 'episodes'))
+    config_utils.atomic_write_text(
+        os.path.join(out_dir, 'segmentation.json'),
+        json.dumps(summary, indent=2) + '\n')
+  return summary
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          run_eval: bool = True) -> dict:
+  """Trains the metacontroller (resuming from `workdir`), evaluates it.
+
+  Reads θ from `<workdir>/checkpoints/pretrain` (unless co-trained from
+  scratch); writes `<workdir>/checkpoints/<run_name>`, metrics
+  `<workdir>/metrics/<run_name>*.json*`, and the segmentation analysis
+  (`segmentation.json`, `beta_traces.png`) in `<workdir>/<run_name>/`.
+  """
+  validate(config)
+  m = config.metacontroller
+  name = run_name(config)
+  base_params = _base_params(config, workdir)
+  # Only a frozen θ is an argument of the step; a co-trained one is state.
+  frozen_params = base_params if m.base_model == 'frozen' else None
+  trainer = make_trainer(config)
+  os.makedirs(workdir, exist_ok=True)
+  out_dir = os.path.join(workdir, name)
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  ckpt = checkpointer(config, workdir)
+  state, start = ckpt.restore_or_init(_initial_state(trainer, config,
+                                                     base_params))
+  state, frozen_params = _on_device((state, frozen_params))
+  if start:
+    logging.info('resuming %s from step %d', name, start)
+  writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
+  step = start
+  t_start = time.time()
+  with progress_lib.Progress(m.num_steps, start=start, desc=name) as bar:
+    while step < m.num_steps:
+      t0 = time.time()
+      state, metrics = trainer.train_chunk(state, frozen_params)
+      metrics = jax.device_get(metrics)
+      step += m.log_every
+      metrics['steps_per_sec'] = m.log_every / (time.time() - t0)
+      writer.write_scalars(step, metrics)
+      bar.update(step, {k: metrics[k] for k in
+                        ('loss', 'action_nll', 'kl', 'switches_per_episode',
+                         'steps_per_sec')})
+      ckpt.maybe_save(step, state, force=step >= m.num_steps)
+  ckpt.wait()
+  summary = {'num_steps': int(step),
+             'train_seconds_this_run': time.time() - t_start,
+             'resumed_from': int(start), 'kl_weight': float(m.kl_weight),
+             'switching': m.switching, 'base_model': m.base_model}
+  if run_eval:
+    scores = evaluate(config, trainer, state.params, frozen_params, out_dir)
+    summary.update({f'heldout/{k}': v for k, v in scores.items()})
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()})
+  writer.write_summary(summary)
+  writer.close()
+  ckpt.close()
+  return summary
+
+
+# --------------------------------------------------------------------------
+# Rate-distortion sweep (Fig. 7).
+
+RESULT_FIELDS = (
+    'base_model', 'kl_weight', 'seed', 'num_steps', 'action_nll', 'kl',
+    'kl_per_episode', 'action_nll_posterior_mean', 'action_nll_no_control',
+    'f1', 'precision', 'recall', 'median_switches_per_episode',
+    'median_boundaries_per_episode', 'median_count_error',
+    'beta_binary_fraction', 'aligned')
+
+
+def _groups(runs: list[tuple[float, int]], size: int
+            ) -> list[list[tuple[float, int]]]:
+  size = size or len(runs)
+  return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def _group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
+                ) -> str:
+  digest = hashlib.sha1(json.dumps([mode, runs, num_steps]).encode()
+                        ).hexdigest()[:10]
+  return f'{mode}_{digest}'
+
+
+def _write_results(out_dir: str, records: list[dict], f1_threshold: float
+                   ) -> None:
+  records = sorted(records, key=lambda r: (r['base_model'], r['kl_weight'],
+                                           r['seed']))
+  config_utils.atomic_write_text(os.path.join(out_dir, 'results.json'),
+                                 json.dumps(records, indent=2) + '\n')
+  path = os.path.join(out_dir, 'results.csv')
+  with open(path + '.tmp', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
+    w.writeheader()
+    w.writerows(records)
+  os.replace(path + '.tmp', path)
+  segmentation.rate_distortion_figure(
+      os.path.join(out_dir, 'rate_distortion.png'), records, f1_threshold)
+
+
+def rate_distortion(config: ml_collections.ConfigDict, workdir: str
+                    ) -> list[dict]:
+  """Sweeps α × seeds per base-model mode; writes CSV, JSON and the figure.
+
+  The runs of a group (`rate_distortion.runs_per_group`, default all α ×
+  seeds of one mode) train together under one `jax.vmap`; each group has its
+  own resumable checkpoint (`<workdir>/checkpoints/rate_distortion/<group>`),
+  and a group whose results are on record is skipped. Outputs:
+  `<workdir>/rate_distortion/results.{json,csv}`, `rate_distortion.png`.
+  Run r of a group uses metacontroller.seed = its seed and kl_weight = its α,
+  exactly as a single `train` run would.
+  """
+  validate(config)
+  rd = config.rate_distortion
+  num_steps = rd.num_steps or config.metacontroller.num_steps
+  out_dir = os.path.join(workdir, 'rate_distortion')
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  results_path = os.path.join(out_dir, 'results.json')
+  records = []
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      records = json.load(f)
+  done = {(r['base_model'], float(r['kl_weight']), int(r['seed']),
+           int(r['num_steps'])) for r in records}
+  runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
+  base_params = None
+  for mode in rd.base_models:
+    cfg = config.copy_and_resolve_references()
+    cfg.metacontroller.base_model = mode
+    cfg.metacontroller.num_steps = num_steps
+    for group in _groups(runs, rd.runs_per_group):
+      if all((mode, a, s, num_steps) in done for a, s in group):
+        logging.info('rate_distortion: %s %s already done', mode, group)
+        continue
+      if mode != 'cotrain_scratch' and base_params is None:
+        base_params = _base_params(cfg, workdir)
+      new = _train_group(cfg, workdir, mode, group, num_steps,
+                         None if mode == 'cotrain_scratch' else base_params)
+      for r in new:
+        r['aligned'] = bool(r['f1'] >= rd.f1_threshold)
+      records = [r for r in records
+                 if (r['base_model'], float(r['kl_weight']), int(r['seed']),
+                     int(r['num_steps'])) not in
+                 {(x['base_model'], x['kl_weight'], x['seed'], num_steps)
+                  for x in new}] + new
+      _write_results(out_dir, records, rd.f1_threshold)
+  if records:
+    _write_results(out_dir, records, rd.f1_threshold)
+  return records
+
+
+def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
+                 group: list[tuple[float, int]], num_steps: int,
+                 base_params: Any) -> list[dict]:
+  """Trains the runs of one group together (vmapped); returns their records."""
+  m = config.metacontroller
+  trainer = make_trainer(config)
+  name = _group_name(mode, group, num_steps)
+  alphas = jnp.asarray([a for a, _ in group], jnp.float32)
+  keys = jnp.stack([jax.random.key(s) for _, s in group])
+  init = jax.vmap(trainer.init, in_axes=(0, None, 0))(keys, base_params,
+                                                     alphas)
+  fp = fingerprint(config)
+  fp['group'] = {'runs': [list(r) for r in group]}
+  ckpt = ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', 'rate_distortion', name),
+      save_every=m.save_every, max_to_keep=1, fingerprint=fp)
+  state, start = ckpt.restore_or_init(init)
+  chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
+  state, frozen_params = _on_device(
+      (state, base_params if mode == 'frozen' else None))
+  writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
+                                     resume_step=start)
+  step = start
+  tags = [f'a{a:g}_s{s}' for a, s in group]
+  with progress_lib.Progress(num_steps, start=start,
+                             desc=f'rate_distortion {mode} ({len(group)} '
+                             'runs)') as bar:
+    while step < num_steps:
+      t0 = time.time()
+      state, metrics = chunk(state, frozen_params)
+      metrics = jax.device_get(metrics)
+      step += m.log_every
+      scalars = {'steps_per_sec': m.log_every / (time.time() - t0)}
+      for i, tag in enumerate(tags):
+        for k in ('action_nll', 'kl', 'switches_per_episode'):
+          scalars[f'{tag}/{k}'] = metrics[k][i]
+      writer.write_scalars(step, scalars)
+      bar.update(step, {'action_nll': metrics['action_nll'].mean(),
+                        'kl': metrics['kl'].mean()})
+      ckpt.maybe_save(step, state, force=step >= num_steps)
+  ckpt.close()
+  writer.close()
+
+  batch_fn = jax.jit(jax.vmap(trainer.evaluate_batch, in_axes=(0, None,
+                                                                None)))
+  arrays = collect_eval(config,
+                        lambda k: batch_fn(state.params, frozen_params, k),
+                        _eval_key())
+  records = []
+  for i, (a, s) in enumerate(group):
+    summary = summarise_eval(config, {k: v[i] for k, v in arrays.items()})
+    summary.update(base_model=mode, kl_weight=a, seed=s, num_steps=num_steps)
+    records.append(summary)
+  return records

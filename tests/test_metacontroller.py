@@ -1,0 +1,375 @@
+"""Metacontroller: the scan is the step cell, β ≡ 1, frozen θ, KL, gradients,
+boundary scoring, config errors. Tiny sizes; compiled functions are shared."""
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import gridworld
+from irl.analysis import segmentation as seg
+from irl.models import metacontroller as mc_lib
+from irl.train import metacontroller as mct
+from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import config_utils
+
+B, T = 3, 7
+LENGTHS = np.array([7, 4, 1])
+
+
+def _config(**overrides):
+  c = gridworld.get_config('test')
+  for k, v in overrides.items():
+    c.metacontroller[k] = v
+  return c
+
+
+def _fill(tree, seed=0):
+  """Concrete values for an eval_shape tree (numpy: nothing to compile)."""
+  rng = np.random.default_rng(seed)
+  def leaf(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.key(0)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+      return (0.05 * rng.standard_normal(x.shape)).astype(x.dtype)
+    return np.zeros(x.shape, x.dtype)
+  return jax.tree.map(leaf, tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _pretrain_state():
+  """A stand-in for a pretrained base model of the test preset (random)."""
+  c = _config()
+  return _fill(jax.eval_shape(pretrain.make_pretrainer(c).init,
+                              jax.random.key(c.seed)))
+
+
+def _fake_pretrained(config, workdir):
+  """A 'finished' pretraining checkpoint in workdir."""
+  ckpt = pretrain.checkpointer(config, workdir)
+  ckpt.maybe_save(config.pretrain.num_steps, _pretrain_state(), force=True)
+  ckpt.close()
+  return _pretrain_state().params
+
+
+def _initial_state():
+  # The very call (and compilation) that `train` makes for the test preset.
+  c = _config()
+  return mct.make_trainer(c).init(jax.random.key(c.metacontroller.seed),
+                                  _pretrain_state().params,
+                                  c.metacontroller.kl_weight)
+
+
+def _inputs():
+  cfg = mct.metacontroller_config(_config())
+  rng = np.random.default_rng(0)
+  e = 3.0 * rng.standard_normal((B, T, cfg.width)).astype(np.float32)
+  valid = np.arange(T)[None, :] < LENGTHS[:, None]
+  noise = rng.standard_normal((B, T, cfg.latent_dim)).astype(np.float32)
+  return jnp.asarray(e), jnp.asarray(valid), jnp.asarray(noise)
+
+
+@functools.lru_cache(maxsize=None)
+def _model(always_switch=False):
+  # β ≡ 1 changes no parameter: both variants share one initialisation.
+  cfg = dataclasses.replace(mct.metacontroller_config(_config()),
+                            always_switch=always_switch)
+  model = mc_lib.Metacontroller(cfg)
+  params = _initial_state().params['metacontroller']
+  # A fresh decoder is the identity edit (B = 0); a random decoder makes
+  # every output depend on every component.
+  rng = np.random.default_rng(2)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: (0.3 * rng.standard_normal(x.shape).astype(np.float32)
+                    if 'decoder' in jax.tree_util.keystr(p) else x), params)
+  return model, params, jax.jit(model.apply), jax.jit(
+      functools.partial(model.apply, method=mc_lib.Metacontroller.step))
+
+
+def test_scan_equals_python_loop_of_steps():
+  model, params, apply, step = _model()
+  e, valid, noise = _inputs()
+  out = apply(params, e, valid, noise)
+  state = model.initial_state(B)
+  betas, codes, factors = [], [], []
+  for t in range(T):
+    state, so, fac = step(params, state, e[:, t], out.proposal[:, t])
+    betas.append(so.switch_gate)
+    codes.append(so.latent_code)
+    factors.append(fac)
+  np.testing.assert_allclose(np.stack(betas, 1), out.switch_gate, atol=1e-5)
+  np.testing.assert_allclose(np.stack(codes, 1), out.latent_code, atol=1e-5)
+  for i in range(2):
+    np.testing.assert_allclose(np.stack([f[i] for f in factors], 1),
+                               out.controller[i], atol=1e-5)
+  np.testing.assert_allclose(state.history, out.state.history, atol=1e-5)
+  # The recurrence is the paper's: z_t = β_t z̃_t + (1 − β_t) z_{t−1}.
+  beta = np.asarray(out.switch_gate)[..., None]
+  z, prop = np.asarray(out.latent_code), np.asarray(out.proposal)
+  np.testing.assert_allclose(z[:, 1:], beta[:, 1:] * prop[:, 1:]
+                             + (1 - beta[:, 1:]) * z[:, :-1], atol=1e-5)
+  # The first step always takes a fresh code; the learned gate is soft.
+  np.testing.assert_array_equal(out.switch_gate[:, 0], 1.0)
+  np.testing.assert_allclose(z[:, 0], prop[:, 0], atol=1e-6)
+  assert np.all((np.asarray(out.switch_gate[:, 1:]) > 0)
+                & (np.asarray(out.switch_gate[:, 1:]) < 1))
+  # z̃ = μ + σ ε with the given noise.
+  np.testing.assert_allclose(
+      prop, out.mean + np.exp(0.5 * np.asarray(out.log_var)) * noise,
+      atol=1e-5)
+
+
+def test_switching_unit_reads_the_code_in_use():
+  model, params, _, _ = _model()
+  e, _, _ = _inputs()
+  state = model.initial_state(B).replace(first=jnp.zeros((B,), bool))
+  switch = functools.partial(model.apply, params,
+                             method=mc_lib.Metacontroller.switch)
+  other = state.replace(latent_code=jnp.ones_like(state.latent_code))
+  assert not np.allclose(switch(state, e[:, 0]), switch(other, e[:, 0]))
+
+
+def test_always_switch_gives_per_step_codes():
+  _, params, apply, _ = _model(always_switch=True)
+  e, valid, noise = _inputs()
+  out = apply(params, e, valid, noise)
+  np.testing.assert_array_equal(out.switch_gate, 1.0)
+  np.testing.assert_allclose(out.latent_code, out.proposal, atol=1e-6)
+  mean = apply(params, e, valid, None)
+  np.testing.assert_allclose(mean.latent_code, mean.mean, atol=1e-6)
+
+
+def test_embedder_ignores_padding_and_reads_both_directions():
+  _, params, apply, _ = _model()
+  e, valid, noise = _inputs()
+  x = np.arange(2 * 5).reshape(2, 5)
+  v = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+  rev = np.asarray(mc_lib.reverse_valid(jnp.asarray(x), jnp.asarray(v)))
+  np.testing.assert_array_equal(rev, [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]])
+  np.testing.assert_array_equal(
+      mc_lib.reverse_valid(jnp.asarray(rev), jnp.asarray(v)), x)
+  out = apply(params, e, valid, noise)
+  padded = jnp.where(valid[..., None], e, 100.0)
+  out_padded = apply(params, padded, valid, noise)
+  np.testing.assert_allclose(out.sequence_embedding,
+                             out_padded.sequence_embedding, atol=1e-5)
+  mask = np.asarray(valid)
+  np.testing.assert_allclose(np.asarray(out.switch_gate)[mask],
+                             np.asarray(out_padded.switch_gate)[mask],
+                             atol=1e-5)
+  # s is non-causal: the last valid step changes the code of the first.
+  late = e.at[0, LENGTHS[0] - 1].add(5.0)
+  assert not np.allclose(apply(params, late, valid, noise).mean[0, 0],
+                         out.mean[0, 0])
+
+
+def test_kl_matches_closed_form():
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=(5, 8))
+  log_var = rng.normal(size=(5, 8))
+  var = np.exp(log_var)
+  expected = 0.5 * np.sum(var + mean ** 2 - 1 - log_var, -1)
+  np.testing.assert_allclose(mc_lib.gaussian_kl(jnp.asarray(mean),
+                                                jnp.asarray(log_var)),
+                             expected, rtol=1e-5)
+  np.testing.assert_allclose(mc_lib.gaussian_kl(jnp.zeros(8), jnp.zeros(8)),
+                             0.0, atol=1e-7)
+  # Monte Carlo: E_q[ln q(z) − ln N(z; 0, I)] for one posterior.
+  z = mean[0] + np.sqrt(var[0]) * rng.normal(size=(200_000, 8))
+  log_q = -0.5 * np.sum((z - mean[0]) ** 2 / var[0] + log_var[0], -1)
+  log_p = -0.5 * np.sum(z ** 2, -1)
+  np.testing.assert_allclose(np.mean(log_q - log_p), expected[0], rtol=0.02)
+
+
+# --------------------------------------------------------------------------
+# Trainer (test preset).
+
+
+def test_gradients_reach_every_metacontroller_leaf():
+  c = _config()
+  trainer = mct.make_trainer(c)
+  state = _initial_state()
+  # B = 0 at init (identity edit) blocks the gradient upstream of the
+  # decoder on the very first step; after an update it flows everywhere.
+  rng = np.random.default_rng(4)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: (0.3 * rng.standard_normal(x.shape).astype(np.float32)
+                    if "['b']" in jax.tree_util.keystr(p) else x),
+      state.params)
+  # The training step itself counts the all-zero gradient leaves (and shares
+  # its compilation with the training test).
+  state, base = mct._on_device((state.replace(params=params),
+                                _pretrain_state().params))
+  _, metrics = trainer.train_chunk(state, base)
+  norms = {k: float(v) for k, v in metrics.items() if k.startswith('grad_')}
+  assert float(metrics['zero_grad_leaves']) == 0, norms
+  for part in ('embedder', 'encoder', 'history', 'switch_gate', 'decoder'):
+    assert norms[f'grad_norm/{part}'] > 0, norms
+  assert np.isfinite(float(metrics['loss']))
+
+
+def test_training_freezes_base_model_and_resumes(tmp_path):
+  c = _config()
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  with pytest.raises(FileNotFoundError, match='checkpoints/pretrain'):
+    mct.train(c, straight)
+  base = _fake_pretrained(c, straight)
+  _fake_pretrained(c, resumed)
+
+  summary = mct.train(c, straight)
+  # θ is untouched on disk and is not in the saved training state.
+  after = pretrain.load_params(c, straight)
+  jax.tree.map(np.testing.assert_array_equal, base, after)
+  phi, theta = mct.load_params(c, straight)
+  jax.tree.map(np.testing.assert_array_equal, base, theta)
+  ckpt = mct.checkpointer(c, straight)
+  leaves = ckpt.read_meta(ckpt.latest_step())['leaves']
+  ckpt.close()
+  assert leaves and not any('base_model' in k for k in leaves)
+  fresh = _initial_state()
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
+                         phi, fresh.params['metacontroller'])
+  assert any(jax.tree.leaves(changed))
+
+  for k in ('heldout/f1', 'heldout/precision', 'heldout/recall',
+            'heldout/median_switches_per_episode', 'heldout/kl'):
+    assert k in summary
+  assert summary['heldout/median_boundaries_per_episode'] >= 1
+  out_dir = os.path.join(straight, 'metacontroller')
+  assert os.path.exists(os.path.join(out_dir, 'beta_traces.png'))
+  assert os.path.exists(os.path.join(out_dir, 'segmentation.json'))
+  assert os.path.exists(os.path.join(straight, 'metrics',
+                                     'metacontroller.jsonl'))
+
+  half = _config(num_steps=5)
+  mct.train(half, resumed, run_eval=False)
+  mct.train(c, resumed, run_eval=False)
+  jax.tree.map(np.testing.assert_array_equal, phi,
+               mct.load_params(c, resumed)[0])
+
+  other = _config(kl_weight=0.5)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match='metacontroller.kl_weight'):
+    mct.train(other, straight, run_eval=False)
+
+
+def test_cotraining_puts_base_model_in_optimiser_state():
+  base = jax.eval_shape(_pretrain_state).params
+  frozen = jax.eval_shape(mct.make_trainer(_config()).init,
+                          jax.random.key(0), base, 0.1)
+  assert set(frozen.params) == {'metacontroller'}
+  num_mc = len(jax.tree.leaves(frozen.params))
+  for mode in ('cotrain', 'cotrain_scratch'):
+    trainer = mct.make_trainer(_config(base_model=mode))
+    # Shapes only (eval_shape): nothing is compiled.
+    state = jax.eval_shape(trainer.init, jax.random.key(0),
+                           base if mode == 'cotrain' else None, 0.1)
+    assert set(state.params) == {'metacontroller', 'base_model'}
+    num_all = len(jax.tree.leaves(state.params))
+    assert num_all == num_mc + len(jax.tree.leaves(base))
+    # AdamW holds two moments per parameter it trains.
+    assert (len(jax.tree.leaves(state.opt_state))
+            - len(jax.tree.leaves(frozen.opt_state))) >= 2 * (num_all - num_mc)
+  assert mct.run_name(_config(base_model='cotrain_scratch')) == (
+      'metacontroller_cotrain_scratch')
+  assert mct.run_name(_config(switching='always')) == 'metacontroller_beta1'
+
+
+# --------------------------------------------------------------------------
+# Boundary scoring.
+
+
+def _scores(beta, subgoal_index, valid=None, tolerance=1):
+  beta = np.asarray(beta, np.float32)[None]
+  subgoal_index = np.asarray(subgoal_index)[None]
+  valid = np.ones_like(beta, bool) if valid is None else np.asarray(
+      valid, bool)[None]
+  return seg.segmentation_report(beta, valid, subgoal_index,
+                                 tolerance=tolerance)
+
+
+def test_f1_on_hand_made_cases():
+  goals = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]          # boundaries at t = 3, 7
+  exact = [1, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+  r = _scores(exact, goals)
+  assert (r['precision'], r['recall'], r['f1']) == (1.0, 1.0, 1.0)
+  assert r['median_switches_per_episode'] == 2
+  assert r['median_boundaries_per_episode'] == 2
+  # One step late and one step early still match; t = 0 is never scored.
+  r = _scores([0, 0, 0, 0, 1, 0, 1, 0, 0, 0], goals)
+  assert r['f1'] == 1.0
+  # Two steps off: one false positive and one miss.
+  r = _scores([0, 0, 0, 0, 0, 1, 0, 1, 0, 0], goals)
+  assert (r['true_positives'], r['false_positives'],
+          r['false_negatives']) == (1, 1, 1)
+  assert r['precision'] == r['recall'] == r['f1'] == 0.5
+  # Two switches around one boundary match it once.
+  r = _scores([0, 0, 1, 1, 0, 0, 0, 1, 0, 0], goals)
+  assert (r['true_positives'], r['false_positives']) == (2, 1)
+  np.testing.assert_allclose(r['f1'], 4 / 5)
+  # Never switching: recall 0, F1 0, precision vacuously 1.
+  r = _scores(np.zeros(10), goals)
+  assert (r['precision'], r['recall'], r['f1']) == (1.0, 0.0, 0.0)
+  assert r['median_count_error'] == -2
+  # Steps after the episode ends are ignored, switches and boundaries alike.
+  valid = np.arange(10) < 6
+  r = _scores([1, 0, 0, 1, 0, 0, 0, 1, 1, 1], goals, valid)
+  assert (r['true_positives'], r['false_positives'],
+          r['false_negatives']) == (1, 0, 0)
+  # The threshold is strict: β = 0.5 is not a switch.
+  assert _scores([1, 0, 0, 0.5, 0, 0, 0, 0.51, 0, 0], goals)[
+      'true_positives'] == 1
+  # Micro average over episodes.
+  beta = np.array([exact, np.zeros(10)], np.float32)
+  both = seg.segmentation_report(beta, np.ones((2, 10), bool),
+                                 np.array([goals, goals]))
+  assert both['recall'] == 0.5 and both['precision'] == 1.0
+  np.testing.assert_allclose(both['f1'], 2 / 3)
+  assert seg.match_events([1, 5, 6], [5], tolerance=1) == 1
+
+
+def test_figures_are_written(tmp_path):
+  rng = np.random.default_rng(0)
+  beta = rng.random((3, 12))
+  valid = np.arange(12)[None] < np.array([[12], [8], [5]])
+  goals = np.array([np.arange(12) // 4] * 3)
+  path = seg.beta_traces(str(tmp_path / 'b.png'), beta, valid, goals, goals,
+                         num_episodes=2, title='t')
+  assert os.path.getsize(path) > 0
+  records = [dict(kl=0.1 * i, action_nll=1 - 0.1 * i, kl_weight=a,
+                  base_model=m, f1=f) for i, (a, m, f) in enumerate(
+                      [(0.0, 'frozen', 0.2), (0.1, 'frozen', 0.9),
+                       (0.1, 'cotrain_scratch', 0.1)])]
+  path = seg.rate_distortion_figure(str(tmp_path / 'rd.png'), records)
+  assert os.path.getsize(path) > 0
+
+
+# --------------------------------------------------------------------------
+# Config validation.
+
+
+@pytest.mark.parametrize('field,value', [
+    ('metacontroller.kl_weight', -0.1),
+    ('metacontroller.base_model', 'thawed'),
+    ('metacontroller.switching', 'sometimes'),
+    ('metacontroller.layer', 7),
+    ('metacontroller.rank', 1000),
+    ('metacontroller.num_steps', 7),
+    ('metacontroller.seq_len', 101),
+    ('metacontroller.embed_heads', 3),
+    ('metacontroller.latent_dim', 0),
+    ('rate_distortion.kl_weights', [0.1, -1.0]),
+    ('rate_distortion.base_models', ['frozen', 'melted']),
+])
+def test_config_errors_name_the_field(field, value):
+  c = gridworld.get_config('test')
+  section, name = field.split('.')
+  c[section][name] = value
+  with pytest.raises(config_utils.ConfigError, match=field.replace(
+      '.', r'\.')):
+    mct.validate(c)
