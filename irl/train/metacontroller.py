@@ -195,6 +195,7 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   between configs that differ only in run length, cadence or α."""
   validate(config)
   key = config.copy_and_resolve_references()
+  key.unlock()   # configs from absl flags are locked
   key.metacontroller.num_steps = key.metacontroller.save_every = 0
   key.metacontroller.keep_checkpoints = key.metacontroller.kl_weight = 0
   key.metacontroller.seed = key.metacontroller.trace_episodes = 0
