@@ -56,7 +56,7 @@ _NOPOOL_ENVS = flags.DEFINE_list(
     'nopool_envs', ['8192'],
     'num_envs at which our env is also timed without a layout pool.')
 _NOPOOL_STEPS = flags.DEFINE_integer(
-    'nopool_steps', 100, 'Scan length of the (slow) no-pool variant.')
+    'nopool_steps', 20, 'Scan length of the (slow) no-pool variant.')
 _POOL_SIZE = flags.DEFINE_integer(
     'pool_size', 4096, 'Solvable layouts in the auto-reset pool.')
 _REPEATS = flags.DEFINE_integer(

@@ -77,6 +77,9 @@ def _base() -> ml_collections.ConfigDict:
   c.probe.eval_episodes = 2048        # held-out episodes (other keys)
   c.probe.eval_batch_size = 256       # episodes per forward when collecting
   c.probe.max_segment_step = 16       # bins of accuracy vs step in a segment
+  # Standardise each residual dimension (training-data mean/std) before the
+  # probe: the same linear family, comparable optimisation across layers.
+  c.probe.standardize = True
 
   # Ground-truth linear controllers, one per subgoal (PAPER.md §5).
   c.control = ml_collections.ConfigDict()
@@ -113,6 +116,7 @@ def _base() -> ml_collections.ConfigDict:
   c.metacontroller.history_dim = 32     # GRU
   c.metacontroller.encoder_hidden = 64
   c.metacontroller.switch_hidden = 64
+  c.metacontroller.switch_bias = 0.0    # β ≈ sigmoid(bias) at init
   c.metacontroller.decoder_hidden = 32  # hypernetwork z -> U
   c.metacontroller.rank = 16            # U = A Bᵀ; 0: full n_e × n_e (the ant)
   c.metacontroller.kl_weight = 0.1      # α
@@ -147,6 +151,43 @@ def _base() -> ml_collections.ConfigDict:
   c.rate_distortion.f1_threshold = 0.8  # "switching aligned with subgoals"
   # --- end metacontroller sections ---
 
+  # --- compile sections (issue 6) ---
+  # CompILE baseline (PAPER.md §8.2) in place of the metacontroller, writing
+  # the same layer; choices where the paper is silent: irl/models/compile.py.
+  c.compile = ml_collections.ConfigDict()
+  c.compile.seed = 0
+  c.compile.layer = -1                # residual index written; -1: L // 2
+  c.compile.max_segments = 4          # at most 4 segments
+  c.compile.latent_dim = 8            # n_z
+  c.compile.head_hidden = 32          # boundary and latent heads
+  c.compile.decoder_hidden = 32       # hypernetwork z -> U
+  c.compile.rank = 16                 # U = A Bᵀ; 0: full rank
+  c.compile.temperature = 0.5         # Gumbel-softmax β (paper: 0.5 or 1)
+  # Poisson mean segment length of the boundary prior (unspecified; expert
+  # pairs take ~10 steps); the hazard β starts at 1 / prior_rate.
+  c.compile.prior_rate = 10.0
+  c.compile.z_kl_weight = 0.1         # α_z (paper: 0.003..1)
+  c.compile.b_kl_weight = 0.1         # α_β (paper: 0.003..1)
+  # 'scratch': CompILE's own encoder; 'base_model': start from θ's lower half.
+  c.compile.encoder_init = 'scratch'
+  # Internal RL: 0 lets the causal β switch freely; N > 0 caps at N segments.
+  c.compile.rl_max_segments = 0
+  c.compile.num_steps = 32_000
+  c.compile.batch_size = 512          # unspecified: as the metacontroller
+  c.compile.seq_len = 64
+  c.compile.learning_rate = 1e-3      # unspecified: as the metacontroller
+  c.compile.weight_decay = 0.03
+  c.compile.grad_clip = 1.0
+  c.compile.log_every = 100
+  c.compile.save_every = 2000
+  c.compile.keep_checkpoints = 3
+  c.compile.switch_threshold = 0.5    # causal β > threshold counts a switch
+  c.compile.boundary_tolerance = 1
+  c.compile.eval_episodes = 2048
+  c.compile.eval_batch_size = 512
+  c.compile.trace_episodes = 8
+  # --- end compile sections ---
+
   c.expert_demo = ml_collections.ConfigDict()
   c.expert_demo.num_episodes = 4096
   c.expert_demo.batch_size = 1024
@@ -160,6 +201,8 @@ def _paper() -> ml_collections.ConfigDict:
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, paper) ---
   # --- end metacontroller overrides ---
+  # --- compile overrides (issue 6, paper) ---
+  # --- end compile overrides ---
   return c
 
 
@@ -173,6 +216,7 @@ def _cpu() -> ml_collections.ConfigDict:
   # (see probe.pool_episodes, control.pool_episodes).
   c.probe.num_steps = 1000
   c.probe.batch_size = 64
+  c.probe.learning_rate = 3e-3        # converged in 1000 steps (paper: 8000)
   c.probe.log_every = 250
   c.probe.pool_episodes = 768
   c.probe.eval_episodes = 512
@@ -186,7 +230,27 @@ def _cpu() -> ml_collections.ConfigDict:
   c.control.depth_pretrain_steps = 1500
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, cpu) ---
+  # ~0.5 s per step on 2 cores with the cpu base model: about 13 minutes.
+  c.metacontroller.num_steps = 1500
+  c.metacontroller.batch_size = 64
+  c.metacontroller.seq_len = 48         # holds ~97% of ε = 0 episodes whole
+  c.metacontroller.embed_width = 32     # the embedder's backward dominates otherwise
+  c.metacontroller.log_every = 50
+  c.metacontroller.save_every = 250
+  c.metacontroller.eval_episodes = 1024
+  c.metacontroller.eval_batch_size = 256
+  c.rate_distortion.seeds = [0, 1]
   # --- end metacontroller overrides ---
+  # --- compile overrides (issue 6, cpu) ---
+  # Sized for <= 4 minutes on 2 cores with the cpu base model.
+  c.compile.num_steps = 400
+  c.compile.batch_size = 32
+  c.compile.seq_len = 48
+  c.compile.log_every = 50
+  c.compile.save_every = 200
+  c.compile.eval_episodes = 512
+  c.compile.eval_batch_size = 256
+  # --- end compile overrides ---
   c.model = models.transformer('cpu')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 64
@@ -243,6 +307,19 @@ def _test() -> ml_collections.ConfigDict:
   c.rate_distortion.seeds = [0, 1]
   c.rate_distortion.num_steps = 5
   # --- end metacontroller overrides ---
+  # --- compile overrides (issue 6, test) ---
+  c.compile.num_steps = 10
+  c.compile.batch_size = 8
+  c.compile.seq_len = 48
+  c.compile.log_every = 5
+  c.compile.save_every = 5
+  c.compile.head_hidden = 8
+  c.compile.decoder_hidden = 8
+  c.compile.rank = 4
+  c.compile.eval_episodes = 16
+  c.compile.eval_batch_size = 8
+  c.compile.trace_episodes = 2
+  # --- end compile overrides ---
   c.model = models.transformer('test')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 8

@@ -26,6 +26,7 @@ def _config(**overrides):
   c = gridworld.get_config('test')
   for k, v in overrides.items():
     c.metacontroller[k] = v
+  c.lock()   # as configs from absl flags are
   return c
 
 
@@ -122,6 +123,21 @@ def test_scan_equals_python_loop_of_steps():
   np.testing.assert_allclose(
       prop, out.mean + np.exp(0.5 * np.asarray(out.log_var)) * noise,
       atol=1e-5)
+
+
+def test_hard_switch_gate_for_internal_rl():
+  model, params, apply, _ = _model()
+  e, valid, noise = _inputs()
+  out = apply(params, e, valid, noise)
+  step = jax.jit(functools.partial(model.apply, method=mc_lib.Metacontroller.step))
+  state = model.initial_state(B)
+  hold = jnp.zeros((B,))
+  for t in range(3):
+    state, so, _ = step(params, state, e[:, t], out.proposal[:, t], hold)
+    # The first step takes z̃_0; a closed gate holds it afterwards.
+    np.testing.assert_allclose(so.latent_code, out.proposal[:, 0], atol=1e-6)
+  state, so, _ = step(params, state, e[:, 3], out.proposal[:, 3], hold + 1)
+  np.testing.assert_allclose(so.latent_code, out.proposal[:, 3], atol=1e-6)
 
 
 def test_switching_unit_reads_the_code_in_use():

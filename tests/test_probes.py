@@ -45,11 +45,12 @@ def test_probe_learns_a_linear_code_and_not_noise():
   train = _synthetic(jax.random.key(0), c, 1, directions)
   heldout = _synthetic(jax.random.key(1), c, 1, directions)
   trainer = probes.make_probe_trainer(c)
-  state = trainer.init(jax.random.key(2))
+  norm = probes.residual_stats(train)
+  np.testing.assert_allclose(norm['scale'][0], 1.0, atol=0.1)
+  state = trainer.init(jax.random.key(2), norm)
   for _ in range(c.probe.num_steps // c.probe.log_every):
     state, _ = trainer.train_chunk(state, train)
-  result = jax.device_get(trainer.evaluate(state.params, state.label_counts,
-                                           heldout))
+  result = trainer.evaluate(state, heldout)
   acc = result['accuracy']
   assert acc[1] > 0.9, acc
   # Noise layers: chance (4 balanced labels), on ~1200 held-out steps.

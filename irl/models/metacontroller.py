@@ -83,6 +83,8 @@ class MetacontrollerConfig:
     history_dim: width of the history GRU.
     encoder_hidden: hidden width of the controller encoder.
     switch_hidden: hidden width of the switching unit.
+    switch_bias: initial bias of the gate's logit (β ≈ sigmoid(bias) at
+      init; > 0 starts from switching often).
     decoder_hidden: hidden width of the hypernetwork decoder.
     rank: rank r of U = A Bᵀ; None for a full n_e × n_e U.
     always_switch: β ≡ 1 (the baseline without temporal abstraction).
@@ -96,6 +98,7 @@ class MetacontrollerConfig:
   history_dim: int = 32
   encoder_hidden: int = 64
   switch_hidden: int = 64
+  switch_bias: float = 0.0
   decoder_hidden: int = 32
   rank: int | None = 16
   always_switch: bool = False
@@ -277,6 +280,7 @@ class ControllerEncoder(nn.Module):
 class SwitchingUnit(nn.Module):
   """β_t = sigmoid(MLP(e_t, h_{t-1}, z_{t-1})): causal, never sees s."""
   hidden: int = 64
+  bias: float = 0.0
 
   @nn.compact
   def __call__(self, e: jax.Array, history: jax.Array,
@@ -285,6 +289,7 @@ class SwitchingUnit(nn.Module):
     x = jnp.concatenate([e, history, latent_code], -1)
     x = nn.relu(nn.Dense(self.hidden, name='hidden')(x))
     logit = nn.Dense(1, kernel_init=nn.initializers.lecun_normal(),
+                     bias_init=nn.initializers.constant(self.bias),
                      name='output')(x)
     return jax.nn.sigmoid(logit[..., 0])
 
@@ -299,12 +304,21 @@ class MetacontrollerCell(nn.Module):
 
   def setup(self) -> None:
     self.history = HistoryGRU(self.config.history_dim)
-    self.switch_gate = SwitchingUnit(self.config.switch_hidden)
+    self.switch_gate = SwitchingUnit(self.config.switch_hidden,
+                                     self.config.switch_bias)
 
   def __call__(self, state: MetacontrollerState, e: jax.Array,
-               proposal: jax.Array) -> tuple[MetacontrollerState, StepOutput]:
-    """state; e: [B, n_e] normalised e_t; proposal: [B, n_z] z̃_t."""
-    beta = self.gate(state, e)
+               proposal: jax.Array, switch_gate: jax.Array | None = None
+               ) -> tuple[MetacontrollerState, StepOutput]:
+    """state; e: [B, n_e] normalised e_t; proposal: [B, n_z] z̃_t.
+
+    switch_gate: [B] β_t to use instead of the learned one (e.g. internal
+    RL's hard switch, learned β ≥ 0.5); first steps still take β = 1.
+    """
+    if switch_gate is None:
+      beta = self.gate(state, e)
+    else:
+      beta = jnp.where(state.first, 1.0, switch_gate.astype(jnp.float32))
     beta_ = beta[:, None]
     code = beta_ * proposal + (1.0 - beta_) * state.latent_code
     history = self.history(state.history, e)
@@ -384,20 +398,26 @@ class Metacontroller(nn.Module):
         controller=self.decoder(steps.latent_code), state=state)
 
   def step(self, state: MetacontrollerState, e: jax.Array,
-           proposal: jax.Array
+           proposal: jax.Array, switch_gate: jax.Array | None = None
            ) -> tuple[MetacontrollerState, StepOutput, tuple[jax.Array, ...]]:
     """One causal raw step, as in the scan, with z̃_t given.
+
+    Internal RL: beta = switch(state, e_t); where beta >= 0.5 the policy
+    draws z̃_t; step(state, e_t, z̃_t, switch_gate=beta >= 0.5) keeps z_{t-1}
+    elsewhere; the returned factors make U_t for `BaseModel.upper`.
 
     Args:
       state: carried from the previous step (`initial_state` at t = 0).
       e: [B, n_e] raw residual e_t at `config.layer`.
       proposal: [B, n_z] z̃_t (e.g. from internal RL's policy).
+      switch_gate: optional [B] β_t replacing the learned gate.
 
     Returns:
       (state after t, StepOutput(β_t, z_t), controller factors of z_t, each
       [B, n_e, r] or [B, n_e, n_e]).
     """
-    state, out = self.posterior.cell(state, read_residual(e), proposal)
+    state, out = self.posterior.cell(state, read_residual(e), proposal,
+                                     switch_gate)
     return state, out, self.decoder(out.latent_code)
 
   def switch(self, state: MetacontrollerState, e: jax.Array) -> jax.Array:

@@ -135,10 +135,14 @@ class RelativeAttention(nn.Module):
                                       self.max_distance)
       table = jnp.moveaxis(self.relative_bias[buckets], -1, 0)  # [H, T, T]
       bias = jnp.where(mask, table, _NEG_INF)
-      logits = jnp.einsum('bthd,bshd->bhts', q, k)
+      # Heads to the front explicitly, so both products are plain batched
+      # matmuls (XLA otherwise picks transposed operand layouts for them).
+      heads_first = lambda y: jnp.moveaxis(y, 2, 1)          # [B, H, T, D]
+      logits = jnp.einsum('bhtd,bhsd->bhts', heads_first(q), heads_first(k))
       logits = logits.astype(jnp.float32) * scale + bias
       probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-      attended = jnp.einsum('bhts,bshd->bthd', probs, v)
+      attended = jnp.moveaxis(
+          jnp.einsum('bhts,bhsd->bhtd', probs, heads_first(v)), 1, 2)
       out = self.out_proj(attended.reshape(batch, seq_len, self.width))
       return out, None
 

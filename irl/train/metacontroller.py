@@ -60,7 +60,8 @@ SWITCHING_MODES = ('learned', 'always')
 # Fields of `config.metacontroller` that define what a checkpoint means.
 _MC_FINGERPRINT_FIELDS = (
     'seed', 'layer', 'latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
-    'history_dim', 'encoder_hidden', 'switch_hidden', 'decoder_hidden', 'rank',
+    'history_dim', 'encoder_hidden', 'switch_hidden', 'switch_bias',
+    'decoder_hidden', 'rank',
     'kl_weight', 'switching', 'base_model', 'batch_size', 'seq_len',
     'learning_rate', 'weight_decay', 'grad_clip')
 
@@ -111,6 +112,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{m.embed_heads} must divide metacontroller.embed_width='
         f'{m.embed_width}')
   check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
+  check_range(m.switch_bias, 'metacontroller.switch_bias')
   check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
   check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)
   check(m.seq_len <= config.env.max_steps, 'metacontroller.seq_len',
@@ -159,6 +161,7 @@ def metacontroller_config(config: ml_collections.ConfigDict
       embed_dim=m.embed_dim, embed_width=m.embed_width,
       embed_heads=m.embed_heads, history_dim=m.history_dim,
       encoder_hidden=m.encoder_hidden, switch_hidden=m.switch_hidden,
+      switch_bias=float(m.switch_bias),
       decoder_hidden=m.decoder_hidden, rank=m.rank or None,
       always_switch=m.switching == 'always').validate()
 
