@@ -184,7 +184,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if run_eval:
     summary.update(evaluate.evaluate_base_model(
         config, trainer.model, state.params, jax.random.key(config.seed + 1)))
-  if run_eval:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in summary.items()
                                 if k.startswith(('heldout/', 'closed_loop/'))})
   writer.write_summary(summary)

@@ -1,0 +1,248 @@
+"""The end-to-end pipeline behind `experiments/reproduce.py`.
+
+Phases, in order (each reads what the earlier ones wrote to the workdir):
+
+  pretrain         base model (irl/train/pretrain.py) + its evaluation
+  probes           linear subgoal probes, Fig. 3 (irl/analysis/probes.py)
+  controllability  ground-truth controllers, Fig. 4 (irl/analysis/controllability.py)
+  metacontroller   the method's metacontroller and the two baseline variants
+                   (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py)
+  compile          the CompILE baseline (irl/train/compile.py)
+  internal_rl      internal RL and the four baselines, Fig. 8 (irl/rl/)
+
+A finished phase writes `<workdir>/pipeline/<phase>.json` (its summary and the
+config it ran with); a rerun skips it. Every phase also resumes on its own from
+its checkpoints, so a killed pipeline continues inside the phase it was in.
+At the end `<workdir>/REPORT.md` collects the numbers and the figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import ml_collections
+
+from irl.utils import config_utils
+
+PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
+          'compile', 'internal_rl')
+
+# Metacontroller variants the RL baselines need: name -> config overrides.
+METACONTROLLER_VARIANTS = {
+    'method': {},
+    'no_temporal_abstraction': {'switching': 'always'},
+    'cotrained': {'base_model': 'cotrain'},
+}
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str
+                   ) -> ml_collections.ConfigDict:
+  """`config` with the metacontroller overrides of `variant`."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for key, value in METACONTROLLER_VARIANTS[variant].items():
+      config.metacontroller[key] = value
+  return config
+
+
+def _pretrain(config, workdir):
+  from irl.train import pretrain
+  return pretrain.train(config, workdir)
+
+
+def _probes(config, workdir):
+  from irl.analysis import probes
+  return probes.run(config, workdir)
+
+
+def _controllability(config, workdir):
+  from irl.analysis import controllability
+  # The pipeline sweeps the layers of the main model only; the depth axis of
+  # Fig. 4 pretrains more models (experiments/controllability.py).
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.control.depths = (config.model.num_layers,)
+  return controllability.run(config, workdir)
+
+
+def _metacontroller(config, workdir):
+  from irl.train import metacontroller
+  return {name: metacontroller.train(variant_config(config, name), workdir)
+          for name in METACONTROLLER_VARIANTS}
+
+
+def _compile(config, workdir):
+  from irl.train import compile as compile_lib
+  return compile_lib.train(config, workdir)
+
+
+def _internal_rl(config, workdir):
+  from irl.rl import fig8
+  return fig8.run(config, workdir)
+
+
+_RUNNERS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
+    'pretrain': _pretrain, 'probes': _probes,
+    'controllability': _controllability, 'metacontroller': _metacontroller,
+    'compile': _compile, 'internal_rl': _internal_rl,
+}
+
+
+def _marker(workdir: str, phase: str) -> str:
+  return os.path.join(workdir, 'pipeline', f'{phase}.json')
+
+
+def _config_json(config: ml_collections.ConfigDict) -> Any:
+  return json.loads(config.to_json_best_effort())
+
+
+def check_phases(phases: list[str]) -> list[str]:
+  for phase in phases:
+    config_utils.check_choice(phase, 'phases', PHASES)
+  return [p for p in PHASES if p in phases]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        phases: list[str] | None = None) -> dict[str, Any]:
+  """Runs (or skips, when already done) every phase; writes REPORT.md."""
+  phases = check_phases(list(phases or PHASES))
+  os.makedirs(os.path.join(workdir, 'pipeline'), exist_ok=True)
+  config_utils.save_config(config, workdir)
+  results = {}
+  for phase in phases:
+    marker = _marker(workdir, phase)
+    if os.path.exists(marker):
+      with open(marker) as f:
+        done = json.load(f)
+      if done['config'] != _config_json(config):
+        raise ValueError(
+            f'{marker} was written with another config; use a fresh '
+            '--workdir, or delete the marker to redo the phase.')
+      logging.info('pipeline: %s already done (%.0f s), skipping', phase,
+                   done['seconds'])
+      results[phase] = done
+      continue
+    logging.info('pipeline: %s', phase)
+    t0 = time.time()
+    summary = _RUNNERS[phase](config, workdir)
+    done = {'phase': phase, 'seconds': time.time() - t0,
+            'summary': config_utils.to_jsonable(summary, strict=False),
+            'config': _config_json(config)}
+    config_utils.atomic_write_text(marker, json.dumps(done, indent=2) + '\n')
+    logging.info('pipeline: %s done in %.0f s', phase, done['seconds'])
+    results[phase] = done
+  write_report(config, workdir)
+  return results
+
+
+# --------------------------------------------------------------------------
+# REPORT.md
+
+def _load_markers(workdir: str) -> dict[str, dict]:
+  out = {}
+  for phase in PHASES:
+    path = _marker(workdir, phase)
+    if os.path.exists(path):
+      with open(path) as f:
+        out[phase] = json.load(f)
+  return out
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:.4g}'
+  return str(value)
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+  lines = ['| quantity | value |', '|---|---|']
+  lines += [f'| {k} | {_fmt(v)} |' for k, v in rows]
+  return lines
+
+
+def _figure(workdir: str, relpath: str, caption: str) -> list[str]:
+  if os.path.exists(os.path.join(workdir, relpath)):
+    return [f'![{caption}]({relpath})', '']
+  return []
+
+
+def _pick(summary: dict, keys: list[str]) -> list[tuple[str, Any]]:
+  return [(k, summary[k]) for k in keys if k in summary]
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `<workdir>/REPORT.md` from the phases finished so far."""
+  done = _load_markers(workdir)
+  lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',
+           f'Workdir `{workdir}`. Phases finished: '
+           f'{", ".join(done) or "none"}.', '']
+  timing = [(p, f"{done[p]['seconds'] / 60:.1f} min") for p in done]
+  if timing:
+    total = sum(done[p]['seconds'] for p in done)
+    lines += ['## Time per phase', ''] + _table(
+        timing + [('total', f'{total / 60:.1f} min')]) + ['']
+
+  if 'pretrain' in done:
+    s = done['pretrain']['summary']
+    lines += ['## Base model (PAPER.md §4)', ''] + _table(_pick(s, [
+        'num_steps', 'train_seconds_this_run', 'heldout/action_acc',
+        'heldout/ceiling_action_acc', 'heldout/optimal_move_acc',
+        'heldout/action_nll', 'heldout/ceiling_action_nll', 'closed_loop/complete_pretrain_task',
+        'closed_loop/pretrain_success', 'closed_loop/post_task_success'])
+    ) + ['']
+  if 'probes' in done:
+    s = done['probes']['summary']
+    lines += ['## Probes (Fig. 3)', ''] + _table(_pick(s, [
+        'best_layer', 'best_accuracy', 'majority_accuracy']) + [
+            ('accuracy by layer', ', '.join(
+                f'{a:.3f}' for a in s.get('accuracy_by_layer', [])))]) + ['']
+    lines += _figure(workdir, 'probe/fig3_probe_accuracy.png',
+                     'probe accuracy by layer')
+  if 'controllability' in done:
+    s = done['controllability']['summary']
+    lines += ['## Ground-truth controllers (Fig. 4)', '',
+              '```', json.dumps(s, indent=1)[:3000], '```', '']
+    lines += _figure(workdir, 'control/success_by_layer.png',
+                     'post-task success by controlled layer')
+  if 'metacontroller' in done:
+    lines += ['## Metacontroller (Figs. 6, 7)', '',
+              '| variant | F1 | precision | recall | median switches | '
+              'median true boundaries | action NLL | KL |',
+              '|---|---|---|---|---|---|---|---|']
+    for name, s in done['metacontroller']['summary'].items():
+      g = lambda k: _fmt(s.get(f'heldout/{k}', float('nan')))
+      lines.append(
+          f"| {name} | {g('f1')} | {g('precision')} | {g('recall')} | "
+          f"{g('median_switches_per_episode')} | "
+          f"{g('median_boundaries_per_episode')} | {g('action_nll')} | "
+          f"{g('kl')} |")
+    lines.append('')
+    from irl.train import metacontroller
+    for name in METACONTROLLER_VARIANTS:
+      run_name = metacontroller.run_name(variant_config(config, name))
+      lines += _figure(workdir, f'{run_name}/beta_traces.png',
+                       f'β traces ({name})')
+  if 'compile' in done:
+    s = done['compile']['summary']
+    lines += ['## CompILE baseline', ''] + _table(
+        [(k, v) for k, v in s.items() if k.startswith('heldout/')]) + ['']
+  if 'internal_rl' in done:
+    s = done['internal_rl']['summary']
+    lines += ['## Internal RL and baselines (Fig. 8)', '']
+    rows = s.get('final_success', {})
+    if rows:
+      lines += ['| method | median final success | 25% | 75% | episodes |',
+                '|---|---|---|---|---|']
+      for method, r in rows.items():
+        lines.append(f"| {method} | {_fmt(r['median'])} | {_fmt(r['q25'])} "
+                     f"| {_fmt(r['q75'])} | {r['episodes']} |")
+      lines.append('')
+    lines += _figure(workdir, 'fig8/fig8_success.png', 'success vs episodes')
+  path = os.path.join(workdir, 'REPORT.md')
+  config_utils.atomic_write_text(path, '\n'.join(lines) + '\n')
+  return path
