@@ -188,6 +188,43 @@ def _base() -> ml_collections.ConfigDict:
   c.compile.trace_episodes = 8
   # --- end compile sections ---
 
+  # --- rl sections (issue 6) ---
+  # Internal RL and the Fig. 8 baselines on env.post_task (PAPER.md §7-8);
+  # choices where the paper is silent: irl/rl/train.py, irl/rl/internal_env.py.
+  c.rl = ml_collections.ConfigDict()
+  # 'internal' | 'raw_action' | 'no_temporal_abstraction' | 'cotrained' |
+  # 'compile' (experiments/internal_rl.py --method overrides it).
+  c.rl.method = 'internal'
+  c.rl.seeds = [0, 1, 2]                # vmapped together in one job
+  c.rl.num_updates = 100_000
+  c.rl.batch_size = 1024                # episodes per update
+  c.rl.learning_rate = 3e-5             # AdamW, constant (searched 3e-6..3e-4)
+  c.rl.weight_decay = 0.0
+  c.rl.grad_clip = 0.0                  # global-norm clipping; 0 disables
+  c.rl.clip_eps = 0.2                   # PPO ratio clip (unspecified)
+  c.rl.num_epochs = 1                   # (unspecified)
+  c.rl.num_minibatches = 1
+  c.rl.entropy_coef = 0.0
+  c.rl.advantage_eps = 1e-3             # A = (R - mean R) / (std R + eps)
+  c.rl.switch_threshold = 0.5           # the policy acts where β >= this
+  # Abstract decisions per episode (static buffers) for methods with a
+  # learned gate; an episode needing more ends unsuccessful (truncated).
+  # Methods deciding at every raw step use env.max_steps (never truncated).
+  c.rl.max_decisions = 32
+  c.rl.temperature = 1.0                # base model's action sampling
+  c.rl.policy_width = 256               # one Hawk layer (PAPER.md §7)
+  c.rl.policy_heads = 4
+  c.rl.policy_mlp_dim = 512
+  c.rl.init_log_std = 0.0               # initial π = N(0, I), the prior of z
+  c.rl.raw_action_params = 'all'        # raw-action RL trains 'all' θ or the 'action_head'
+  c.rl.cotrained_base_model = 'cotrain_scratch'   # or 'cotrain' (from θ)
+  c.rl.log_every = 100                  # updates per jitted chunk
+  c.rl.save_every = 1000                # a multiple of log_every
+  c.rl.keep_checkpoints = 2
+  c.rl.fig8_methods = ['internal', 'raw_action', 'no_temporal_abstraction',
+                       'cotrained', 'compile']
+  # --- end rl sections ---
+
   c.expert_demo = ml_collections.ConfigDict()
   c.expert_demo.num_episodes = 4096
   c.expert_demo.batch_size = 1024
@@ -203,6 +240,9 @@ def _paper() -> ml_collections.ConfigDict:
   # --- end metacontroller overrides ---
   # --- compile overrides (issue 6, paper) ---
   # --- end compile overrides ---
+  # --- rl overrides (issue 6, paper) ---
+  # PAPER.md §7: 100k updates of 1024 episodes, lr 3e-5 (the _base values).
+  # --- end rl overrides ---
   return c
 
 
@@ -251,10 +291,25 @@ def _cpu() -> ml_collections.ConfigDict:
   c.compile.eval_episodes = 512
   c.compile.eval_batch_size = 256
   # --- end compile overrides ---
+  # --- rl overrides (issue 6, cpu) ---
+  # Sized for a few minutes per method on 2 cores, 3 seeds vmapped
+  # (benchmarks/internal_rl_throughput.py: ~0.8 s per update and seed at
+  # B = 64 on a loaded machine): a policy at the cpu model's width, fewer
+  # and smaller batches, a larger step size than the paper's 3e-5.
+  c.rl.num_updates = 200
+  c.rl.batch_size = 64
+  c.rl.learning_rate = 1e-3
+  c.rl.policy_width = 128
+  c.rl.policy_mlp_dim = 256
+  c.rl.log_every = 10
+  c.rl.save_every = 50
+  # --- end rl overrides ---
   c.model = models.transformer('cpu')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 64
   c.pretrain.num_steps = 3000
+  # 1e-3 learns the task structure faster than the paper's 3e-4 in a short run.
+  c.pretrain.learning_rate = 1e-3
   c.pretrain.log_every = 50
   c.pretrain.save_every = 500
   c.eval.batch_size = 256
@@ -320,6 +375,18 @@ def _test() -> ml_collections.ConfigDict:
   c.compile.eval_batch_size = 8
   c.compile.trace_episodes = 2
   # --- end compile overrides ---
+  # --- rl overrides (issue 6, test) ---
+  c.rl.seeds = [0, 1]
+  c.rl.num_updates = 4
+  c.rl.batch_size = 8
+  c.rl.learning_rate = 1e-3
+  c.rl.max_decisions = 16
+  c.rl.policy_width = 16
+  c.rl.policy_heads = 2
+  c.rl.policy_mlp_dim = 32
+  c.rl.log_every = 2
+  c.rl.save_every = 2
+  # --- end rl overrides ---
   c.model = models.transformer('test')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 8

@@ -1,0 +1,41 @@
+r"""Internal RL (PAPER.md §7) and its baselines (§8) on the post-training task.
+
+  python experiments/internal_rl.py --config=configs/gridworld.py:cpu \
+      --workdir=/tmp/irl/cpu --method=internal
+
+Methods: internal (the metacontroller's abstract actions), raw_action (PPO on
+the base model's own actions), no_temporal_abstraction (metacontroller with
+β ≡ 1), cotrained (metacontroller co-trained with θ), compile (CompILE).
+Reads <workdir>/checkpoints/pretrain and the method's metacontroller (or
+CompILE) run; run experiments/pretrain.py and train_metacontroller.py (with
+the matching --config.metacontroller.switching / base_model) first. All
+`rl.seeds` train at once (vmap). Writes <workdir>/checkpoints/rl_<method>,
+metrics <workdir>/metrics/rl_<method>.jsonl (+ TensorBoard), and
+<workdir>/rl_<method>/success.{csv,png}. A rerun resumes.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from irl.rl import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained models; '
+                               'checkpoints, metrics and figures go here; a '
+                               'rerun resumes.', required=True)
+_METHOD = flags.DEFINE_enum('method', None, list(train.METHODS),
+                            'Overrides config.rl.method.')
+
+
+def main(argv):
+  del argv
+  summary = train.train(_CONFIG.value, _WORKDIR.value, _METHOD.value)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == '__main__':
+  app.run(main)

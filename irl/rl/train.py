@@ -1,0 +1,735 @@
+"""Internal RL and its baselines: the PureJaxRL-style training loop (PAPER.md §7-8).
+
+`make_learner(config, method)` returns pure functions:
+  init(key, source) -> RLState                     one seed (source: θ for
+                                                   raw action, else unused)
+  update(state, frozen) -> (state, metrics)        rollout -> advantages -> PPO
+  train_chunk(states, frozen) -> (states, metrics) jitted: `rl.log_every`
+      updates in a `lax.scan`, `vmap`ped over a leading seed axis; metrics
+      are [S, log_every] per update.
+`frozen` is what the agent does not train: `InternalEnvParams(θ, φ)` for the
+internal methods, None for raw-action RL (whose θ is the trained policy).
+`train(config, workdir, method)` is the job (checkpoints, metrics, CSV, PNG).
+
+Methods (`rl.method`):
+  internal                 the method: metacontroller (learned β, frozen θ)
+  no_temporal_abstraction  metacontroller trained with β ≡ 1; β ≡ 1 in RL too,
+                           so every raw step is a decision
+  cotrained                metacontroller co-trained with θ
+                           (`rl.cotrained_base_model`: 'cotrain_scratch' as
+                           the paper's grid, or 'cotrain'); its θ is the env's
+  compile                  CompILE's abstract actions at the same layer
+  raw_action               PPO on the base model's own categorical action head
+                           over raw actions (`rl.raw_action_params`: 'all'
+                           parameters, or the 'action_head' alone); every raw
+                           step is a decision
+
+Choices where the paper is silent (see also irl/rl/internal_env.py):
+- Episodes per update: `rl.batch_size`, all on the post-training task
+  (`env.post_task`); a fresh batch per update, 1 epoch of 1 minibatch by
+  default (so the first PPO step is at ratio 1: the clipped objective only
+  acts with more epochs or minibatches).
+- Rollouts are one flat `lax.scan` over the T raw steps (finished episodes
+  idle, masked); the policy acts at the raw steps where the gate fired. (A
+  `while_loop` that stops once every episode is done would, under the vmap
+  over seeds, select its whole carry, KV caches included, every step.) Decisions are then compacted to [B, K] (K = `rl.max_decisions`
+  for methods with a learned gate, env.max_steps when every raw step is a
+  decision, so those are never truncated).
+- The policy's Gaussian noise for decision k of an episode is keyed by the
+  episode's key folded with 2^20 + k (the base model's action noise uses the
+  raw time step, < 2^20).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from irl import config as config_lib
+from irl.envs import gridworld_pinpad as gw
+from irl.envs.gridworld_pinpad import reset as gw_reset
+from irl.envs.gridworld_pinpad import step as gw_step
+from irl.models import BaseModel, init_cache
+from irl.models import metacontroller as mc_lib
+from irl.rl import internal_env as ienv
+from irl.rl import policy as policy_lib
+from irl.rl import ppo
+from irl.train import metacontroller as mct
+from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+from irl.utils.config_utils import check, check_choice, check_int, check_range
+
+METHODS = ('internal', 'raw_action', 'no_temporal_abstraction', 'cotrained',
+           'compile')
+RAW_ACTION_PARAMS = ('all', 'action_head')
+_NOISE_OFFSET = 1 << 20
+
+# --------------------------------------------------------------------------
+# Config.
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad `rl.*` field."""
+  config_lib.validate_gridworld(config)
+  r = config.rl
+  check_choice(r.method, 'rl.method', METHODS)
+  check(len(r.seeds) > 0, 'rl.seeds', 'must list at least one seed')
+  for i, s in enumerate(r.seeds):
+    check_int(s, f'rl.seeds[{i}]', minimum=0)
+  check(len(set(r.seeds)) == len(r.seeds), 'rl.seeds',
+        f'{list(r.seeds)} lists a seed twice')
+  for name in ('num_updates', 'batch_size', 'num_epochs', 'num_minibatches',
+               'log_every', 'save_every', 'keep_checkpoints', 'max_decisions',
+               'policy_width', 'policy_heads', 'policy_mlp_dim'):
+    check_int(r[name], f'rl.{name}', minimum=1)
+  check(r.num_updates % r.log_every == 0, 'rl.num_updates',
+        f'{r.num_updates} must be a multiple of rl.log_every={r.log_every}')
+  check(r.save_every % r.log_every == 0, 'rl.save_every',
+        f'{r.save_every} must be a multiple of rl.log_every={r.log_every}')
+  check(r.batch_size % r.num_minibatches == 0, 'rl.num_minibatches',
+        f'{r.num_minibatches} must divide rl.batch_size={r.batch_size}')
+  check(r.batch_size >= 2, 'rl.batch_size',
+        f'{r.batch_size} must be >= 2 (advantages are batch-normalised)')
+  check(r.policy_width % r.policy_heads == 0, 'rl.policy_heads',
+        f'{r.policy_heads} must divide rl.policy_width={r.policy_width}')
+  check_range(r.learning_rate, 'rl.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  check_range(r.weight_decay, 'rl.weight_decay', 0.0)
+  check_range(r.grad_clip, 'rl.grad_clip', 0.0)
+  check_range(r.clip_eps, 'rl.clip_eps', 0.0, None, lo_inclusive=False)
+  check_range(r.entropy_coef, 'rl.entropy_coef', 0.0)
+  check_range(r.advantage_eps, 'rl.advantage_eps', 0.0, None,
+              lo_inclusive=False)
+  check_range(r.switch_threshold, 'rl.switch_threshold', 0.0, 1.0)
+  check_range(r.temperature, 'rl.temperature', 0.0, None, lo_inclusive=False)
+  check_range(r.init_log_std, 'rl.init_log_std', policy_lib.LOG_STD_MIN,
+              policy_lib.LOG_STD_MAX)
+  check_choice(r.raw_action_params, 'rl.raw_action_params', RAW_ACTION_PARAMS)
+  check_choice(r.cotrained_base_model, 'rl.cotrained_base_model',
+               ('cotrain', 'cotrain_scratch'))
+  for i, m in enumerate(r.fig8_methods):
+    check_choice(m, f'rl.fig8_methods[{i}]', METHODS)
+  config_lib.env_params(config, post=True)
+  if r.method in ('internal', 'no_temporal_abstraction', 'cotrained'):
+    mct.validate(method_config(config, r.method))
+  return config
+
+
+def method_config(config: ml_collections.ConfigDict, method: str | None = None
+                  ) -> ml_collections.ConfigDict:
+  """A copy of config with `rl.method` and the metacontroller it reads."""
+  c = copy.deepcopy(config)
+  c.unlock()
+  method = method or c.rl.method
+  c.rl.method = method
+  if method == 'internal':
+    c.metacontroller.switching, c.metacontroller.base_model = 'learned', 'frozen'
+  elif method == 'no_temporal_abstraction':
+    c.metacontroller.switching, c.metacontroller.base_model = 'always', 'frozen'
+  elif method == 'cotrained':
+    c.metacontroller.switching = 'learned'
+    c.metacontroller.base_model = c.rl.cotrained_base_model
+  return c
+
+
+def run_name(config: ml_collections.ConfigDict) -> str:
+  return f'rl_{config.rl.method}'
+
+
+def decision_slots(config: ml_collections.ConfigDict) -> int:
+  """K: `rl.max_decisions` where a learned gate decides when to act;
+  env.max_steps where every raw step is a decision (never truncated)."""
+  if config.rl.method in ('raw_action', 'no_temporal_abstraction'):
+    return int(config.env.max_steps)
+  return min(int(config.rl.max_decisions), int(config.env.max_steps))
+
+
+def policy_config(config: ml_collections.ConfigDict, latent_dim: int
+                  ) -> policy_lib.PolicyConfig:
+  r = config.rl
+  return policy_lib.PolicyConfig(
+      latent_dim=latent_dim, width=r.policy_width, num_heads=r.policy_heads,
+      mlp_dim=r.policy_mlp_dim, init_log_std=float(r.init_log_std))
+
+
+# --------------------------------------------------------------------------
+# Rollouts.
+
+
+@flax.struct.dataclass
+class Decisions:
+  """A batch of episodes as their decisions, compacted to [B, K].
+
+  Attributes:
+    inputs: what the policy reads at each decision: [B, K, n_e] residuals
+      (internal) or [B, K, obs_dim] observations (raw action).
+    actions: [B, K, n_z] proposals z̃ or [B, K] int32 raw actions.
+    log_prob: [B, K] log π_old of the actions.
+    valid: [B, K] bool.
+    returns: [B] summed reward.
+    stats: per-episode [B] statistics (success, raw steps, decisions, ...).
+  """
+  inputs: jax.Array
+  actions: jax.Array
+  log_prob: jax.Array
+  valid: jax.Array
+  returns: jax.Array
+  stats: dict
+
+
+def _compact(fire: jax.Array, slots: int, *records: jax.Array
+             ) -> tuple[jax.Array, list[jax.Array]]:
+  """Time-major records [T, B, ...] at the steps where fire [T, B] -> [B, K, ...]
+  in time order, and the valid mask [B, K]."""
+  fire_bt = fire.T
+  order = jnp.argsort(~fire_bt, axis=1, stable=True)[:, :slots]   # [B, K]
+  valid = jnp.arange(slots)[None] < fire_bt.sum(1)[:, None]
+  out = []
+  for x in records:
+    x = jnp.swapaxes(x, 0, 1)
+    idx = order.reshape(order.shape + (1,) * (x.ndim - 2))
+    out.append(jnp.take_along_axis(x, idx, axis=1))
+  return valid, out
+
+
+def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
+                     batch_size: int, policy_params: Any,
+                     frozen: ienv.InternalEnvParams, key: jax.Array
+                     ) -> Decisions:
+  """B episodes of the policy in the internal environment (one flat loop)."""
+  num_steps = env.max_steps
+  slots = env.max_decisions
+  n_z = env.latent_dim
+  state, _ = env.reset(frozen, key, batch_size)
+
+  def body(carry, _):
+    state, pcache = carry
+    fire = env.fires(state)
+    decide = fire & (state.decisions < slots)
+    mean, log_std, new_pcache = policy.apply(policy_params,
+                                             state.residual[:, None], pcache)
+    pcache = ienv._select(decide, new_pcache, pcache)
+    mean, log_std = mean[:, 0], log_std[:, 0]
+    keys = jax.vmap(jax.random.fold_in)(state.key,
+                                        _NOISE_OFFSET + state.decisions)
+    noise = jax.vmap(lambda k: jax.random.normal(k, (n_z,)))(keys)
+    proposal = mean + jnp.exp(log_std) * noise
+    log_prob = policy_lib.gaussian_log_prob(proposal, mean, log_std)
+    record = (state.residual, proposal, log_prob, decide)
+    state, _ = env.raw_step(frozen, state, proposal, fire, ~state.done)
+    return (state, pcache), record
+
+  (state, _), (e, z, logp, decide) = jax.lax.scan(
+      body, (state, policy.initial_cache(batch_size)), None, length=num_steps)
+  valid, (e, z, logp) = _compact(decide, slots, e, z, logp)
+  return Decisions(inputs=e, actions=z, log_prob=logp, valid=valid,
+                   returns=state.episode_return,
+                   stats=_episode_stats(state.env, env.env_params,
+                                        state.raw_steps, state.decisions,
+                                        state.truncated,
+                                        state.episode_return))
+
+
+def _episode_stats(env_state, env_params, raw_steps, decisions, truncated,
+                   returns):
+  if not isinstance(env_state, gw.EnvState):   # a scripted test environment
+    return {'success': (returns > 0).astype(jnp.float32),
+            'raw_steps': raw_steps.astype(jnp.float32),
+            'decisions': decisions.astype(jnp.float32),
+            'truncated': truncated.astype(jnp.float32)}
+  return {'success': env_state.success.astype(jnp.float32),
+          'pairs_done': (env_state.task_pos // env_params.subgoal_size
+                         ).astype(jnp.float32),
+          'colours_done': env_state.task_pos.astype(jnp.float32),
+          'raw_steps': raw_steps.astype(jnp.float32),
+          'decisions': decisions.astype(jnp.float32),
+          'truncated': truncated.astype(jnp.float32)}
+
+
+def raw_action_rollout(model: BaseModel, env_params, batch_size: int,
+                       temperature: float, params: Any, key: jax.Array,
+                       env_reset: Callable = gw_reset) -> Decisions:
+  """B episodes of the base model sampling raw actions (its own policy)."""
+  num_steps = env_params.max_steps
+  k_reset, k_act = jax.random.split(key)
+  env, obs = jax.vmap(env_reset, in_axes=(0, None))(
+      jax.random.split(k_reset, batch_size), env_params)
+  cache = init_cache(model.config, batch_size)
+  ret = jnp.zeros((batch_size,), jnp.float32)
+
+  def body(carry, t):
+    env, obs, cache, ret = carry
+    out = model.apply(params, obs[:, None], cache=cache)
+    logits = jax.nn.log_softmax(out.action_logits[:, 0] / temperature)
+    action = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
+    log_prob = jnp.take_along_axis(logits, action[:, None], 1)[:, 0]
+    live = ~env.done
+    record = (obs, action, log_prob, live)
+    env, obs, reward, _, _ = jax.vmap(gw_step, in_axes=(0, 0, None))(
+        env, action, env_params)
+    return (env, obs, out.cache, ret + jnp.where(live, reward, 0.0)), record
+
+  (env, _, _, ret), (obs, act, logp, live) = jax.lax.scan(
+      body, (env, obs, cache, ret), jnp.arange(num_steps))
+  swap = lambda x: jnp.swapaxes(x, 0, 1)
+  zeros = jnp.zeros((batch_size,), bool)
+  return Decisions(inputs=swap(obs), actions=swap(act), log_prob=swap(logp),
+                   valid=swap(live), returns=ret,
+                   stats=_episode_stats(env, env_params, env.time, env.time,
+                                        zeros, ret))
+
+
+# --------------------------------------------------------------------------
+# The learner.
+
+
+@flax.struct.dataclass
+class RLState:
+  step: jax.Array     # [] int32 updates done
+  params: Any         # the trained parameters (policy, or θ for raw action)
+  opt_state: Any
+  key: jax.Array
+
+
+class Learner(NamedTuple):
+  method: str
+  env: ienv.InternalEnv | None
+  policy: policy_lib.LatentPolicy | None
+  model: BaseModel
+  init: Callable[[jax.Array, Any], RLState]
+  rollout: Callable[[Any, Any, jax.Array], Decisions]
+  loss: Callable[..., tuple[jax.Array, dict]]
+  update: Callable[[RLState, Any], tuple[RLState, dict]]
+  train_chunk: Callable[[RLState, Any], tuple[RLState, dict]]
+
+
+def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
+                 module: ienv.AbstractActionModule | None = None,
+                 env_reset: Callable = gw_reset) -> Learner:
+  """Pure functions of internal RL (or a baseline) for `config`.
+
+  `module` is the abstract-action module; None builds it from
+  `config.metacontroller` (or `config.compile` for 'compile').
+  `env_reset` replaces the gridworld's reset (`gw.reset` signature; tests
+  use a fixed layout). Learners are cached by config, module and reset (pass
+  the same objects to share compilations).
+  """
+  config = method_config(config, method)
+  validate(config)
+  if module is None and config.rl.method == 'compile':
+    module = compile_module(config)
+  key = config.copy_and_resolve_references()
+  key.unlock()
+  for name in ('num_updates', 'save_every', 'keep_checkpoints', 'seeds',
+               'fig8_methods'):
+    del key.rl[name]
+  for section in ('pretrain', 'eval', 'expert_demo', 'rate_distortion',
+                  'probe', 'control'):
+    if section in key:
+      del key[section]
+  return _make_learner(key.to_json(sort_keys=True), module, env_reset)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
+                  env_reset: Callable) -> Learner:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  r = config.rl
+  method = r.method
+  env_params = config_lib.env_params(config, post=True)
+  model_config = pretrain.model_config(config)
+  if model_config.backbone == 'transformer':
+    # Parameters do not depend on the KV-cache length; an episode needs
+    # T + 1 slots (the lower half also reads the last observation).
+    model_config = dataclasses.replace(
+        model_config, max_len=min(model_config.max_len,
+                                  env_params.max_steps + 1))
+  model = BaseModel(model_config)
+  batch = r.batch_size
+  tx = pretrain.make_optimizer(r.learning_rate, r.weight_decay, r.grad_clip)
+
+  if method == 'raw_action':
+    env = policy = None
+    if r.raw_action_params == 'action_head':
+      def label(path, _):
+        names = [getattr(p, 'key', None) for p in path]
+        return 'train' if 'action_head' in names else 'freeze'
+      tx = optax.multi_transform(
+          {'train': tx, 'freeze': optax.set_to_zero()},
+          lambda params: jax.tree_util.tree_map_with_path(label, params))
+
+    def init(key, source):
+      del key
+      return source   # θ: the pretrained model is the initial policy
+
+    def rollout(params, frozen, key):
+      del frozen
+      return raw_action_rollout(model, env_params, batch, r.temperature,
+                                params, key, env_reset)
+
+    def log_prob_fn(params, frozen, inputs, actions):
+      del frozen
+      out = model.apply(params, inputs)
+      logits = jax.nn.log_softmax(out.action_logits / r.temperature)
+      logp = jnp.take_along_axis(logits, actions[..., None], -1)[..., 0]
+      entropy = -(jnp.exp(logits) * logits).sum(-1)
+      return logp, entropy, {}
+  else:
+    if module is None:
+      if method == 'compile':
+        raise ValueError("method='compile' needs CompILE's abstract-action "
+                         'module (pass module=...).')
+      mc = mc_lib.Metacontroller(mct.metacontroller_config(config))
+      module = ienv.metacontroller_module(mc)
+    env = ienv.InternalEnv(
+        model=model, module=module, env_params=env_params,
+        switch_threshold=float(r.switch_threshold),
+        max_decisions=decision_slots(config),
+        temperature=float(r.temperature), env_reset=env_reset)
+    policy = policy_lib.LatentPolicy(policy_config(config, module.latent_dim))
+
+    def init(key, source):
+      del source
+      return policy.init(key, jnp.zeros((1, 1, model.config.width)))
+
+    def rollout(params, frozen, key):
+      return internal_rollout(env, policy, batch, params, frozen, key)
+
+    def log_prob_fn(params, frozen, inputs, actions):
+      del frozen
+      mean, log_std, _ = policy.apply(params, inputs)
+      return (policy_lib.gaussian_log_prob(actions, mean, log_std),
+              policy_lib.gaussian_entropy(log_std),
+              {'log_std': log_std.mean(-1)})
+
+  def loss_fn(params, frozen, mb: Decisions, advantage):
+    logp, entropy, extra = log_prob_fn(params, frozen, mb.inputs, mb.actions)
+    loss, metrics = ppo.ppo_clip_loss(logp, mb.log_prob, advantage, mb.valid,
+                                      r.clip_eps, entropy, r.entropy_coef)
+    for k, v in extra.items():
+      metrics[k] = ppo_mean(v, mb.valid)
+    return loss, metrics
+
+  def init_state(key: jax.Array, source: Any) -> RLState:
+    """One seed's state; source: θ for raw action (else unused)."""
+    k_params, k_run = jax.random.split(key)
+    params = init(k_params, source)
+    return RLState(step=jnp.int32(0), params=params,
+                   opt_state=tx.init(params), key=k_run)
+
+  def update(state: RLState, frozen: Any) -> tuple[RLState, dict]:
+    key, k_roll, k_perm = jax.random.split(state.key, 3)
+    data = rollout(state.params, frozen, k_roll)
+    advantage = ppo.episode_advantages(data.returns, r.advantage_eps)
+    mb_size = batch // r.num_minibatches
+
+    def minibatch_step(carry, idx):
+      params, opt_state = carry
+      if r.num_minibatches == 1:
+        mb, adv = data, advantage
+      else:
+        mb = jax.tree.map(lambda x: x[idx], data)
+        adv = advantage[idx]
+      grads, metrics = jax.grad(loss_fn, has_aux=True)(params, frozen, mb,
+                                                       adv)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      metrics['grad_norm'] = optax.tree.norm(grads)
+      return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def epoch(carry, k):
+      perm = jax.random.permutation(k, batch).reshape(r.num_minibatches,
+                                                      mb_size)
+      return jax.lax.scan(minibatch_step, carry, perm)
+
+    (params, opt_state), metrics = jax.lax.scan(
+        epoch, (state.params, state.opt_state),
+        jax.random.split(k_perm, r.num_epochs))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics.update({k: v.mean() for k, v in data.stats.items()})
+    metrics['return'] = data.returns.mean()
+    metrics['decisions_per_step'] = (data.stats['decisions'].sum()
+                                     / jnp.maximum(data.stats['raw_steps']
+                                                   .sum(), 1.0))
+    return RLState(step=state.step + 1, params=params, opt_state=opt_state,
+                   key=key), metrics
+
+  def chunk(state: RLState, frozen: Any) -> tuple[RLState, dict]:
+    return jax.lax.scan(lambda s, _: update(s, frozen), state, None,
+                        length=r.log_every)
+
+  train_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None)))
+  return Learner(method=method, env=env, policy=policy, model=model,
+                 init=init_state, rollout=rollout, loss=loss_fn,
+                 update=update, train_chunk=train_chunk)
+
+
+def ppo_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
+  mask = valid.astype(jnp.float32)
+  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+# --------------------------------------------------------------------------
+# The job.
+
+
+def frozen_params(config: ml_collections.ConfigDict, workdir: str
+                  ) -> tuple[Any, Any, ienv.AbstractActionModule | None]:
+  """(frozen, init source, abstract-action module or None) of the method.
+
+  frozen: what the agent does not train (`InternalEnvParams(θ, φ)`, or None
+  for raw action); init source: what `Learner.init` starts from (θ for raw
+  action). Reads `<workdir>/checkpoints/pretrain` (θ) and the method's
+  metacontroller run (irl/train/metacontroller.py: `load_params`) or
+  CompILE run (irl/train/compile.py: `load_params`).
+  """
+  method = config.rl.method
+  if method == 'raw_action':
+    return None, pretrain.load_params(config, workdir), None
+  if method == 'compile':
+    from irl.train import compile as compile_lib  # noqa: PLC0415
+    phi, theta = compile_lib.load_params(config, workdir)
+    frozen = ienv.InternalEnvParams(base=theta, module=phi)
+    return frozen, frozen, compile_module(config)
+  phi, theta = mct.load_params(config, workdir)
+  frozen = ienv.InternalEnvParams(base=theta, module=phi)
+  return frozen, frozen, None
+
+
+@functools.lru_cache(maxsize=4)
+def _compile_module(config_json: str) -> ienv.AbstractActionModule:
+  from irl.train import compile as compile_lib  # noqa: PLC0415
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  return ienv.compile_module(compile_lib.make_adapter(config))
+
+
+def compile_module(config: ml_collections.ConfigDict
+                   ) -> ienv.AbstractActionModule:
+  """CompILE's abstract-action module of `config.compile` (one object per
+  config, so learners and their compilations are shared)."""
+  return _compile_module(config.to_json(sort_keys=True))
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> dict:
+  keys = ['env', 'model', 'rl.method', 'rl.batch_size', 'rl.learning_rate',
+          'rl.weight_decay', 'rl.grad_clip', 'rl.clip_eps', 'rl.num_epochs',
+          'rl.num_minibatches', 'rl.entropy_coef', 'rl.advantage_eps',
+          'rl.switch_threshold', 'rl.max_decisions', 'rl.temperature',
+          'rl.policy_width', 'rl.policy_heads', 'rl.policy_mlp_dim',
+          'rl.init_log_std', 'rl.seeds', 'seed'] + list(
+              pretrain.FINGERPRINT_KEYS)
+  if config.rl.method == 'raw_action':
+    keys.append('rl.raw_action_params')
+  elif config.rl.method == 'compile':
+    keys.append('compile')
+  else:
+    keys.append('metacontroller')
+  if config.rl.method == 'cotrained':
+    keys.append('rl.cotrained_base_model')
+  return config_utils.config_fingerprint(config, sorted(set(keys)))
+
+
+def _on_device(tree: Any) -> Any:
+  return jax.device_put(tree, jax.devices()[0])
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          method: str | None = None) -> dict:
+  """Runs `rl.method` (or `method`) for all `rl.seeds` at once, resuming.
+
+  Writes `<workdir>/checkpoints/rl_<method>`, metrics
+  `<workdir>/metrics/rl_<method>*.json*` (+ TensorBoard), and in
+  `<workdir>/rl_<method>/`: `success.csv` (update, episodes, seed, success
+  averaged over the chunk of `rl.log_every` updates) and `success.png`.
+  """
+  config = method_config(config, method)
+  validate(config)
+  r = config.rl
+  name = run_name(config)
+  frozen, source, module = frozen_params(config, workdir)
+  learner = make_learner(config, module=module)
+  out_dir = os.path.join(workdir, name)
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  seeds = [int(s) for s in r.seeds]
+  init = jax.jit(jax.vmap(learner.init, in_axes=(0, None)))
+  init_states = init(jnp.stack([jax.random.key(s) for s in seeds]), source)
+  ckpt = ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
+      max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config))
+  states, start = ckpt.restore_or_init(init_states)
+  states, frozen = _on_device((states, frozen))
+  if start:
+    logging.info('resuming %s from update %d', name, start)
+  writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
+  step = start
+  t_start = time.time()
+  with progress_lib.Progress(r.num_updates, start=start, desc=name) as bar:
+    while step < r.num_updates:
+      t0 = time.time()
+      states, metrics = learner.train_chunk(states, frozen)
+      metrics = jax.device_get(metrics)                # [S, N] each
+      step += r.log_every
+      dt = time.time() - t0
+      scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
+      per_seed = metrics['success'].mean(1)
+      scalars.update({f'success/seed_{s}': float(v)
+                      for s, v in zip(seeds, per_seed)})
+      scalars['success_median'] = float(np.median(per_seed))
+      scalars['episodes'] = step * r.batch_size
+      scalars['updates_per_sec'] = r.log_every / dt
+      scalars['episodes_per_sec'] = r.log_every * r.batch_size * len(seeds) / dt
+      writer.write_scalars(step, scalars)
+      bar.update(step, {k: scalars[k] for k in
+                        ('success_median', 'decisions', 'raw_steps',
+                         'episodes_per_sec')})
+      ckpt.maybe_save(step, states, force=step >= r.num_updates)
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  curve = success_curve(writer.jsonl_path, seeds)
+  write_curve_csv(os.path.join(out_dir, 'success.csv'), curve, r.batch_size)
+  plot_curves(os.path.join(out_dir, 'success.png'),
+              {r.method: (curve, r.batch_size)})
+  final = curve['success'][-1] if len(curve['update']) else np.zeros(len(seeds))
+  summary = {'method': r.method, 'num_updates': int(step),
+             'episodes_per_seed': int(step * r.batch_size),
+             'seeds': seeds, 'final_success': [float(x) for x in final],
+             'final_success_median': float(np.median(final)),
+             'train_seconds_this_run': time.time() - t_start,
+             'resumed_from': int(start)}
+  writer.write_summary(summary)
+  writer.close()
+  return summary
+
+
+def success_curve(jsonl_path: str, seeds: list[int]) -> dict[str, np.ndarray]:
+  """{'update': [N], 'success': [N, S]} from a run's metrics JSONL."""
+  records = metrics_lib.read_jsonl(jsonl_path) if os.path.exists(
+      jsonl_path) else []
+  by_step = {int(rec['step']): rec for rec in records}
+  steps = sorted(by_step)
+  success = np.array([[by_step[s].get(f'success/seed_{seed}', np.nan)
+                       for seed in seeds] for s in steps], np.float64)
+  return {'update': np.array(steps, np.int64),
+          'success': success.reshape(len(steps), len(seeds))}
+
+
+def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
+  """Rows (update, episodes, seed index, success)."""
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['update', 'episodes', 'seed_index', 'success'])
+    for i, u in enumerate(curve['update']):
+      for j, v in enumerate(curve['success'][i]):
+        w.writerow([int(u), int(u) * batch_size, j, f'{v:.6g}'])
+
+
+def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
+                log_x: bool = False, title: str = '') -> str:
+  """Median and 25–75% band over seeds of success vs episodes, per method."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for name, (curve, batch_size) in curves.items():
+    if not len(curve['update']):
+      continue
+    x = curve['update'] * batch_size
+    s = curve['success']
+    med = np.nanmedian(s, 1)
+    lo, hi = np.nanpercentile(s, 25, 1), np.nanpercentile(s, 75, 1)
+    line, = ax.plot(x, med, label=name)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25)
+  if log_x:
+    ax.set_xscale('log')
+  ax.set_xlabel('episodes')
+  ax.set_ylabel('success rate')
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+# --------------------------------------------------------------------------
+# Fig. 8: all methods, success vs episodes.
+
+
+def fig8(config: ml_collections.ConfigDict, workdir: str,
+         methods: list[str] | None = None, skip_missing: bool = True
+         ) -> dict[str, Any]:
+  """Trains (or resumes, or just reads) every method of `rl.fig8_methods`.
+
+  A method whose inputs are missing (no metacontroller / CompILE run in the
+  workdir) is skipped with a warning when `skip_missing`. Writes to
+  `<workdir>/fig8/`: `fig8.csv` (method, update, episodes, median, q25,
+  q75 of success over seeds), `fig8_success.png`, `fig8_success_log.png`
+  (log-scale episodes) and `summary.json` ({'final_success': {method:
+  {median, q25, q75, episodes}}, ...}, success of the last logged chunk).
+  """
+  methods = list(methods or config.rl.fig8_methods)
+  out_dir = os.path.join(workdir, 'fig8')
+  os.makedirs(out_dir, exist_ok=True)
+  curves, summaries = {}, {}
+  for method in methods:
+    try:
+      summaries[method] = train(config, workdir, method)
+    except (FileNotFoundError, ImportError, AttributeError) as e:
+      if not skip_missing:
+        raise
+      logging.warning('fig8: skipping %s: %s', method, e)
+      continue
+    cfg = method_config(config, method)
+    path = os.path.join(workdir, 'metrics', f'{run_name(cfg)}.jsonl')
+    curves[method] = (success_curve(path, [int(s) for s in cfg.rl.seeds]),
+                      cfg.rl.batch_size)
+  with open(os.path.join(out_dir, 'fig8.csv'), 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['method', 'update', 'episodes', 'median', 'q25', 'q75'])
+    for method, (curve, batch_size) in curves.items():
+      s = curve['success']
+      for i, u in enumerate(curve['update']):
+        w.writerow([method, int(u), int(u) * batch_size,
+                    f'{np.nanmedian(s[i]):.6g}',
+                    f'{np.nanpercentile(s[i], 25):.6g}',
+                    f'{np.nanpercentile(s[i], 75):.6g}'])
+  title = f'post-training task {config.env.post_task}'
+  plot_curves(os.path.join(out_dir, 'fig8_success.png'), curves, title=title)
+  plot_curves(os.path.join(out_dir, 'fig8_success_log.png'), curves,
+              log_x=True, title=title)
+  final = {}
+  for method, (curve, batch_size) in curves.items():
+    last = curve['success'][-1] if len(curve['update']) else np.full(1, np.nan)
+    final[method] = {
+        'median': float(np.nanmedian(last)),
+        'q25': float(np.nanpercentile(last, 25)),
+        'q75': float(np.nanpercentile(last, 75)),
+        'episodes': int(curve['update'][-1] * batch_size
+                        if len(curve['update']) else 0)}
+  summary = {'final_success': final, 'methods': list(curves),
+             'skipped': [m for m in methods if m not in curves],
+             'post_task': config.env.post_task}
+  config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),
+                                 json.dumps(summary, indent=2) + '\n')
+  return summary

@@ -1,0 +1,473 @@
+"""CompILE baseline training (PAPER.md §8.2; model: irl/models/compile.py).
+
+Loss per episode: Σ_t Σ_i seg_i(t) NLL_i(t) + α_z Σ_i KL(z_i) + α_β KL_b
+(CompILE's objective with the frozen base model as the decoder's likelihood),
+divided by the batch's number of valid steps (a constant factor per batch,
+so the terms keep CompILE's per-episode balance). Fresh ε = 0 expert data
+(D*) in every step.
+
+θ is frozen by construction: its parameters are an argument of `chunk`, not
+part of `TrainState`, and the residual e_{L/2} is computed under
+`stop_gradient`. The encoder is CompILE's own (the base model's lower-half
+architecture), from a fresh init or (compile.encoder_init='base_model') a copy
+of θ's lower half.
+
+`make_trainer(config)` returns pure functions like
+`irl.train.metacontroller`: `init(key, base_params, z_weight, b_weight)` and
+`chunk(state, base_params) -> (state, metrics)` (`train_chunk`: its jit);
+α_z, α_β live in the state, so runs can be vmapped over them.
+`train(config, workdir)` is the job; `load_params(config, workdir)` gives a
+finished run's parameters and the `CompileAdapter` to internal RL.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from irl import config as config_lib
+from irl.analysis import segmentation
+from irl.data import stream
+from irl.models import BaseModel
+from irl.models import compile as compile_lib
+from irl.train import losses
+from irl.train import metacontroller as mct
+from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+from irl.utils.config_utils import check, check_choice, check_int, check_range
+
+RUN_NAME = 'compile'
+ENCODER_INITS = ('scratch', 'base_model')
+# Fields of `config.compile` that define what a checkpoint means.
+_FINGERPRINT_FIELDS = (
+    'seed', 'layer', 'max_segments', 'latent_dim', 'head_hidden',
+    'decoder_hidden', 'rank', 'temperature', 'prior_rate', 'z_kl_weight',
+    'b_kl_weight', 'encoder_init', 'batch_size', 'seq_len', 'learning_rate',
+    'weight_decay', 'grad_clip')
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # [] int32 optimiser steps taken
+  params: Any           # {'compile': φ}
+  opt_state: Any
+  key: jax.Array        # PRNG key for the data and noise of the next steps
+  z_weight: jax.Array   # [] float32 α_z
+  b_weight: jax.Array   # [] float32 α_β
+
+
+class Trainer(NamedTuple):
+  base_model: BaseModel
+  model: compile_lib.CompILE
+  init: Callable[..., TrainState]
+  chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
+  train_chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
+  loss: Callable[..., tuple[jax.Array, dict]]
+  evaluate_batch: Callable[[Any, Any, jax.Array], dict]
+  evaluate_jit: Callable[[Any, Any, jax.Array], dict]
+
+
+# --------------------------------------------------------------------------
+# Config.
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad compile field."""
+  config_lib.validate_gridworld(config)
+  c = config.compile
+  for name in ('max_segments', 'latent_dim', 'head_hidden', 'num_steps',
+               'batch_size', 'seq_len', 'log_every', 'save_every',
+               'keep_checkpoints', 'eval_episodes', 'eval_batch_size'):
+    check_int(c[name], f'compile.{name}', minimum=1)
+  check(c.max_segments >= 2, 'compile.max_segments',
+        f'{c.max_segments} must be >= 2 (one boundary at least)')
+  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
+               'trace_episodes', 'rl_max_segments'):
+    check_int(c[name], f'compile.{name}', minimum=0)
+  check_int(c.layer, 'compile.layer', minimum=-1)
+  check(c.layer != 0 and c.layer <= config.model.num_layers, 'compile.layer',
+        f'{c.layer} must be in [1, model.num_layers='
+        f'{config.model.num_layers}] or -1 (L // 2)')
+  check(c.layer != -1 or config.model.num_layers >= 2, 'compile.layer',
+        f'-1 (L // 2) needs model.num_layers >= 2, got '
+        f'{config.model.num_layers}')
+  check(c.rank <= config.model.width, 'compile.rank',
+        f'{c.rank} must be <= model.width={config.model.width} (0: full rank)')
+  check_range(c.temperature, 'compile.temperature', 0.0, None,
+              lo_inclusive=False)
+  check_range(c.prior_rate, 'compile.prior_rate', 1.0, None,
+              lo_inclusive=False)
+  check_range(c.z_kl_weight, 'compile.z_kl_weight', 0.0)
+  check_range(c.b_kl_weight, 'compile.b_kl_weight', 0.0)
+  check_choice(c.encoder_init, 'compile.encoder_init', ENCODER_INITS)
+  check(c.seq_len <= config.env.max_steps, 'compile.seq_len',
+        f'{c.seq_len} must be <= env.max_steps={config.env.max_steps}')
+  check(config.model.backbone != 'transformer'
+        or c.seq_len <= config.model.max_len, 'compile.seq_len',
+        f'{c.seq_len} must be <= model.max_len={config.model.max_len}')
+  check_range(c.learning_rate, 'compile.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  check_range(c.weight_decay, 'compile.weight_decay', 0.0)
+  check_range(c.grad_clip, 'compile.grad_clip', 0.0)
+  check_range(c.switch_threshold, 'compile.switch_threshold', 0.0, 1.0)
+  check(c.num_steps % c.log_every == 0, 'compile.num_steps',
+        f'{c.num_steps} must be a multiple of compile.log_every='
+        f'{c.log_every}')
+  check(c.save_every % c.log_every == 0, 'compile.save_every',
+        f'{c.save_every} must be a multiple of compile.log_every='
+        f'{c.log_every}')
+  return config
+
+
+def compile_config(config: ml_collections.ConfigDict
+                   ) -> compile_lib.CompileConfig:
+  """The `CompileConfig` of `config.compile` for `config.model`."""
+  c = config.compile
+  layer = config.model.num_layers // 2 if c.layer == -1 else c.layer
+  return compile_lib.CompileConfig(
+      model=pretrain.model_config(config), layer=layer,
+      max_segments=c.max_segments, latent_dim=c.latent_dim,
+      head_hidden=c.head_hidden, decoder_hidden=c.decoder_hidden,
+      rank=c.rank or None, temperature=float(c.temperature),
+      prior_rate=float(c.prior_rate)).validate()
+
+
+def make_adapter(config: ml_collections.ConfigDict
+                 ) -> compile_lib.CompileAdapter:
+  """The causal switch/controller adapter that internal RL steps with."""
+  validate(config)
+  return compile_lib.CompileAdapter(
+      compile_lib.CompILE(compile_config(config)),
+      max_segments=config.compile.rl_max_segments)
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> dict:
+  keys = (['env', 'model', 'pretrain.num_steps'] + list(
+      pretrain.FINGERPRINT_KEYS) + [f'compile.{f}'
+                                    for f in _FINGERPRINT_FIELDS])
+  return config_utils.config_fingerprint(config, sorted(set(keys)))
+
+
+# --------------------------------------------------------------------------
+# Pure training functions.
+
+
+def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
+  """Pure init/chunk/evaluate functions; shared (with their compilations)
+  between configs that differ only in run length, cadence or α."""
+  validate(config)
+  key = config.copy_and_resolve_references()
+  key.unlock()
+  c = key.compile
+  c.num_steps = c.save_every = c.keep_checkpoints = 0
+  c.z_kl_weight = c.b_kl_weight = 0.0
+  c.seed = c.trace_episodes = c.eval_episodes = c.rl_max_segments = 0
+  for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo',
+                  'metacontroller', 'probe', 'control', 'rl'):
+    if section in key:
+      del key[section]
+  return _make_trainer(key.to_json(sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_trainer(config_json: str) -> Trainer:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  c = config.compile
+  base_model = BaseModel(pretrain.model_config(config))
+  model = compile_lib.CompILE(compile_config(config))
+  cfg = model.config
+  layer, num = cfg.layer, cfg.max_segments
+  env_params = config_lib.env_params(config)
+  sample = stream.make_expert_stream(env_params, c.batch_size, c.seq_len,
+                                     (0.0,), jit=False)
+  sample_eval = stream.make_expert_stream(env_params, c.eval_batch_size,
+                                          c.seq_len, (0.0,), jit=False)
+  tx = pretrain.make_optimizer(c.learning_rate, c.weight_decay, c.grad_clip)
+
+  def init(key: jax.Array, base_params: Any = None,
+           z_weight: float | jax.Array = 0.0,
+           b_weight: float | jax.Array = 0.0) -> TrainState:
+    k_model, k_data = jax.random.split(key)
+    obs = jnp.zeros((1, 2, cfg.model.obs_dim))
+    params = model.init(k_model, obs, jnp.ones((1, 2), bool))
+    if c.encoder_init == 'base_model':
+      if base_params is None:
+        raise ValueError("compile.encoder_init='base_model' copies θ's lower "
+                         'half: pass base_params.')
+      params = copy_lower_half(params, base_params, layer)
+    params = {'compile': params}
+    return TrainState(step=jnp.int32(0), params=params,
+                      opt_state=tx.init(params), key=k_data,
+                      z_weight=jnp.float32(z_weight),
+                      b_weight=jnp.float32(b_weight))
+
+  def segment_nll(base_params, e, out, actions):
+    """[B, T] Σ_i seg_i(t) NLL_i(t): the N controllers folded into the batch."""
+    batch, seq_len, width = e.shape
+    e_all = jnp.broadcast_to(e, (num,) + e.shape).reshape(-1, seq_len, width)
+    fold = lambda f: jnp.swapaxes(f, 0, 1).reshape((num * batch, 1)
+                                                   + f.shape[2:])
+    iv = model.intervention(tuple(fold(f) for f in out.controller))
+    upper = base_model.apply(base_params, e_all, layer, iv,
+                             method=BaseModel.upper)
+    nll = losses.action_nll(upper, jnp.tile(actions, (num, 1)))
+    nll = nll.reshape(num, batch, seq_len)
+    return jnp.einsum('bnt,nbt->bt', out.segment_mask, nll), upper
+
+  def forward(params, base_params, batch, gumbel, noise):
+    e, _, _ = base_model.apply(base_params, batch.obs, layer,
+                               method=BaseModel.lower)
+    e = jax.lax.stop_gradient(e)
+    out = model.apply(params['compile'], batch.obs, batch.valid, gumbel,
+                      noise)
+    nll, upper = segment_nll(base_params, e, out, batch.actions)
+    return out, nll, upper
+
+  def loss_fn(params, base_params, batch, gumbel, noise, z_weight, b_weight):
+    """(loss, metrics); batch: a Rollout [B, T]."""
+    out, nll, _ = forward(params, base_params, batch, gumbel, noise)
+    valid = batch.valid
+    steps = jnp.maximum(valid.sum(), 1.0)
+    nll_sum = (nll * valid).sum()
+    loss = (nll_sum + z_weight * out.kl_z.sum() + b_weight * out.kl_b.sum()
+            ) / steps
+    scored = valid & (jnp.arange(valid.shape[1]) >= 1)
+    in_episode = out.boundaries[..., :-1].sum((1, 2))
+    sw = segmentation.switches(out.switch_gate, valid, c.switch_threshold)
+    bounds = segmentation.true_boundaries(batch.subgoal_index, valid)
+    metrics = {
+        'loss': loss, 'action_nll': nll_sum / steps,
+        'kl_z': out.kl_z.mean(), 'kl_b': out.kl_b.mean(),
+        'segments_per_episode': 1.0 + in_episode.mean(),
+        'beta_mean': losses.masked_mean(out.switch_gate, scored),
+        'switches_per_episode': sw.sum(1).mean(),
+        'boundaries_per_episode': bounds.sum(1).mean(),
+    }
+    return loss, metrics
+
+  def one_step(base_params, state: TrainState, _):
+    key, k_data, k_gumbel, k_noise = jax.random.split(state.key, 4)
+    batch = sample(k_data)
+    shape = batch.actions.shape
+    gumbel = jax.random.gumbel(k_gumbel, (shape[0], num - 1, shape[1] + 1))
+    noise = jax.random.normal(k_noise, (shape[0], num, cfg.latent_dim))
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state.params, base_params, batch, gumbel, noise, state.z_weight,
+        state.b_weight)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    for part, g in grads['compile']['params'].items():
+      metrics[f'grad_norm/{part}'] = optax.tree.norm(g)
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state, key=key), metrics
+
+  def chunk(state: TrainState, base_params: Any) -> tuple[TrainState, dict]:
+    """`compile.log_every` steps with θ = base_params (frozen)."""
+    state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
+                                  state, None, length=c.log_every)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  def evaluate_batch(params: Any, base_params: Any, key: jax.Array) -> dict:
+    """One held-out D* batch: hard (argmax) boundaries and z = μ."""
+    batch = sample_eval(key)
+    out, nll, _ = forward(params, base_params, batch, None, None)
+    plain = base_model.apply(base_params, batch.obs)
+    return {
+        'boundary': mask_boundaries_float(out.segment_mask),
+        'beta': out.switch_gate, 'valid': batch.valid,
+        'subgoal_index': batch.subgoal_index, 'subgoal': batch.subgoal,
+        'action_nll': nll,
+        'action_nll_no_control': losses.action_nll(plain, batch.actions),
+        'kl_z': out.kl_z[:, None], 'kl_b': out.kl_b[:, None],
+    }
+
+  return Trainer(base_model=base_model, model=model, init=jax.jit(init),
+                 chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
+                 evaluate_batch=evaluate_batch,
+                 evaluate_jit=jax.jit(evaluate_batch))
+
+
+def mask_boundaries_float(segment_mask: jax.Array) -> jax.Array:
+  """[B, T] 1.0 where a (hard) segment starts at t ≥ 1, else 0.0."""
+  return compile_lib.mask_boundaries(segment_mask).astype(jnp.float32)
+
+
+def copy_lower_half(params: Any, base_params: Any, layer: int) -> Any:
+  """CompILE params with the encoder replaced by θ's lower half (a copy)."""
+  theta = base_params['params']
+  encoder = {'obs_encoder': theta['obs_encoder']}
+  encoder.update({f'blocks_{i}': theta[f'blocks_{i}'] for i in range(layer)})
+  inner = dict(params['params'])
+  inner['encoder'] = jax.tree.map(jnp.array, encoder)
+  return {**params, 'params': inner}
+
+
+# --------------------------------------------------------------------------
+# Evaluation.
+
+
+def summarise_eval(config: ml_collections.ConfigDict,
+                   arrays: dict[str, np.ndarray]) -> dict[str, float]:
+  """Boundary F1 of the hard segments and of the causal β, held-out losses."""
+  c = config.compile
+  valid = arrays['valid']
+  summary = segmentation.segmentation_report(
+      arrays['boundary'], valid, arrays['subgoal_index'], 0.5,
+      c.boundary_tolerance)
+  causal = segmentation.segmentation_report(
+      arrays['beta'], valid, arrays['subgoal_index'], c.switch_threshold,
+      c.boundary_tolerance)
+  for k in ('f1', 'precision', 'recall', 'median_switches_per_episode',
+            'beta_mean', 'beta_binary_fraction'):
+    summary[f'causal_{k}'] = causal[k]
+  mean = lambda x: float((x * valid).sum() / max(valid.sum(), 1))
+  summary.update({
+      'action_nll': mean(arrays['action_nll']),
+      'action_nll_no_control': mean(arrays['action_nll_no_control']),
+      'kl_z_per_episode': float(arrays['kl_z'].mean()),
+      'kl_b_per_episode': float(arrays['kl_b'].mean()),
+  })
+  return summary
+
+
+def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
+             params: Any, base_params: Any, out_dir: str | None = None
+             ) -> dict[str, float]:
+  """Held-out segmentation scores (and β traces in `out_dir`)."""
+  c = config.compile
+  num_batches = -(-c.eval_episodes // c.eval_batch_size)
+  parts = [jax.device_get(trainer.evaluate_jit(params, base_params, k))
+           for k in jax.random.split(mct._eval_key(), num_batches)]
+  arrays = {n: np.concatenate([p[n] for p in parts], 0) for n in parts[0]}
+  summary = summarise_eval(config, arrays)
+  if out_dir is not None:
+    if c.trace_episodes:
+      segmentation.beta_traces(
+          os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
+          arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
+          num_episodes=c.trace_episodes, threshold=c.switch_threshold,
+          title=(f'CompILE causal β: α_z={c.z_kl_weight:g}, α_β='
+                 f"{c.b_kl_weight:g}; F1 (segments)={summary['f1']:.2f}, "
+                 f"F1 (β)={summary['causal_f1']:.2f}"))
+    config_utils.atomic_write_text(
+        os.path.join(out_dir, 'segmentation.json'),
+        json.dumps(summary, indent=2) + '\n')
+  return summary
+
+
+# --------------------------------------------------------------------------
+# Jobs.
+
+
+def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise FileNotFoundError(
+        f'no pretrained base model in {directory}: CompILE training reads it '
+        'from <workdir>/checkpoints/pretrain. Run experiments/pretrain.py '
+        'with the same --config and --workdir first.')
+  return pretrain.load_params(config, workdir)
+
+
+def checkpointer(config: ml_collections.ConfigDict, workdir: str
+                 ) -> ckpt_lib.Checkpointer:
+  c = config.compile
+  return ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', RUN_NAME),
+      save_every=c.save_every, max_to_keep=c.keep_checkpoints,
+      fingerprint=fingerprint(config))
+
+
+def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
+                   base_params: Any) -> TrainState:
+  c = config.compile
+  return trainer.init(jax.random.key(c.seed), base_params, c.z_kl_weight,
+                      c.b_kl_weight)
+
+
+def load_params(config: ml_collections.ConfigDict, workdir: str
+                ) -> tuple[Any, Any]:
+  """(CompILE params φ, frozen base-model params θ) of a finished run.
+
+  Use with `make_adapter(config)` for internal RL.
+  """
+  validate(config)
+  trainer = make_trainer(config)
+  base_params = _base_params(config, workdir)
+  ckpt = checkpointer(config, workdir)
+  state, step = ckpt.restore_or_init(_initial_state(trainer, config,
+                                                    base_params))
+  ckpt.close()
+  if step < config.compile.num_steps:
+    raise FileNotFoundError(
+        f'{workdir} holds no finished CompILE run (latest step {step}, '
+        f'config.compile.num_steps={config.compile.num_steps}); train it '
+        'with irl.train.compile.train first.')
+  return state.params['compile'], base_params
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          run_eval: bool = True) -> dict:
+  """Trains CompILE against the frozen θ (resuming from `workdir`).
+
+  Reads θ from `<workdir>/checkpoints/pretrain`; writes
+  `<workdir>/checkpoints/compile`, metrics `<workdir>/metrics/compile*` and
+  the segmentation analysis in `<workdir>/compile/`.
+  """
+  validate(config)
+  c = config.compile
+  base_params = _base_params(config, workdir)
+  trainer = make_trainer(config)
+  out_dir = os.path.join(workdir, RUN_NAME)
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  ckpt = checkpointer(config, workdir)
+  state, start = ckpt.restore_or_init(_initial_state(trainer, config,
+                                                     base_params))
+  state, base_params = mct._on_device((state, base_params))
+  if start:
+    logging.info('resuming %s from step %d', RUN_NAME, start)
+  writer = metrics_lib.MetricsWriter(workdir, RUN_NAME, resume_step=start)
+  step = start
+  t_start = time.time()
+  with progress_lib.Progress(c.num_steps, start=start, desc=RUN_NAME) as bar:
+    while step < c.num_steps:
+      t0 = time.time()
+      state, metrics = trainer.train_chunk(state, base_params)
+      metrics = jax.device_get(metrics)
+      step += c.log_every
+      metrics['steps_per_sec'] = c.log_every / (time.time() - t0)
+      writer.write_scalars(step, metrics)
+      bar.update(step, {k: metrics[k] for k in
+                        ('loss', 'action_nll', 'kl_z', 'kl_b',
+                         'segments_per_episode', 'steps_per_sec')})
+      ckpt.maybe_save(step, state, force=step >= c.num_steps)
+  ckpt.wait()
+  summary = {'num_steps': int(step),
+             'train_seconds_this_run': time.time() - t_start,
+             'resumed_from': int(start),
+             'z_kl_weight': float(c.z_kl_weight),
+             'b_kl_weight': float(c.b_kl_weight)}
+  if run_eval:
+    scores = evaluate(config, trainer, state.params, base_params, out_dir)
+    summary.update({f'heldout/{k}': v for k, v in scores.items()})
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()})
+  writer.write_summary(summary)
+  writer.close()
+  ckpt.close()
+  return summary
