@@ -36,7 +36,8 @@ PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
 METACONTROLLER_VARIANTS = {
     'method': {},
     'no_temporal_abstraction': {'switching': 'always'},
-    'cotrained': {'base_model': 'cotrain'},
+    # PAPER.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
+    'cotrained': {'base_model': None},
 }
 
 
@@ -46,6 +47,8 @@ def variant_config(config: ml_collections.ConfigDict, variant: str
   config = copy.deepcopy(config)
   with config.unlocked():
     for key, value in METACONTROLLER_VARIANTS[variant].items():
+      if key == 'base_model' and value is None:
+        value = config.rl.cotrained_base_model
       config.metacontroller[key] = value
   return config
 
@@ -111,6 +114,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         phases: list[str] | None = None) -> dict[str, Any]:
   """Runs (or skips, when already done) every phase; writes REPORT.md."""
   phases = check_phases(list(phases or PHASES))
+  # Flag-parsed configs arrive locked; the phases derive variants from it.
+  config = copy.deepcopy(config)
+  config.unlock()
   os.makedirs(os.path.join(workdir, 'pipeline'), exist_ok=True)
   config_utils.save_config(config, workdir)
   results = {}

@@ -52,6 +52,6 @@ def test_metacontroller_variants_change_only_their_fields():
   always = pipeline.variant_config(config, 'no_temporal_abstraction')
   cotrained = pipeline.variant_config(config, 'cotrained')
   assert always.metacontroller.switching == 'always'
-  assert cotrained.metacontroller.base_model == 'cotrain'
+  assert cotrained.metacontroller.base_model == config.rl.cotrained_base_model
   assert config.metacontroller.switching == 'learned'   # not mutated
   assert always.model.to_dict() == config.model.to_dict()
