@@ -270,8 +270,9 @@ def _cpu() -> ml_collections.ConfigDict:
   c.control.depth_pretrain_steps = 1500
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, cpu) ---
-  # ~0.5 s per step on 2 cores with the cpu base model: about 13 minutes.
-  c.metacontroller.num_steps = 1500
+  # ~0.25 s per step on 2 cores with the cpu base model (1.9 steps/s with
+  # another job running): ~4-8 minutes; the pipeline trains 3 variants.
+  c.metacontroller.num_steps = 1000
   c.metacontroller.batch_size = 64
   c.metacontroller.seq_len = 48         # holds ~97% of ε = 0 episodes whole
   c.metacontroller.embed_width = 32     # the embedder's backward dominates otherwise
@@ -296,7 +297,7 @@ def _cpu() -> ml_collections.ConfigDict:
   # (benchmarks/internal_rl_throughput.py: ~0.8 s per update and seed at
   # B = 64 on a loaded machine): a policy at the cpu model's width, fewer
   # and smaller batches, a larger step size than the paper's 3e-5.
-  c.rl.num_updates = 200
+  c.rl.num_updates = 150
   c.rl.batch_size = 64
   c.rl.learning_rate = 1e-3
   c.rl.policy_width = 128

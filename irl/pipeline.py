@@ -96,12 +96,26 @@ _RUNNERS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
 }
 
 
+# Config sections each phase's outputs depend on: a finished phase is skipped
+# only if these are unchanged (editing a later phase's settings keeps it).
+_BASE_SECTIONS = ('seed', 'env', 'data', 'model', 'pretrain', 'eval')
+PHASE_SECTIONS = {
+    'pretrain': _BASE_SECTIONS,
+    'probes': _BASE_SECTIONS + ('probe',),
+    'controllability': _BASE_SECTIONS + ('control',),
+    'metacontroller': _BASE_SECTIONS + ('metacontroller', 'rl'),
+    'compile': _BASE_SECTIONS + ('compile',),
+    'internal_rl': _BASE_SECTIONS + ('metacontroller', 'compile', 'rl'),
+}
+
+
 def _marker(workdir: str, phase: str) -> str:
   return os.path.join(workdir, 'pipeline', f'{phase}.json')
 
 
-def _config_json(config: ml_collections.ConfigDict) -> Any:
-  return json.loads(config.to_json_best_effort())
+def _config_json(config: ml_collections.ConfigDict, phase: str) -> Any:
+  full = json.loads(config.to_json_best_effort())
+  return {k: full.get(k) for k in PHASE_SECTIONS[phase]}
 
 
 def check_phases(phases: list[str]) -> list[str]:
@@ -125,9 +139,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     if os.path.exists(marker):
       with open(marker) as f:
         done = json.load(f)
-      if done['config'] != _config_json(config):
+      now = _config_json(config, phase)
+      changed = sorted(k for k in PHASE_SECTIONS[phase]
+                       if done['config'].get(k) != now[k])
+      if changed:
         raise ValueError(
-            f'{marker} was written with another config; use a fresh '
+            f'{marker} was written with another config (changed: '
+            f'{", ".join("config." + k for k in changed)}); use a fresh '
             '--workdir, or delete the marker to redo the phase.')
       logging.info('pipeline: %s already done (%.0f s), skipping', phase,
                    done['seconds'])
@@ -138,7 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     summary = _RUNNERS[phase](config, workdir)
     done = {'phase': phase, 'seconds': time.time() - t0,
             'summary': config_utils.to_jsonable(summary, strict=False),
-            'config': _config_json(config)}
+            'config': _config_json(config, phase)}
     config_utils.atomic_write_text(marker, json.dumps(done, indent=2) + '\n')
     logging.info('pipeline: %s done in %.0f s', phase, done['seconds'])
     results[phase] = done

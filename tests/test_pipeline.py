@@ -41,9 +41,14 @@ def test_pretrain_phase_runs_once_then_is_skipped(tmp_path, monkeypatch):
   assert calls == [1]                      # skipped
   assert second['pretrain']['summary'] == first['pretrain']['summary']
 
+  later = gridworld.get_config('test')       # a later phase's setting only
+  later.rl.num_updates = 2 * later.rl.num_updates
+  pipeline.run(later, workdir, ['pretrain'])
+  assert calls == [1]                      # still skipped
+
   other = gridworld.get_config('test')
   other.pretrain.learning_rate = 0.5
-  with pytest.raises(ValueError, match='another config'):
+  with pytest.raises(ValueError, match='config.pretrain'):
     pipeline.run(other, workdir, ['pretrain'])
 
 

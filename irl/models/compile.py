@@ -433,9 +433,7 @@ class CompILE(nn.Module):
   @nn.nowrap
   def intervention(self, factors: tuple[jax.Array, ...]) -> Intervention:
     """Factors [B, T, ...] (or [B, 1, ...]) -> the base model's edit."""
-    if self.config.rank is None:
-      return Intervention.full(self.config.layer, factors[0])
-    return Intervention.low_rank(self.config.layer, *factors)
+    return Intervention.from_factors(self.config.layer, factors)
 
 
 # --------------------------------------------------------------------------

@@ -45,6 +45,14 @@ class Intervention:
     return cls(layer=layer, u=u)
 
   @classmethod
+  def from_factors(cls, layer: int, factors: tuple[jax.Array, ...]
+                   ) -> Intervention:
+    """A hypernetwork's output: (A, B) for U = A B^T, or (U,) full rank."""
+    if len(factors) == 1:
+      return cls.full(layer, factors[0])
+    return cls.low_rank(layer, *factors)
+
+  @classmethod
   def zeros(cls, layer: int, batch_size: int, seq_len: int, width: int,
             rank: int | None = None,
             dtype: jnp.dtype = jnp.float32) -> Intervention:

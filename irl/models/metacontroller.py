@@ -431,9 +431,7 @@ class Metacontroller(nn.Module):
   @nn.nowrap
   def intervention(self, factors: tuple[jax.Array, ...]) -> Intervention:
     """Controller factors [B, T, ...] -> the base model's `Intervention`."""
-    if self.config.rank is None:
-      return Intervention.full(self.config.layer, factors[0])
-    return Intervention.low_rank(self.config.layer, *factors)
+    return Intervention.from_factors(self.config.layer, factors)
 
   @nn.nowrap
   def initial_state(self, batch_size: int) -> MetacontrollerState:
