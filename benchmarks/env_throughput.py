@@ -25,11 +25,9 @@ The machine is shared with other work, so every measurement is the best of
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +45,7 @@ import jax.numpy as jnp
 from irl.data import stream as stream_lib
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import tasks
+from irl.utils import machine as machine_lib
 
 _NUM_ENVS = flags.DEFINE_list(
     'num_envs', ['1', '64', '1024', '8192'], 'Parallel environments to time.')
@@ -107,29 +106,12 @@ def _timed(fn: Callable[[int], Any], repeats: int) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
-  model = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          model = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
   try:
     from importlib import metadata  # pylint: disable=g-import-not-at-top
     navix_version = metadata.version('navix')
   except Exception:  # pylint: disable=broad-except
     navix_version = None
-  info = dict(
-      cpu_model=model, cpu_count=os.cpu_count(),
-      jax_version=jax.__version__, backend=jax.default_backend(),
-      devices=[str(d) for d in jax.devices()], navix_version=navix_version,
-      python=platform.python_version(), platform=platform.platform(),
-      date=datetime.datetime.now().isoformat(timespec='seconds'))
-  if hasattr(os, 'getloadavg'):
-    info['loadavg_start'] = os.getloadavg()
-  return info
+  return machine_lib.machine_info(navix_version=navix_version)
 
 
 # ----------------------------------------------------------------------------

@@ -22,11 +22,9 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -45,6 +43,7 @@ from irl.rl import internal_env as ienv
 from irl.rl import train as rlt
 from irl.train import metacontroller as mct
 from irl.train import pretrain
+from irl.utils import machine as machine_lib
 
 _BATCH = flags.DEFINE_list('batch', ['256', '1024'], 'Episodes per rollout.')
 _PRESET = flags.DEFINE_string('preset', 'cpu', 'Config preset (model widths).')
@@ -131,9 +130,7 @@ def main(argv):
     print(f"{r['batch']:>6} {r['rollout_s']:>10.3f} {r['raw_steps_per_s']:>12,.0f}"
           f" {r['decisions_per_s']:>12,.0f} {r['slot_steps_per_s']:>13,.0f}"
           f" {r.get('update_s', float('nan')):>9.3f}")
-  result = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
-            'device': str(jax.devices()[0]), 'platform': platform.platform(),
-            'cpu_count': os.cpu_count(), 'rows': rows}
+  result = {'machine': machine_lib.machine_info(), 'rows': rows}
   os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
   with open(_OUT.value, 'w') as f:
     json.dump(result, f, indent=2)

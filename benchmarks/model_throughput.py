@@ -43,12 +43,9 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import datetime
-import functools
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import sys
@@ -72,6 +69,7 @@ from irl.models import presets as model_presets
 from irl.models.encoders import egocentric_table
 from irl.train import losses
 from irl.train import pretrain
+from irl.utils import machine as machine_lib
 
 _SECTIONS = flags.DEFINE_list(
     'sections', ['peak', 'train', 'decode'], 'What to measure.')
@@ -144,25 +142,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
-  model = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          model = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
-  info = dict(
-      cpu_model=model, cpu_count=os.cpu_count(),
-      jax_version=jax.__version__, backend=jax.default_backend(),
-      devices=[str(d) for d in jax.devices()],
-      xla_flags=os.environ.get('XLA_FLAGS', ''),
-      python=platform.python_version(), platform=platform.platform(),
-      date=datetime.datetime.now().isoformat(timespec='seconds'))
-  if hasattr(os, 'getloadavg'):
-    info['loadavg_start'] = os.getloadavg()
-  return info
+  return machine_lib.machine_info(xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
 # ----------------------------------------------------------------------------
