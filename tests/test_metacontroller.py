@@ -219,7 +219,7 @@ def test_gradients_reach_every_metacontroller_leaf():
       state.params)
   # The training step itself counts the all-zero gradient leaves (and shares
   # its compilation with the training test).
-  state, base = mct._on_device((state.replace(params=params),
+  state, base = ckpt_lib.on_device((state.replace(params=params),
                                 _pretrain_state().params))
   _, metrics = trainer.train_chunk(state, base)
   norms = {k: float(v) for k, v in metrics.items() if k.startswith('grad_')}

@@ -545,10 +545,6 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
   return config_utils.config_fingerprint(config, sorted(set(keys)))
 
 
-def _on_device(tree: Any) -> Any:
-  return jax.device_put(tree, jax.devices()[0])
-
-
 def train(config: ml_collections.ConfigDict, workdir: str,
           method: str | None = None) -> dict:
   """Runs `rl.method` (or `method`) for all `rl.seeds` at once, resuming.
@@ -574,7 +570,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
       max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config))
   states, start = ckpt.restore_or_init(init_states)
-  states, frozen = _on_device((states, frozen))
+  states, frozen = ckpt_lib.on_device((states, frozen))
   if start:
     logging.info('resuming %s from update %d', name, start)
   writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)

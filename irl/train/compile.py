@@ -439,7 +439,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpointer(config, workdir)
   state, start = ckpt.restore_or_init(_initial_state(trainer, config,
                                                      base_params))
-  state, base_params = mct._on_device((state, base_params))
+  state, base_params = ckpt_lib.on_device((state, base_params))
   if start:
     logging.info('resuming %s from step %d', RUN_NAME, start)
   writer = metrics_lib.MetricsWriter(workdir, RUN_NAME, resume_step=start)

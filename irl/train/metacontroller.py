@@ -407,13 +407,6 @@ def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return pretrain.load_params(config, workdir)
 
 
-def _on_device(tree: Any) -> Any:
-  # Commit every array to the one device: restored (committed) and freshly
-  # initialised (uncommitted) arrays would otherwise make the second call of
-  # a jitted chunk compile again.
-  return jax.device_put(tree, jax.devices()[0])
-
-
 def checkpointer(config: ml_collections.ConfigDict, workdir: str
                  ) -> ckpt_lib.Checkpointer:
   m = config.metacontroller
@@ -502,7 +495,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpointer(config, workdir)
   state, start = ckpt.restore_or_init(_initial_state(trainer, config,
                                                      base_params))
-  state, frozen_params = _on_device((state, frozen_params))
+  state, frozen_params = ckpt_lib.on_device((state, frozen_params))
   if start:
     logging.info('resuming %s from step %d', name, start)
   writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
@@ -645,7 +638,7 @@ def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
       save_every=m.save_every, max_to_keep=1, fingerprint=fp)
   state, start = ckpt.restore_or_init(init)
   chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
-  state, frozen_params = _on_device(
+  state, frozen_params = ckpt_lib.on_device(
       (state, base_params if mode == 'frozen' else None))
   writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
                                      resume_step=start)

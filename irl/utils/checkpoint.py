@@ -289,3 +289,13 @@ def _like_init(restored: Any, init: Any) -> Any:
   if isinstance(init, (bool, int, float)) and not isinstance(restored, type(init)):
     return type(init)(np.asarray(restored).item())
   return restored
+
+
+def on_device(tree: Any) -> Any:
+  """Commits every array of `tree` to the first device.
+
+  Restored (committed) and freshly initialised (uncommitted) arrays would
+  otherwise make the second call of a jitted training chunk compile again.
+  """
+  return jax.device_put(tree, jax.devices()[0])
+
