@@ -198,6 +198,16 @@ def test_scan_vmap_equals_python_loop():
       assert int(state.agent) == int(traj['new_agent'][i, t])
 
 
+def test_threefry_block_matches_jax():
+  import jax.extend.random as jer  # pylint: disable=g-import-not-at-top
+  keys = jax.random.key_data(jax.random.split(jax.random.key(3), 64))
+  counters = jnp.arange(64, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)
+  ours = jax.jit(jax.vmap(gw.threefry2x32_block))(keys, counters)
+  theirs = jax.vmap(lambda k, c: jnp.stack(jer.threefry_2x32(
+      k, jnp.stack([c, jnp.uint32(0)]))))(keys, counters)
+  np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize('use_pool', [False, True])
 def test_auto_reset_starts_fresh_episodes(use_pool):
   pool = gw.sample_layout_pool(jax.random.key(0), PARAMS, 32) if use_pool else None
@@ -215,11 +225,23 @@ def test_auto_reset_starts_fresh_episodes(use_pool):
                               gw.observe(new.grid, new.agent, PARAMS),
                               gw.layout_is_solvable(
                                   gw.Layout(new.grid, new.colour_cell,
-                                            new.agent), PARAMS) | (new.time > 0))
+                                            new.agent), PARAMS) | (new.time > 0),
+                              new.episode, new.grid)
     return jax.lax.scan(body, (state, obs), jax.random.split(key, 300))[1]
 
-  done, time, obs, expected_obs, solvable = run(jax.random.key(5))
+  done, time, obs, expected_obs, solvable, episode, grid = run(
+      jax.random.key(5))
   assert done.sum() >= 3
+  # The draw counter counts the resets, and the resets draw new layouts:
+  # all distinct without a pool; with a 32-layout pool, about as many as
+  # uniform draws with replacement give (expected 17.5 of 25).
+  np.testing.assert_array_equal(episode, np.cumsum(done))
+  fresh_grids = np.asarray(grid)[np.asarray(done)]
+  distinct = len({g.tobytes() for g in fresh_grids})
+  if use_pool:
+    assert distinct >= len(fresh_grids) // 2
+  else:
+    assert distinct == len(fresh_grids)
   np.testing.assert_array_equal(np.asarray(time)[np.asarray(done)], 0)
   np.testing.assert_array_equal(obs, expected_obs)
   assert np.asarray(solvable).all()
