@@ -52,6 +52,9 @@ def _base() -> ml_collections.ConfigDict:
   # product of Bernoullis over its 637 one-hot values (summed, not averaged).
   c.pretrain.obs_loss_weight = 0.01
   c.pretrain.grad_clip = 1.0          # global-norm clipping; 0 disables
+  # Weight of the auxiliary loss of model.future_actions > 0 heads (unused
+  # by the paper's model, which has none).
+  c.pretrain.future_action_weight = 1.0
   c.pretrain.log_every = 100          # optimiser steps per jitted chunk
   c.pretrain.save_every = 2000        # a multiple of log_every
   # Checkpoints kept on disk; the probes of Fig. 3 read every kept one.

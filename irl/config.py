@@ -66,6 +66,7 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
   for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'num_buckets',
                'max_distance', 'conv_width', 'max_len'):
     check_int(m[name], f'model.{name}', minimum=1)
+  check_int(m.get('future_actions', 0), 'model.future_actions', minimum=0)
   check(m.width % m.num_heads == 0, 'model.num_heads',
         f'{m.num_heads} must divide model.width={m.width}')
   check(m.max_distance > m.num_buckets // 2, 'model.max_distance',
@@ -83,6 +84,7 @@ def validate_pretrain(p: ml_collections.ConfigDict) -> None:
   check_range(p.weight_decay, 'pretrain.weight_decay', 0.0)
   check_range(p.obs_loss_weight, 'pretrain.obs_loss_weight', 0.0)
   check_range(p.grad_clip, 'pretrain.grad_clip', 0.0)
+  check_range(p.future_action_weight, 'pretrain.future_action_weight', 0.0)
   check_int(p.log_every, 'pretrain.log_every', minimum=1)
   check_int(p.save_every, 'pretrain.save_every', minimum=1)
   check_int(p.keep_checkpoints, 'pretrain.keep_checkpoints', minimum=1)

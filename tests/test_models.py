@@ -342,6 +342,8 @@ def test_low_rank_intervention_is_a_b_transpose_and_broadcasts():
     (dict(dtype='float16'), 'dtype'),
     (dict(num_buckets=32, max_distance=8), 'max_distance'),
     (dict(max_len=0), 'max_len'),
+    (dict(future_actions=-1), 'future_actions'),
+    (dict(action_type='continuous', future_actions=2), 'future_actions'),
 ])
 def test_config_validation_names_the_field(overrides, field):
   config = dataclasses.replace(_config('transformer'), **overrides)

@@ -41,6 +41,50 @@ def test_loss_decreases_on_fresh_expert_data():
   assert losses[0] > 1.36 and losses[-1] < 1.34, losses
 
 
+def test_future_action_loss_matches_numpy():
+  from irl.models import ModelOutput  # pylint: disable=g-import-not-at-top
+  from irl.train import losses  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  b, t, k, a = 2, 5, 3, 4
+  logits = rng.normal(size=(b, t, k, a)).astype(np.float32)
+  actions = rng.integers(0, a, size=(b, t))
+  valid = np.ones((b, t), bool)
+  valid[1, 3:] = False
+  out = ModelOutput(action_logits=None, action_mean=None, action_log_std=None,
+                    obs_pred=None, residuals=None, cache=None,
+                    future_logits=jax.numpy.asarray(logits))
+  got = float(losses.future_action_nll(out, jax.numpy.asarray(actions),
+                                       jax.numpy.asarray(valid)))
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  per_k = []
+  for j in range(1, k + 1):
+    terms = [-logp[i, s, j - 1, actions[i, s + j]]
+             for i in range(b) for s in range(t - j)
+             if valid[i, s] and valid[i, s + j]]
+    per_k.append(np.mean(terms))
+  np.testing.assert_allclose(got, np.mean(per_k), rtol=1e-5)
+
+
+def test_future_action_heads_train_and_leave_the_rest_alone():
+  c = _config(20)
+  c.model.future_actions = 3
+  trainer = pretrain.make_pretrainer(c)
+  state = trainer.init(jax.random.key(0))
+  batch_obs = jax.numpy.zeros((2, 7, trainer.model.config.obs_dim))
+  out = trainer.model.apply(state.params, batch_obs)
+  assert out.future_logits.shape == (2, 7, 3, 4)
+  state, m = trainer.train_chunk(state)
+  assert np.isfinite(float(m['future_action_nll']))
+  # The paper's model (future_actions = 0) has no such heads or output.
+  plain = pretrain.make_pretrainer(_config(20))
+  params = plain.init(jax.random.key(0)).params
+  assert plain.model.apply(params, batch_obs).future_logits is None
+  assert 'future_head' not in params['params']
+  c.pretrain.future_action_weight = -1.0
+  with pytest.raises(ValueError, match='future_action_weight'):
+    pretrain.make_pretrainer(c)
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
   c = _config(20)
   pretrain.train(c, str(tmp_path / 'straight'), run_eval=False)

@@ -63,6 +63,8 @@ class ModelOutput:
     residuals: [L - l + 1, B, T, width] residual stream e_l..e_L in the compute
       dtype (l = 0 for the full forward), post-intervention.
     cache: the updated per-layer cache, or None when none was given.
+    future_logits: [B, T, K, num_actions] logits of a_{t+1..t+K} (the
+      auxiliary heads of `config.future_actions` = K), or None when K = 0.
   """
   action_logits: jax.Array | None
   action_mean: jax.Array | None
@@ -70,6 +72,7 @@ class ModelOutput:
   obs_pred: jax.Array
   residuals: jax.Array
   cache: Cache | None
+  future_logits: jax.Array | None = None
 
 
 def init_cache(config: ModelConfig, batch_size: int) -> Cache:
@@ -122,6 +125,9 @@ class BaseModel(nn.Module):
                           else 2 * cfg.action_dim)
     self.action_head = common.dense(num_action_outputs, dtype)
     self.obs_head = common.dense(cfg.obs_dim, dtype)
+    if cfg.future_actions:
+      self.future_head = common.dense(cfg.future_actions * cfg.num_actions,
+                                      dtype)
 
   def __call__(self, obs: jax.Array,
                intervention: Intervention | None = None,
@@ -205,7 +211,10 @@ class BaseModel(nn.Module):
     h = self.final_norm(e)
     action = self.action_head(h).astype(jnp.float32)
     obs_pred = self.obs_head(h).astype(jnp.float32)
-    logits = mean = log_std = None
+    logits = mean = log_std = future = None
+    if self.config.future_actions:
+      future = self.future_head(h).astype(jnp.float32).reshape(
+          *h.shape[:-1], self.config.future_actions, self.config.num_actions)
     if self.config.action_type == 'discrete':
       logits = action
     else:
@@ -213,7 +222,7 @@ class BaseModel(nn.Module):
       log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
     return ModelOutput(action_logits=logits, action_mean=mean,
                        action_log_std=log_std, obs_pred=obs_pred,
-                       residuals=residuals, cache=cache)
+                       residuals=residuals, cache=cache, future_logits=future)
 
   def _check_layer(self, layer: int) -> None:
     if not 0 <= layer <= self.config.num_layers:

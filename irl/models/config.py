@@ -37,6 +37,9 @@ class ModelConfig:
     obs_encoder: 'linear' or 'egocentric_grid' (see irl/models/encoders.py;
       the latter needs the gridworld one-hot layout with `grid_size`).
     grid_size: G of the gridworld observation (egocentric encoder only).
+    future_actions: K extra categorical heads predicting a_{t+1..t+K} from
+      o_{1:t}, trained by an auxiliary pretraining loss (discrete actions
+      only; 0, the paper's model, has none). See irl/train/losses.py.
   """
   backbone: str = 'transformer'
   num_layers: int = 6
@@ -54,6 +57,7 @@ class ModelConfig:
   dtype: str = 'float32'
   obs_encoder: str = 'linear'
   grid_size: int = 7
+  future_actions: int = 0
 
   @property
   def head_dim(self) -> int:
@@ -85,6 +89,15 @@ class ModelConfig:
     else:
       _check_positive_int('action_dim', self.action_dim)
     _check_positive_int('num_buckets', self.num_buckets)
+    if (isinstance(self.future_actions, bool)
+        or not isinstance(self.future_actions, int)
+        or self.future_actions < 0):
+      raise ValueError(f'future_actions={self.future_actions!r} must be an '
+                       'integer >= 0.')
+    if self.future_actions and self.action_type != 'discrete':
+      raise ValueError(f'future_actions={self.future_actions} needs '
+                       "action_type='discrete' (got "
+                       f'{self.action_type!r}); use 0.')
     if self.num_buckets < 2:
       raise ValueError(f'num_buckets={self.num_buckets} must be >= 2.')
     _check_positive_int('max_distance', self.max_distance)

@@ -20,6 +20,7 @@ def _model(backbone, num_layers, width, num_heads, mlp_dim):
   m.max_len = 128                # KV cache slots >= env.max_steps (transformer)
   m.dtype = 'float32'            # 'bfloat16' for mixed precision
   m.obs_encoder = 'linear'       # or 'egocentric_grid' (gridworld only)
+  m.future_actions = 0           # auxiliary heads for a_{t+1..t+K} (0: paper)
   return m
 
 

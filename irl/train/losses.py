@@ -47,11 +47,38 @@ def obs_nll(obs_pred: jax.Array, next_obs: jax.Array,
                    f'{OBS_LIKELIHOODS}')
 
 
+def future_action_nll(out: ModelOutput, actions: jax.Array, valid: jax.Array
+                      ) -> jax.Array:
+  """[] mean over k = 1..K of −ln p_k(a_{t+k} | o_{1:t}), valid t and t + k.
+
+  The auxiliary heads (`ModelConfig.future_actions` = K) predict the expert's
+  actions K steps ahead. Right after a subgoal is reached the next action
+  alone says little about which subgoal comes next (several targets share a
+  first move), while the next K actions say much more; these heads make the
+  base model commit to the task structure with K times the signal, which a
+  short pretraining budget needs (see the cpu preset in configs/gridworld.py).
+  """
+  logits = out.future_logits
+  num_future = logits.shape[-2]
+  logp = jax.nn.log_softmax(logits)
+  per_k = []
+  for k in range(1, num_future + 1):
+    target = actions[:, k:].astype(jnp.int32)
+    nll = -jnp.take_along_axis(logp[:, :-k, k - 1], target[..., None],
+                               axis=-1)[..., 0]
+    per_k.append(masked_mean(nll, valid[:, k:] & valid[:, :-k]))
+  return jnp.mean(jnp.stack(per_k))
+
+
 def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
                   valid: jax.Array, obs_weight: float,
-                  likelihood: str = 'bernoulli'
+                  likelihood: str = 'bernoulli', future_weight: float = 0.0
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The base-model loss and its parts; every term is a mean over valid steps."""
+  """The base-model loss and its parts; every term is a mean over valid steps.
+
+  With auxiliary future-action heads (out.future_logits not None) the loss
+  adds `future_weight` · `future_action_nll`.
+  """
   a_nll = masked_mean(action_nll(out, actions), valid)
   o_nll = masked_mean(obs_nll(out.obs_pred, next_obs.astype(jnp.float32),
                               likelihood), valid)
@@ -60,5 +87,9 @@ def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
     correct = jnp.argmax(out.action_logits, -1) == actions
     metrics['action_acc'] = masked_mean(correct.astype(jnp.float32), valid)
   loss = a_nll + obs_weight * o_nll
+  if out.future_logits is not None:
+    f_nll = future_action_nll(out, actions, valid)
+    metrics['future_action_nll'] = f_nll
+    loss = loss + future_weight * f_nll
   metrics['loss'] = loss
   return loss, metrics

@@ -40,7 +40,8 @@ from irl.utils import progress as progress_lib
 # written under different values is refused rather than silently reused.
 FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
                     'pretrain.weight_decay', 'pretrain.obs_loss_weight',
-                    'pretrain.grad_clip', 'data.epsilons', 'data.seq_len')
+                    'pretrain.grad_clip', 'pretrain.future_action_weight',
+                    'data.epsilons', 'data.seq_len')
 
 
 @flax.struct.dataclass
@@ -67,7 +68,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
       max_distance=m.max_distance, conv_width=m.conv_width,
       max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
-      grid_size=params.grid_size)
+      grid_size=params.grid_size, future_actions=m.get('future_actions', 0))
 
 
 def make_optimizer(learning_rate: float, weight_decay: float,
@@ -106,7 +107,8 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
   def loss_fn(params, batch):
     out = model.apply(params, batch.obs)
     return losses.pretrain_loss(out, batch.actions, batch.next_obs,
-                                batch.valid, pc.obs_loss_weight)
+                                batch.valid, pc.obs_loss_weight,
+                                future_weight=pc.future_action_weight)
 
   def one_step(state: TrainState, _) -> tuple[TrainState, dict]:
     key, k_data = jax.random.split(state.key)
