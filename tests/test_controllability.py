@@ -35,6 +35,14 @@ def pretrained(tmp_path_factory):
   return c, workdir, pretrain.load_params(c, workdir)
 
 
+def test_locked_config_from_flags_is_accepted():
+  # absl's config flags hand over a locked ConfigDict.
+  locked = _config()
+  locked.lock()
+  assert ctl.make_control_trainer(locked, 1) is ctl.make_control_trainer(
+      _config(), 1)
+
+
 def test_training_lowers_nll_with_base_model_frozen(pretrained):
   c, _, params = pretrained
   trainer = ctl.make_control_trainer(c, 1)

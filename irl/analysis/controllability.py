@@ -264,6 +264,7 @@ def make_control_trainer(config: ml_collections.ConfigDict,
   compilations) between calls with equal configs."""
   validate(config)
   key = config.copy_and_resolve_references()
+  key.unlock()   # configs from absl flags are locked
   # Fields that do not enter the jitted functions.
   for name in ('layers', 'depths', 'depth_pretrain_steps', 'num_episodes',
                'temperature'):
