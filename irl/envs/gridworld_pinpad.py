@@ -158,7 +158,7 @@ class EnvState:
   done: chex.Array         # [] bool
   success: chex.Array      # [] bool
   key: chex.Array          # PRNG key, used by auto-reset (never advanced)
-  episode: chex.Array      # [] int32, auto-resets before this episode
+  episode: chex.Array      # [] int32, k-th episode of this env (AutoReset)
 
 
 def neighbour_table(grid_size: int) -> np.ndarray:
@@ -397,7 +397,7 @@ def threefry2x32_block(key_data: jax.Array, counter: jax.Array) -> jax.Array:
   """
   k0, k1 = key_data[0], key_data[1]
   ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
-  x0, x1 = counter + ks[0], jnp.uint32(0) + ks[1]
+  x0, x1 = counter + ks[0], ks[1]
   for i in range(5):
     for r in _THREEFRY_ROTATIONS[i % 2]:
       x0 = x0 + x1
@@ -416,15 +416,16 @@ class AutoReset:
   cheap; without it every reset draws a fresh layout by rejection sampling.
   The returned observation after `done` is the first one of the new episode.
 
-  The k-th auto-reset of an environment draws from its state key in counter
-  mode (Random123 style): one threefry block on (key, k), rather than
-  advancing the key with `split` and then drawing with `bits`. Under `vmap`
-  that draw runs on every step, and on CPU each threefry call is a small XLA
-  loop: one block instead of three, written out as elementwise ops
-  (`threefry2x32_block`) so XLA fuses it, makes stepping ~1.2x faster at
-  8192 environments (benchmarks/env_throughput.py). A pooled reset takes its pool
-  row and task from the block's two words (uniform up to a modulo bias below
-  size / 2**32); an unpooled one uses them as the key of `reset`.
+  Episode k of an environment (k = 0 at `reset`, +1 per auto-reset) is drawn
+  from its state key in counter mode (Random123 style): one threefry block on
+  (key, k), rather than advancing the key with `split` and then drawing with
+  `bits`. Under `vmap` that draw runs on every step, and on CPU each threefry
+  call is a small XLA loop: one block instead of three, written out as
+  elementwise ops (`threefry2x32_block`) so XLA fuses it, makes stepping
+  ~1.2x faster at 8192 environments (benchmarks/env_throughput.py). A pooled
+  reset takes its pool row and task from the block's two words (uniform up to
+  a modulo bias below size / 2**32); an unpooled one uses them as the key of
+  `reset`.
   """
 
   def __init__(self, params: EnvParams, layout_pool: Layout | None = None):
@@ -441,9 +442,7 @@ class AutoReset:
       self._task_rows = np.concatenate([table, lengths[:, None]], axis=1)
 
   def reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
-    k_draw, k_state = jax.random.split(key)
-    state = self._fresh_state(jax.random.bits(k_draw, (2,), jnp.uint32),
-                              k_state, jnp.int32(0))
+    state = self._fresh_state(key, jnp.int32(0))
     return state, observe(state.grid, state.agent, self.params)
 
   @staticmethod
@@ -454,13 +453,13 @@ class AutoReset:
       return threefry2x32_block(data, counter.astype(jnp.uint32))
     return jax.random.bits(jax.random.fold_in(key, counter), (2,), jnp.uint32)
 
-  def _fresh_state(self, bits: jax.Array, state_key: jax.Array,
-                   episode: jax.Array) -> EnvState:
-    """A new episode drawn from `bits` ([2] uint32), carrying `state_key`."""
+  def _fresh_state(self, key: jax.Array, episode: jax.Array) -> EnvState:
+    """Episode `episode` of the environment whose state key is `key`."""
     params = self.params
+    bits = self._draw(key, episode)
     if self.layout_pool is None:
-      key = jax.random.wrap_key_data(bits, impl='threefry2x32')
-      state = reset(key, params)[0]
+      state = reset(jax.random.wrap_key_data(bits, impl='threefry2x32'),
+                    params)[0]
     else:
       n, o = params.num_cells, params.num_colours
       size = self._pool_rows.shape[0]
@@ -469,16 +468,14 @@ class AutoReset:
       task_row = jnp.asarray(self._task_rows)[task_id]
       layout = Layout(grid=row[:n], colour_cell=row[n:n + o],
                       agent_cell=row[n + o])
-      state = init_state(state_key, layout, task_row[:-1], task_row[-1],
-                         task_id, params)
-    return state.replace(key=state_key, episode=episode)
+      state = init_state(key, layout, task_row[:-1], task_row[-1], task_id,
+                         params)
+    return state.replace(key=key, episode=episode)
 
   def step(self, state: EnvState, action: jax.Array
            ) -> tuple[EnvState, jax.Array, jax.Array, jax.Array, dict]:
     state, reward, done, info = _advance(state, action, self.params)
-    episode = state.episode + 1
-    fresh = self._fresh_state(self._draw(state.key, episode), state.key,
-                              episode)
+    fresh = self._fresh_state(state.key, state.episode + 1)
     state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, state)
     # One observation of the selected state, rather than one of each state
     # and a select of the two.
