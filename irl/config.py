@@ -66,7 +66,7 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
   for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'num_buckets',
                'max_distance', 'conv_width', 'max_len'):
     check_int(m[name], f'model.{name}', minimum=1)
-  check_int(m.get('future_actions', 0), 'model.future_actions', minimum=0)
+  check_int(m.future_actions, 'model.future_actions', minimum=0)
   check(m.width % m.num_heads == 0, 'model.num_heads',
         f'{m.num_heads} must divide model.width={m.width}')
   check(m.max_distance > m.num_buckets // 2, 'model.max_distance',

@@ -68,7 +68,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
       max_distance=m.max_distance, conv_width=m.conv_width,
       max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
-      grid_size=params.grid_size, future_actions=m.get('future_actions', 0))
+      grid_size=params.grid_size, future_actions=m.future_actions)
 
 
 def make_optimizer(learning_rate: float, weight_decay: float,
