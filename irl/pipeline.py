@@ -32,12 +32,13 @@ from irl.utils import config_utils
 PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
           'compile', 'internal_rl')
 
-# Metacontroller variants the RL baselines need: name -> config overrides.
+# Metacontroller variants the RL baselines need: name -> config overrides
+# (a value, or a function of the config).
 METACONTROLLER_VARIANTS = {
     'method': {},
     'no_temporal_abstraction': {'switching': 'always'},
     # PAPER.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
-    'cotrained': {'base_model': None},
+    'cotrained': {'base_model': lambda c: c.rl.cotrained_base_model},
 }
 
 
@@ -47,9 +48,7 @@ def variant_config(config: ml_collections.ConfigDict, variant: str
   config = copy.deepcopy(config)
   with config.unlocked():
     for key, value in METACONTROLLER_VARIANTS[variant].items():
-      if key == 'base_model' and value is None:
-        value = config.rl.cotrained_base_model
-      config.metacontroller[key] = value
+      config.metacontroller[key] = value(config) if callable(value) else value
   return config
 
 
