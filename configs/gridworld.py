@@ -26,8 +26,10 @@ def _base() -> ml_collections.ConfigDict:
   c.env.max_steps = 100        # T
   c.env.subgoal_size = 2       # a subgoal is a pair of colours
   c.env.max_visits = 16        # visit log length (>= longest task)
-  c.env.pretrain_tasks = [tasks.format_task(t)
-                          for t in tasks.GRID_PRETRAIN_TASKS]
+  # Sequences are tuples: ml_collections overrides tuples on the command line
+  # (--config.data.epsilons='(0.0, 0.1)'), not lists.
+  c.env.pretrain_tasks = tuple(tasks.format_task(t)
+                               for t in tasks.GRID_PRETRAIN_TASKS)
   c.env.post_task = tasks.format_task(tasks.GRID_POST_TASK)
 
   c.data = ml_collections.ConfigDict()
@@ -37,7 +39,7 @@ def _base() -> ml_collections.ConfigDict:
   c.data.seq_len = 64
   c.data.post_seq_len = 100    # the 12-colour post-training task needs ~63
   # D: each episode's expert draws ε from this list (PAPER.md §3 sweeps 0..0.2).
-  c.data.epsilons = [0.0, 0.05, 0.1, 0.2]
+  c.data.epsilons = (0.0, 0.05, 0.1, 0.2)
 
   c.model = models.transformer('paper')
   # The paper leaves the encoder open; an egocentric view of the same one-hot
@@ -146,9 +148,9 @@ def _base() -> ml_collections.ConfigDict:
 
   # Fig. 7: α × seeds (vmapped together), per base-model mode.
   c.rate_distortion = ml_collections.ConfigDict()
-  c.rate_distortion.kl_weights = [0.0, 0.05, 0.1, 0.17, 0.3, 0.5, 1.0]
-  c.rate_distortion.seeds = [0, 1, 2]
-  c.rate_distortion.base_models = ['frozen', 'cotrain_scratch']
+  c.rate_distortion.kl_weights = (0.0, 0.05, 0.1, 0.17, 0.3, 0.5, 1.0)
+  c.rate_distortion.seeds = (0, 1, 2)
+  c.rate_distortion.base_models = ('frozen', 'cotrain_scratch')
   c.rate_distortion.num_steps = 0       # 0: metacontroller.num_steps
   c.rate_distortion.runs_per_group = 0  # runs per vmap; 0: all α × seeds at once
   c.rate_distortion.f1_threshold = 0.8  # "switching aligned with subgoals"
@@ -198,7 +200,7 @@ def _base() -> ml_collections.ConfigDict:
   # 'internal' | 'raw_action' | 'no_temporal_abstraction' | 'cotrained' |
   # 'compile' (experiments/internal_rl.py --method overrides it).
   c.rl.method = 'internal'
-  c.rl.seeds = [0, 1, 2]                # vmapped together in one job
+  c.rl.seeds = (0, 1, 2)                # vmapped together in one job
   c.rl.num_updates = 100_000
   c.rl.batch_size = 1024                # episodes per update
   c.rl.learning_rate = 3e-5             # AdamW, constant (searched 3e-6..3e-4)
@@ -224,8 +226,8 @@ def _base() -> ml_collections.ConfigDict:
   c.rl.log_every = 100                  # updates per jitted chunk
   c.rl.save_every = 1000                # a multiple of log_every
   c.rl.keep_checkpoints = 2
-  c.rl.fig8_methods = ['internal', 'raw_action', 'no_temporal_abstraction',
-                       'cotrained', 'compile']
+  c.rl.fig8_methods = ('internal', 'raw_action', 'no_temporal_abstraction',
+                       'cotrained', 'compile')
   # --- end rl sections ---
 
   c.expert_demo = ml_collections.ConfigDict()
@@ -283,7 +285,7 @@ def _cpu() -> ml_collections.ConfigDict:
   c.metacontroller.save_every = 250
   c.metacontroller.eval_episodes = 1024
   c.metacontroller.eval_batch_size = 256
-  c.rate_distortion.seeds = [0, 1]
+  c.rate_distortion.seeds = (0, 1)
   # --- end metacontroller overrides ---
   # --- compile overrides (issue 6, cpu) ---
   # Sized for <= 4 minutes on 2 cores with the cpu base model.
@@ -368,8 +370,8 @@ def _test() -> ml_collections.ConfigDict:
   c.metacontroller.eval_episodes = 16
   c.metacontroller.eval_batch_size = 8
   c.metacontroller.trace_episodes = 2
-  c.rate_distortion.kl_weights = [0.0, 0.5]
-  c.rate_distortion.seeds = [0, 1]
+  c.rate_distortion.kl_weights = (0.0, 0.5)
+  c.rate_distortion.seeds = (0, 1)
   c.rate_distortion.num_steps = 5
   # --- end metacontroller overrides ---
   # --- compile overrides (issue 6, test) ---
@@ -386,7 +388,7 @@ def _test() -> ml_collections.ConfigDict:
   c.compile.trace_episodes = 2
   # --- end compile overrides ---
   # --- rl overrides (issue 6, test) ---
-  c.rl.seeds = [0, 1]
+  c.rl.seeds = (0, 1)
   c.rl.num_updates = 4
   c.rl.batch_size = 8
   c.rl.learning_rate = 1e-3

@@ -38,3 +38,31 @@ def test_bad_fields_name_the_field(field, value, match):
   c[section][name] = value
   with pytest.raises(ConfigError, match=match):
     config_lib.validate_gridworld(c)
+
+
+def _leaves(d, prefix=''):
+  for k, v in d.items():
+    name = f'{prefix}.{k}' if prefix else k
+    if hasattr(v, 'items'):
+      yield from _leaves(v, name)
+    else:
+      yield name, v
+
+
+@pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])
+def test_every_field_can_be_overridden_on_the_command_line(preset):
+  """absl's config flags override tuples, not lists (FATAL flags error)."""
+  from absl import flags
+  from ml_collections import config_flags
+  c = gridworld.get_config(preset)
+  lists = [name for name, v in _leaves(c) if isinstance(v, list)]
+  assert not lists, f'list fields cannot be overridden: {lists}'
+  argv = ['prog', '--config.data.epsilons=(0.0, 0.1)', '--config.rl.seeds=(4,)',
+          "--config.rl.fig8_methods=('internal',)"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_dict('config', c, flag_values=fv, sys_argv=argv)
+  fv(argv)
+  assert fv.config.data.epsilons == (0.0, 0.1)
+  assert fv.config.rl.seeds == (4,)
+  assert fv.config.rl.fig8_methods == ('internal',)
+  config_lib.validate_gridworld(fv.config)
