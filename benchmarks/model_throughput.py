@@ -14,7 +14,8 @@ r"""Base-model throughput: pretraining steps and decoding, against the matmul pe
      train FLOPs = tokens x [6 (L P_block + P_heads) + 4 P_enc + 12 L S W]
    with P_block the matmul parameters of a block (Transformer 4W² + 2WF, Hawk
    3W² + 2W²/H + 2WF), P_heads = W (num_actions + obs_dim), P_enc = (encoder
-   input) x W (no input gradient, hence 4 not 6), and 12 L S W the attention
+   input) x W (no input gradient, hence 4 not 6; the egocentric encoder sums
+   one gathered kernel row per object, so its input counts C − 1), and 12 L S W the attention
    scores and mixing over the full S x S square (fwd 4SW per token, x3 for the
    backward; Transformer only). Biases, norms, softmax, the RG-LRU scan and the
    optimiser are not counted.
@@ -66,7 +67,6 @@ import optax
 from configs import gridworld as gridworld_configs
 from irl.models import BaseModel, ModelConfig, init_cache
 from irl.models import presets as model_presets
-from irl.models.encoders import egocentric_table
 from irl.train import losses
 from irl.train import pretrain
 from irl.utils import machine as machine_lib
@@ -203,9 +203,10 @@ def model_for(name: str) -> tuple[ModelConfig, Any]:
 
 
 def encoder_input_dim(cfg: ModelConfig) -> int:
+  """Multiply-adds per token and output unit of the observation encoder."""
   if cfg.obs_encoder == 'egocentric_grid':
-    return egocentric_table(cfg.grid_size).shape[1] * (
-        cfg.obs_dim // cfg.grid_size**2)
+    # encoders.egocentric_dense: one kernel row per object channel.
+    return cfg.obs_dim // cfg.grid_size**2 - 1
   return cfg.obs_dim
 
 
