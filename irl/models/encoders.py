@@ -103,7 +103,7 @@ def egocentric_dense(obs: jax.Array, kernel: jax.Array,
   present = jnp.max(objects, axis=-2).astype(jnp.float32)    # [..., C−1]
   offset = jnp.asarray(offsets)[agent[..., None], cell_of]    # [..., C−1]
   rows = offset * num_channels + jnp.arange(num_channels - 1)
-  kernel = kernel.astype(jnp.float32)
+  kernel = jnp.asarray(kernel, jnp.float32)   # params may be NumPy arrays
   from_objects = jnp.einsum('...k,...kw->...w', present, kernel[rows])
   outside_rows = kernel.reshape(outside.shape[1], num_channels, -1)[:, -1]
   from_outside = jnp.asarray(outside) @ outside_rows          # [N, width]
