@@ -271,7 +271,7 @@ def _cpu() -> ml_collections.ConfigDict:
   c.control.num_episodes = 256
   c.control.eval_batches = 2
   c.control.pool_episodes = 2048
-  # Depth variants (L = 6, 8) get short pretraining runs (main model: 3000).
+  # Depth variants (L = 6, 8) get short pretraining runs (main model: 8500).
   c.control.depth_pretrain_steps = 1500
   # --- end probe + control overrides ---
   # --- metacontroller overrides (issue 5, cpu) ---
