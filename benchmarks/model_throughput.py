@@ -17,9 +17,9 @@ r"""Base-model throughput: pretraining steps and decoding, against the matmul pe
    with P_block the matmul parameters of a block (Transformer 4W² + 2WF, Hawk
    3W² + 2W²/H + 2WF), P_heads = W (num_actions + obs_dim), P_enc = (encoder
    input) x W (no input gradient, hence 4 not 6; the egocentric encoder sums
-   one gathered kernel row per object, so its input counts C − 1), and 12 L S W the attention
-   scores and mixing over the full S x S square (fwd 4SW per token, x3 for the
-   backward; Transformer only). Biases, norms, softmax, the RG-LRU scan and the
+   one gathered kernel row per object, so its input counts C − 1), and
+   12 L S W the attention scores and mixing over the full S x S square (fwd
+   4SW per token, x3 for the backward; Transformer only). Biases, norms, softmax, the RG-LRU scan and the
    optimiser are not counted.
    `matmul floor` runs only the step's dot shapes (forward, input- and
    weight-gradient of every dense layer and attention product, nothing else)
