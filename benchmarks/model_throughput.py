@@ -15,7 +15,8 @@ r"""Base-model throughput: pretraining steps and decoding, against the matmul pe
    `cost_analysis()` (recorded too):
      train FLOPs = tokens x [6 (L P_block + P_heads) + 4 P_enc + 12 L S W]
    with P_block the matmul parameters of a block (Transformer 4W² + 2WF, Hawk
-   3W² + 2W²/H + 2WF), P_heads = W (num_actions + obs_dim), P_enc = (encoder
+   3W² + 2W²/H + 2WF), P_heads = W (num_actions + obs_dim; obs_dim only where
+   the config's λ > 0: the `cpu` preset's λ = 0 drops the head), P_enc = (encoder
    input) x W (no input gradient, hence 4 not 6; the egocentric encoder sums
    one gathered kernel row per object, so its input counts C − 1), and
    12 L S W the attention scores and mixing over the full S x S square (fwd
@@ -219,12 +220,14 @@ def block_matmul_params(cfg: ModelConfig) -> int:
   return 3 * w * w + 2 * w * w // cfg.num_heads + 2 * w * f
 
 
-def train_flops(cfg: ModelConfig, batch: int, seq_len: int) -> float:
-  """Analytic matmul FLOPs of one training step (see the module docstring)."""
+def train_flops(cfg: ModelConfig, batch: int, seq_len: int,
+                obs_head: bool = True) -> float:
+  """Analytic matmul FLOPs of one training step (see the module docstring);
+  obs_head=False where λ = 0 leaves the observation head out of the step."""
   w = cfg.width
   outputs = (cfg.num_actions if cfg.action_type == 'discrete'
              else 2 * cfg.action_dim)
-  heads = w * (outputs + cfg.obs_dim)
+  heads = w * (outputs + (cfg.obs_dim if obs_head else 0))
   enc = encoder_input_dim(cfg) * w
   attention = (12 * cfg.num_layers * seq_len * w
                if cfg.backbone == 'transformer' else 0)
@@ -272,7 +275,8 @@ def make_train_step(cfg: ModelConfig, pc: Any):
   return step, init
 
 
-def matmul_floor(cfg: ModelConfig, batch: int, seq_len: int):
+def matmul_floor(cfg: ModelConfig, batch: int, seq_len: int,
+                 obs_head: bool = True):
   """jit(operands -> scalar): only the dot products of one training step.
 
   Every dense layer x[M, K] @ w[K, N] contributes its forward, input-gradient
@@ -289,7 +293,9 @@ def matmul_floor(cfg: ModelConfig, batch: int, seq_len: int):
     dense += [(w, w)] * 4 * cfg.num_layers
   else:
     dense += [(w, w)] * 3 * cfg.num_layers
-  dense += [(w, f), (f, w)] * cfg.num_layers + [(w, outputs), (w, cfg.obs_dim)]
+  dense += [(w, f), (f, w)] * cfg.num_layers + [(w, outputs)]
+  if obs_head:
+    dense.append((w, cfg.obs_dim))
   keys = iter(jax.random.split(jax.random.key(0), 4 * len(dense) + 64))
   normal = lambda *shape: jax.random.normal(next(keys), shape, jnp.float32)
   lin = [(normal(m, k), normal(k, n), normal(m, n)) for k, n in dense]
@@ -342,10 +348,11 @@ def bench_train(names: list[str], batch: int, seq_len: int,
     compiled = step.lower(params, opt_state, data).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    floor_fn, floor_args = matmul_floor(cfg, batch, seq_len)
+    obs_head = bool(pc.obs_loss_weight)   # λ = 0: the head is not computed
+    floor_fn, floor_args = matmul_floor(cfg, batch, seq_len, obs_head)
     floor = _timed(lambda: floor_fn(*floor_args), repeats)
     del floor_args
-    flops = train_flops(cfg, batch, seq_len)
+    flops = train_flops(cfg, batch, seq_len, obs_head)
     tokens = batch * seq_len
     n_params = sum(x.size for x in jax.tree.leaves(params))
     cores = os.cpu_count() or 1
@@ -353,7 +360,8 @@ def bench_train(names: list[str], batch: int, seq_len: int,
         model=name, backbone=cfg.backbone, width=cfg.width,
         num_layers=cfg.num_layers, num_heads=cfg.num_heads,
         mlp_dim=cfg.mlp_dim, obs_encoder=cfg.obs_encoder,
-        encoder_input=encoder_input_dim(cfg), batch_size=batch,
+        encoder_input=encoder_input_dim(cfg), obs_head=obs_head,
+        batch_size=batch,
         seq_len=seq_len, params=int(n_params), flops_analytic=flops,
         flops_xla=float(cost.get('flops', float('nan'))),
         bytes_xla=float(cost.get('bytes accessed', float('nan'))),

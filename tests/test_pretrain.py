@@ -65,6 +65,37 @@ def test_future_action_loss_matches_numpy():
   np.testing.assert_allclose(got, np.mean(per_k), rtol=1e-5)
 
 
+def test_pretrain_loss_is_action_nll_plus_weighted_obs_nll():
+  from irl.models import ModelOutput  # pylint: disable=g-import-not-at-top
+  from irl.train import losses  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  b, t, a, d = 2, 4, 4, 6
+  logits = rng.normal(size=(b, t, a)).astype(np.float32)
+  obs_pred = rng.normal(size=(b, t, d)).astype(np.float32)
+  actions = rng.integers(0, a, size=(b, t))
+  next_obs = (rng.random((b, t, d)) < 0.3).astype(np.float32)
+  valid = np.ones((b, t), bool)
+  valid[0, 2:] = False
+  out = ModelOutput(action_logits=jax.numpy.asarray(logits),
+                    action_mean=None, action_log_std=None,
+                    obs_pred=jax.numpy.asarray(obs_pred), residuals=None,
+                    cache=None)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  a_nll = -np.take_along_axis(logp, actions[..., None], -1)[..., 0]
+  p = 1 / (1 + np.exp(-obs_pred))
+  o_nll = -(next_obs * np.log(p) + (1 - next_obs) * np.log(1 - p)).sum(-1)
+  want_a, want_o = a_nll[valid].mean(), o_nll[valid].mean()
+  args = (out, jax.numpy.asarray(actions), jax.numpy.asarray(next_obs),
+          jax.numpy.asarray(valid))
+  loss, m = losses.pretrain_loss(*args, obs_weight=0.01)
+  np.testing.assert_allclose(float(m['obs_nll']), want_o, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), want_a + 0.01 * want_o, rtol=1e-5)
+  # λ = 0 (the cpu preset): the action NLL alone, the observation head unused.
+  loss, m = losses.pretrain_loss(*args, obs_weight=0.0)
+  np.testing.assert_allclose(float(loss), want_a, rtol=1e-5)
+  assert 'obs_nll' not in m
+
+
 def test_future_action_heads_train_and_leave_the_rest_alone():
   c = _config(20)
   c.model.future_actions = 3

@@ -80,13 +80,16 @@ def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
   adds `future_weight` · `future_action_nll`.
   """
   a_nll = masked_mean(action_nll(out, actions), valid)
-  o_nll = masked_mean(obs_nll(out.obs_pred, next_obs.astype(jnp.float32),
-                              likelihood), valid)
-  metrics = {'action_nll': a_nll, 'obs_nll': o_nll}
+  metrics = {'action_nll': a_nll}
+  loss = a_nll
+  if obs_weight:  # λ = 0 leaves the observation head out of the compiled step
+    o_nll = masked_mean(obs_nll(out.obs_pred, next_obs.astype(jnp.float32),
+                                likelihood), valid)
+    metrics['obs_nll'] = o_nll
+    loss = loss + obs_weight * o_nll
   if out.action_logits is not None:
     correct = jnp.argmax(out.action_logits, -1) == actions
     metrics['action_acc'] = masked_mean(correct.astype(jnp.float32), valid)
-  loss = a_nll + obs_weight * o_nll
   if out.future_logits is not None:
     f_nll = future_action_nll(out, actions, valid)
     metrics['future_action_nll'] = f_nll
