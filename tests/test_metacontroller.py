@@ -107,7 +107,7 @@ def test_scan_equals_python_loop_of_steps():
   np.testing.assert_allclose(np.stack(codes, 1), out.latent_code, atol=1e-5)
   for i in range(2):
     np.testing.assert_allclose(np.stack([f[i] for f in factors], 1),
-                               out.controller[i], atol=1e-5)
+                               out.controller.factors()[i], atol=1e-5)
   np.testing.assert_allclose(state.history, out.state.history, atol=1e-5)
   # The recurrence is the paper's: z_t = β_t z̃_t + (1 − β_t) z_{t−1}.
   beta = np.asarray(out.switch_gate)[..., None]

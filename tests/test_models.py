@@ -331,6 +331,40 @@ def test_low_rank_intervention_is_a_b_transpose_and_broadcasts():
     Intervention.full(0, jnp.zeros((3, 3))).apply(e)
 
 
+def test_factored_decoder_intervention_equals_the_built_factors():
+  from irl.models import ControllerDecoder  # pylint: disable=g-import-not-at-top
+  decoder = ControllerDecoder(width=WIDTH, rank=3, hidden=5)
+  z = jax.random.normal(jax.random.PRNGKey(5), (BATCH, SEQ, 4))
+  e = jax.random.normal(jax.random.PRNGKey(6), (BATCH, SEQ, WIDTH))
+  params = decoder.init(jax.random.PRNGKey(7), z)
+  # The zero-initialised B would make U = 0: randomise every weight.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(8), len(leaves))
+  params = jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, x.shape)
+                                     for k, x in zip(keys, leaves)])
+  assert jax.tree.structure(decoder.init(jax.random.PRNGKey(7), z,
+                                         factored=True)) == tree
+
+  def edited(params, e, factored):
+    factors = decoder.apply(params, z, factored=factored)
+    return decoder.as_intervention(0, factors).apply(e)
+
+  built, factored = edited(params, e, False), edited(params, e, True)
+  np.testing.assert_allclose(factored, built, atol=1e-4, rtol=1e-5)
+  np.testing.assert_allclose(
+      decoder.apply(params, z, factored=True).factors(),
+      decoder.apply(params, z), atol=1e-6)
+  loss = lambda p, e, f: jnp.sum(jnp.sin(edited(p, e, f)))
+  for argnum in (0, 1):
+    g_built = jax.grad(loss, argnum)(params, e, False)
+    g_fact = jax.grad(loss, argnum)(params, e, True)
+    for x, y in zip(jax.tree.leaves(g_fact), jax.tree.leaves(g_built)):
+      np.testing.assert_allclose(x, y, atol=1e-3, rtol=1e-4)
+  with pytest.raises(ValueError, match='low-rank'):
+    ControllerDecoder(width=WIDTH, rank=None).init(jax.random.PRNGKey(0), z,
+                                                   factored=True)
+
+
 @pytest.mark.parametrize('overrides,field', [
     (dict(backbone='lstm'), 'backbone'),
     (dict(num_layers=0), 'num_layers'),

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from irl.models.intervention import Intervention
+from irl.models.intervention import HyperLowRank, Intervention
 
 
 class ControllerDecoder(nn.Module):
@@ -34,28 +34,44 @@ class ControllerDecoder(nn.Module):
   hidden: int = 32
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> tuple[jax.Array, ...]:
-    """Returns (A, B) [..., n_e, r] each, or (U,) [..., n_e, n_e]."""
+  def __call__(self, z: jax.Array, factored: bool = False
+               ) -> tuple[jax.Array, ...] | HyperLowRank:
+    """Returns (A, B) [..., n_e, r] each, or (U,) [..., n_e, n_e].
+
+    factored=True (low rank only) returns the same U as a `HyperLowRank`:
+    the hidden code h and the last layer's weights, so that applying U (and
+    its gradient) never builds the per-step factors.
+    """
     h = z
     if self.hidden:
       h = nn.relu(nn.Dense(self.hidden, name='hidden')(z))
     lead = z.shape[:-1]
     if self.rank is None:
+      if factored:
+        raise ValueError('factored=True needs a low-rank decoder (rank set).')
       u = nn.Dense(self.width * self.width, kernel_init=nn.initializers.zeros,
                    name='u')(h)
       return (u.reshape(lead + (self.width, self.width)),)
     scale = 1.0 / jnp.sqrt(self.width)
-    a = nn.Dense(self.width * self.rank, name='a',
-                 kernel_init=nn.initializers.normal(scale))(h)
-    b = nn.Dense(self.width * self.rank, kernel_init=nn.initializers.zeros,
-                 name='b')(h)
+    a_layer = nn.Dense(self.width * self.rank, name='a',
+                       kernel_init=nn.initializers.normal(scale))
+    b_layer = nn.Dense(self.width * self.rank,
+                       kernel_init=nn.initializers.zeros, name='b')
+    if factored:
+      # One row binds the parameters; the weights themselves are handed on.
+      probe = jnp.zeros((1, h.shape[-1]), h.dtype)
+      a_layer(probe)
+      b_layer(probe)
+      pa, pb = a_layer.variables['params'], b_layer.variables['params']
+      return HyperLowRank(h=h, a_kernel=pa['kernel'], a_bias=pa['bias'],
+                          b_kernel=pb['kernel'], b_bias=pb['bias'],
+                          rank=self.rank)
     shape = lead + (self.width, self.rank)
-    return a.reshape(shape), b.reshape(shape)
+    return a_layer(h).reshape(shape), b_layer(h).reshape(shape)
 
   @nn.nowrap
-  def as_intervention(self, layer: int, factors: tuple[jax.Array, ...]
+  def as_intervention(self, layer: int,
+                      factors: tuple[jax.Array, ...] | HyperLowRank
                       ) -> Intervention:
     """Wraps the decoder output [B, T, ...] for `BaseModel.upper`."""
-    if self.rank is None:
-      return Intervention.full(layer, factors[0])
-    return Intervention.low_rank(layer, *factors)
+    return Intervention.from_factors(layer, factors)

@@ -4,6 +4,12 @@ One class covers both the low-rank controller U = A B^T (gridworld, rank 16)
 and the full-rank U (ant); the forward pass has one code path for both and for
 "no intervention" (`None`). `layer` is static (part of the treedef), so a
 jitted function recompiles per layer but never branches on traced data.
+
+A low-rank U may also come factored (`HyperLowRank`): A_t and B_t an affine
+map of a per-step code h_t, as the last layer of the controller decoder
+makes them. The edit is then two matmuls per step against the decoder's
+weights, and its gradient never builds the per-step [width, r] factors,
+whose weight gradient was half of a metacontroller training step on a CPU.
 """
 from __future__ import annotations
 
@@ -25,11 +31,13 @@ class Intervention:
     a: [B, T, width, r] low-rank factor A, or None.
     b: [B, T, width, r] low-rank factor B, or None.
     u: [B, T, width, width] full matrix U (row = output), or None.
+    hyper: a factored low-rank U (`HyperLowRank`), or None.
   """
   layer: int = flax.struct.field(pytree_node=False)
   a: jax.Array | None = None
   b: jax.Array | None = None
   u: jax.Array | None = None
+  hyper: HyperLowRank | None = None
 
   @classmethod
   def low_rank(cls, layer: int, a: jax.Array, b: jax.Array) -> Intervention:
@@ -45,9 +53,13 @@ class Intervention:
     return cls(layer=layer, u=u)
 
   @classmethod
-  def from_factors(cls, layer: int, factors: tuple[jax.Array, ...]
+  def from_factors(cls, layer: int,
+                   factors: tuple[jax.Array, ...] | HyperLowRank
                    ) -> Intervention:
-    """A hypernetwork's output: (A, B) for U = A B^T, or (U,) full rank."""
+    """A hypernetwork's output: (A, B) for U = A B^T, (U,) full rank, or a
+    factored `HyperLowRank`."""
+    if isinstance(factors, HyperLowRank):
+      return cls(layer=layer, hyper=factors)
     if len(factors) == 1:
       return cls.full(layer, factors[0])
     return cls.low_rank(layer, *factors)
@@ -70,7 +82,11 @@ class Intervention:
   def apply(self, e: jax.Array) -> jax.Array:
     """Returns e + U e for e: [B, T, width]; exact identity when U = 0."""
     width = e.shape[-1]
-    if self.is_low_rank:
+    if self.hyper is not None:
+      if self.a is not None or self.b is not None or self.u is not None:
+        raise ValueError('Intervention needs one of (a, b), u or hyper.')
+      delta = self.hyper.delta(e)
+    elif self.is_low_rank:
       if self.a is None or self.b is None or self.u is not None:
         raise ValueError('Intervention needs either (a, b) or u, not both.')
       if self.a.shape[-2] != width or self.b.shape[-2] != width:
@@ -87,3 +103,52 @@ class Intervention:
                          f'residual width {width}.')
       delta = jnp.einsum('...ij,...j->...i', self.u, e)
     return e + delta.astype(e.dtype)
+
+
+@flax.struct.dataclass
+class HyperLowRank:
+  """U_t = A_t B_tᵀ with A_t, B_t affine in a per-step code h_t, unbuilt.
+
+  A_t = reshape(h_t @ a_kernel + a_bias, [width, r]), B_t likewise: the last
+  layer of a hypernetwork (irl/models/controller.py) with h_t its hidden
+  activation. Leading dimensions of h broadcast against the residual's.
+
+  Attributes:
+    h: [B, T, k] per-step code.
+    a_kernel, b_kernel: [k, width * r].
+    a_bias, b_bias: [width * r].
+    rank: r (static).
+  """
+  h: jax.Array
+  a_kernel: jax.Array
+  a_bias: jax.Array
+  b_kernel: jax.Array
+  b_bias: jax.Array
+  rank: int = flax.struct.field(pytree_node=False)
+
+  def factors(self) -> tuple[jax.Array, jax.Array]:
+    """The per-step (A, B), each [B, T, width, r]."""
+    width = self.a_bias.shape[-1] // self.rank
+    shape = self.h.shape[:-1] + (width, self.rank)
+    return ((self.h @ self.a_kernel + self.a_bias).reshape(shape),
+            (self.h @ self.b_kernel + self.b_bias).reshape(shape))
+
+  def delta(self, e: jax.Array) -> jax.Array:
+    """U_t e_t for e: [B, T, width] as matmuls against the kernels.
+
+    Bᵀe = Σ_k h_k (K_bᵀ e)_k + b_bᵀ e, then A c = K_aᵀ (h ⊗ c) + b_a c, with
+    K the kernels seen as [k, width, r]."""
+    k, r = self.h.shape[-1], self.rank
+    width = e.shape[-1]
+    if self.a_bias.shape[-1] != width * r:
+      raise ValueError(f'hyper factors of width {self.a_bias.shape[-1] // r} '
+                       f'do not match the residual width {width}.')
+    kb = self.b_kernel.reshape(k, width, r)
+    per_k = jnp.einsum('...i,kir->...kr', e, kb)                # [.., k, r]
+    coeff = (jnp.einsum('...k,...kr->...r', self.h, per_k)
+             + e @ self.b_bias.reshape(width, r))               # [.., r]
+    outer = (self.h[..., :, None] * coeff[..., None, :]).reshape(
+        coeff.shape[:-1] + (k * r,))
+    ka = self.a_kernel.reshape(k, width, r).transpose(0, 2, 1).reshape(
+        k * r, width)
+    return outer @ ka + coeff @ self.a_bias.reshape(width, r).T

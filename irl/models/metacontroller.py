@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from irl.models import common
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
-from irl.models.intervention import Intervention
+from irl.models.intervention import HyperLowRank, Intervention
 
 LOG_VAR_MIN = -10.0
 LOG_VAR_MAX = 5.0
@@ -186,7 +186,9 @@ class MetacontrollerOutput:
     log_var: [B, T, n_z] log σ²_t.
     kl: [B, T] KL(N(μ_t, σ²_t) ‖ N(0, I)).
     sequence_embedding: [B, embed_dim] s.
-    controller: (A, B) [B, T, n_e, r] each, or (U,) [B, T, n_e, n_e].
+    controller: low rank: a `HyperLowRank` (U_t factored through the
+      decoder's weights; `.factors()` gives (A, B) [B, T, n_e, r]); full
+      rank: (U,) [B, T, n_e, n_e].
     state: the `MetacontrollerState` after the last step.
   """
   switch_gate: jax.Array
@@ -196,7 +198,7 @@ class MetacontrollerOutput:
   log_var: jax.Array
   kl: jax.Array
   sequence_embedding: jax.Array
-  controller: tuple[jax.Array, ...]
+  controller: tuple[jax.Array, ...] | HyperLowRank
   state: MetacontrollerState
 
 
@@ -395,7 +397,9 @@ class Metacontroller(nn.Module):
         switch_gate=steps.switch_gate, latent_code=steps.latent_code,
         proposal=proposal, mean=mean, log_var=log_var,
         kl=gaussian_kl(mean, log_var), sequence_embedding=embedding,
-        controller=self.decoder(steps.latent_code), state=state)
+        controller=self.decoder(steps.latent_code,
+                                factored=self.config.rank is not None),
+        state=state)
 
   def step(self, state: MetacontrollerState, e: jax.Array,
            proposal: jax.Array, switch_gate: jax.Array | None = None
@@ -429,8 +433,9 @@ class Metacontroller(nn.Module):
     return self.decoder(latent_code)
 
   @nn.nowrap
-  def intervention(self, factors: tuple[jax.Array, ...]) -> Intervention:
-    """Controller factors [B, T, ...] -> the base model's `Intervention`."""
+  def intervention(self, factors: tuple[jax.Array, ...] | HyperLowRank
+                   ) -> Intervention:
+    """Controller factors [B, T, ...] (or factored) -> an `Intervention`."""
     return Intervention.from_factors(self.config.layer, factors)
 
   @nn.nowrap
