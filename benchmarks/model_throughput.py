@@ -20,8 +20,8 @@ r"""Base-model throughput: pretraining steps and decoding, against the matmul pe
    input) x W (no input gradient, hence 4 not 6; the egocentric encoder sums
    one gathered kernel row per object, so its input counts C − 1), and
    12 L S W the attention scores and mixing over the full S x S square (fwd
-   4SW per token, x3 for the backward; Transformer only). Biases, norms, softmax, the RG-LRU scan and the
-   optimiser are not counted.
+   4SW per token, x3 for the backward; Transformer only). Biases, norms,
+   softmax, the RG-LRU scan and the optimiser are not counted.
    `matmul floor` runs only the step's dot shapes (forward, input- and
    weight-gradient of every dense layer and attention product, nothing else)
    in one program: the time the step would take if everything but the matmuls

@@ -57,17 +57,16 @@ class ControllerDecoder(nn.Module):
                        kernel_init=nn.initializers.normal(scale))
     b_layer = nn.Dense(self.width * self.rank,
                        kernel_init=nn.initializers.zeros, name='b')
-    if factored:
-      # One row binds the parameters; the weights themselves are handed on.
-      probe = jnp.zeros((1, h.shape[-1]), h.dtype)
-      a_layer(probe)
-      b_layer(probe)
-      pa, pb = a_layer.variables['params'], b_layer.variables['params']
-      return HyperLowRank(h=h, a_kernel=pa['kernel'], a_bias=pa['bias'],
-                          b_kernel=pb['kernel'], b_bias=pb['bias'],
-                          rank=self.rank)
-    shape = lead + (self.width, self.rank)
-    return a_layer(h).reshape(shape), b_layer(h).reshape(shape)
+    # One row binds the parameters; the weights themselves are handed on, and
+    # `HyperLowRank.factors` is the one place A and B are built from them.
+    probe = jnp.zeros((1, h.shape[-1]), h.dtype)
+    a_layer(probe)
+    b_layer(probe)
+    pa, pb = a_layer.variables['params'], b_layer.variables['params']
+    hyper = HyperLowRank(h=h, a_kernel=pa['kernel'], a_bias=pa['bias'],
+                         b_kernel=pb['kernel'], b_bias=pb['bias'],
+                         rank=self.rank)
+    return hyper if factored else hyper.factors()
 
   @nn.nowrap
   def as_intervention(self, layer: int,
