@@ -141,6 +141,15 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     pretrain.train(wider, str(tmp_path), run_eval=False)
   with pytest.raises(FileNotFoundError, match='no finished pretraining run'):
     pretrain.load_params(_config(40), str(tmp_path))
+  # The post-training task is never trained on: another novel task reuses
+  # the base model, while any other env field is refused.
+  novel = _config(5)
+  novel.env.post_task = '0-1-2-3-4-5'
+  pretrain.load_params(novel, str(tmp_path))
+  walls = _config(5)
+  walls.env.num_walls = 3
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match='env.num_walls'):
+    pretrain.load_params(walls, str(tmp_path))
 
 
 def test_evaluation_reports_ceiling_and_closed_loop(tmp_path):

@@ -310,6 +310,10 @@ def test_config_fingerprint_and_save(tmp_path):
   json.dumps(fp)
   with pytest.raises(ConfigError, match=r"config\.pretrain\.nope does not exist"):
     config_fingerprint(c, ['pretrain.nope'])
+  assert config_fingerprint(c, ['model', 'pretrain'], exclude=['pretrain.lr', 'model.widths']) == {
+      'model': {'backbone': 'hawk', 'd_model': 8}, 'pretrain': {'seq_len': 64, 'num_steps': 1000}}
+  with pytest.raises(ConfigError, match=r"cannot exclude config\.pretrain\.lr"):
+    config_fingerprint(c, ['model'], exclude=['pretrain.lr'])
 
   # A fingerprint taken from a config round-trips through a checkpoint.
   with Checkpointer(tmp_path / 'ckpt', save_every=1, fingerprint=fp) as ckpt:

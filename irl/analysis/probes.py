@@ -434,7 +434,8 @@ def require_pretrained(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 
 def _result_fingerprint(config) -> dict:
-  return config_utils.config_fingerprint(config, RESULT_KEYS)
+  return config_utils.config_fingerprint(config, RESULT_KEYS,
+                                       exclude=pretrain.TASK_FREE_FIELDS)
 
 
 def _read_json(path: str) -> Any:

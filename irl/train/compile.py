@@ -159,7 +159,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
   keys = (['env', 'model', 'pretrain.num_steps'] + list(
       pretrain.FINGERPRINT_KEYS) + [f'compile.{f}'
                                     for f in _FINGERPRINT_FIELDS])
-  return config_utils.config_fingerprint(config, sorted(set(keys)))
+  return config_utils.config_fingerprint(
+      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
 
 
 # --------------------------------------------------------------------------

@@ -186,7 +186,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
     keys += list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
   else:
     keys += ['seed']
-  return config_utils.config_fingerprint(config, sorted(set(keys)))
+  return config_utils.config_fingerprint(
+      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
 
 
 # --------------------------------------------------------------------------

@@ -42,6 +42,10 @@ FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
                     'pretrain.weight_decay', 'pretrain.obs_loss_weight',
                     'pretrain.grad_clip', 'pretrain.future_action_weight',
                     'data.epsilons', 'data.seq_len')
+# The post-training task is only evaluated, never trained on, by the phases
+# before RL: a checkpoint of pretraining (or of the metacontroller, CompILE)
+# serves every novel task (--config.env.post_task=...).
+TASK_FREE_FIELDS = ('env.post_task',)
 
 
 @flax.struct.dataclass
@@ -134,7 +138,8 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       os.path.join(workdir, 'checkpoints', 'pretrain'),
       save_every=config.pretrain.save_every,
       max_to_keep=config.pretrain.keep_checkpoints,
-      fingerprint=config_utils.config_fingerprint(config, FINGERPRINT_KEYS))
+      fingerprint=config_utils.config_fingerprint(
+          config, FINGERPRINT_KEYS, exclude=TASK_FREE_FIELDS))
 
 
 def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:

@@ -143,7 +143,8 @@ def to_jsonable(value: Any, *, strict: bool = True) -> Any:
   return repr(value)
 
 
-def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str]) -> dict[str, Any]:
+def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str],
+                       exclude: Iterable[str] = ()) -> dict[str, Any]:
   """Returns a JSON-able nested dict holding only the named sub-configs/fields.
 
   `keys` are dotted paths ('model', 'pretrain.seq_len'); the result nests them
@@ -151,6 +152,8 @@ def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str]) -
   Checkpointer reports differences as 'pretrain.seq_len: checkpoint=..'.
   Only fields that fix the shapes or meaning of the saved state belong here:
   a fingerprint that includes e.g. num_steps would refuse to extend a run.
+  `exclude` names dotted fields inside those keys to leave out ('env.post_task'
+  of a section that matters otherwise); each must exist.
   """
   out: dict[str, Any] = {}
   for key in keys:
@@ -169,6 +172,15 @@ def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str]) -
     for part in parts[:-1]:
       target = target.setdefault(part, {})
     target[parts[-1]] = value
+  for key in exclude:
+    *parents, last = key.split('.')
+    node = out
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+      raise ConfigError(f'config_fingerprint: cannot exclude {_name(key)}: '
+                        'not a field of the fingerprinted keys')
+    del node[last]
   return out
 
 
