@@ -253,7 +253,8 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
   assert any(jax.tree.leaves(changed))
 
   for k in ('heldout/f1', 'heldout/precision', 'heldout/recall',
-            'heldout/median_switches_per_episode', 'heldout/kl'):
+            'heldout/median_switches_per_episode', 'heldout/kl',
+            'heldout/code_subgoal_acc', 'heldout/code_subgoal_chance'):
     assert k in summary
   assert summary['heldout/median_boundaries_per_episode'] >= 1
   out_dir = os.path.join(straight, 'metacontroller')
@@ -347,6 +348,26 @@ def test_f1_on_hand_made_cases():
   assert both['recall'] == 0.5 and both['precision'] == 1.0
   np.testing.assert_allclose(both['f1'], 2 / 3)
   assert seg.match_events([1, 5, 6], [5], tolerance=1) == 1
+
+
+def test_code_subgoal_accuracy_separates_named_and_blind_codes():
+  rng = np.random.default_rng(0)
+  b, t = 64, 12
+  # Three segments of 4 steps per episode, each a random pair 0..3.
+  pairs = rng.integers(0, 4, (b, 3))
+  index = np.repeat(np.arange(3), 4)[None].repeat(b, 0)
+  subgoal = np.take_along_axis(pairs, index, 1)
+  valid = np.ones((b, t), bool)
+  valid[:, -2:] = False                    # padding
+  subgoal[~valid] = -1
+  named = np.eye(4)[subgoal.clip(0)] + 0.1 * rng.standard_normal((b, t, 4))
+  blind = rng.standard_normal((b, t, 4))
+  good = seg.code_subgoal_accuracy(named, subgoal, index, valid)
+  bad = seg.code_subgoal_accuracy(blind, subgoal, index, valid)
+  assert good['code_subgoal_samples'] == 3 * b
+  assert good['code_subgoal_acc'] == 1.0
+  assert abs(bad['code_subgoal_acc'] - 0.25) < 0.15
+  assert 0.1 < bad['code_subgoal_chance'] < 0.45
 
 
 def test_figures_are_written(tmp_path):

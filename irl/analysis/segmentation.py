@@ -142,6 +142,55 @@ def segmentation_report(beta, valid, subgoal_index,
   return report
 
 
+def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
+                          ) -> dict[str, float]:
+  """Do the codes name the subgoals? Nearest-centroid decoding of the pair.
+
+  For every complete-enough segment (a run of one subgoal index) the code in
+  use at its middle valid step is one sample, labelled with the segment's
+  ground-truth subgoal. Centroids per subgoal are fitted on the first half of
+  the episodes and scored on the second half, so the accuracy measures
+  held-out information about the subgoal, against the majority-class rate.
+  Switching can align with the boundaries while the codes it switches
+  between carry no subgoal at all; this tells the two apart.
+
+  Args:
+    codes: [B, T, n_z] the code in use (posterior mean).
+    subgoal: [B, T] int ground-truth subgoal (pair id); subgoal_index [B, T]
+      its position in the task; valid [B, T] bool.
+  Returns:
+    {'code_subgoal_acc', 'code_subgoal_chance', 'code_subgoal_samples'}.
+  """
+  codes = np.asarray(codes, np.float32)
+  subgoal, index = np.asarray(subgoal), np.asarray(subgoal_index)
+  valid = np.asarray(valid, bool)
+  x, y, first_half = [], [], []
+  half = codes.shape[0] // 2
+  for b in range(codes.shape[0]):
+    for k in np.unique(index[b][valid[b]]):
+      steps = np.nonzero(valid[b] & (index[b] == k))[0]
+      t = steps[len(steps) // 2]
+      if subgoal[b, t] < 0:
+        continue
+      x.append(codes[b, t])
+      y.append(int(subgoal[b, t]))
+      first_half.append(b < half)
+  x, y, first_half = np.asarray(x), np.asarray(y), np.asarray(first_half, bool)
+  train, test = first_half, ~first_half
+  labels = np.unique(y[train]) if train.any() else np.zeros(0, int)
+  if not test.any() or labels.size == 0:
+    return {'code_subgoal_acc': float('nan'),
+            'code_subgoal_chance': float('nan'),
+            'code_subgoal_samples': int(len(y))}
+  centroids = np.stack([x[train & (y == c)].mean(0) for c in labels])
+  dist = ((x[test][:, None] - centroids[None]) ** 2).sum(-1)
+  pred = labels[dist.argmin(1)]
+  majority = np.bincount(y[train]).argmax()
+  return {'code_subgoal_acc': float(np.mean(pred == y[test])),
+          'code_subgoal_chance': float(np.mean(y[test] == majority)),
+          'code_subgoal_samples': int(len(y))}
+
+
 def _save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)

@@ -315,6 +315,7 @@ def _make_trainer(config_json: str) -> Trainer:
     return {
         'beta': mc_mean.switch_gate, 'valid': batch.valid,
         'subgoal_index': batch.subgoal_index, 'subgoal': batch.subgoal,
+        'code': mc_mean.latent_code,
         'action_nll': losses.action_nll(out, batch.actions),
         'action_nll_posterior_mean': losses.action_nll(out_mean,
                                                        batch.actions),
@@ -362,12 +363,14 @@ def _eval_key() -> jax.Array:
 def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable,
                  key: jax.Array) -> dict[str, np.ndarray]:
   """Runs a jitted `batch_fn(key)` over held-out batches; concatenates the
-  host arrays along the episode axis (the last-but-one axis of [.., B, T])."""
+  host arrays along the episode axis (B of `valid` [.., B, T]; per-step
+  vectors such as the codes are [.., B, T, n_z])."""
   m = config.metacontroller
   num_batches = -(-m.eval_episodes // m.eval_batch_size)
   parts = [jax.device_get(batch_fn(k))
            for k in jax.random.split(key, num_batches)]
-  return {n: np.concatenate([p[n] for p in parts], axis=-2)
+  axis = parts[0]['valid'].ndim - 2
+  return {n: np.concatenate([p[n] for p in parts], axis=axis)
           for n in parts[0]}
 
 
@@ -379,6 +382,9 @@ def summarise_eval(config: ml_collections.ConfigDict,
   summary = segmentation.segmentation_report(
       arrays['beta'], valid, arrays['subgoal_index'], m.switch_threshold,
       m.boundary_tolerance)
+  if 'code' in arrays:
+    summary.update(segmentation.code_subgoal_accuracy(
+        arrays['code'], arrays['subgoal'], arrays['subgoal_index'], valid))
   mean = lambda x: float((x * valid).sum() / max(valid.sum(), 1))
   summary.update({
       'action_nll': mean(arrays['action_nll']),
