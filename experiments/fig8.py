@@ -5,7 +5,8 @@ r"""Fig. 8: success vs episodes of internal RL and the baselines (PAPER.md §8).
 
 Runs (or resumes, or only reads) every method of `rl.fig8_methods` over
 `rl.seeds` with the same algorithm and episode budget, then writes
-<workdir>/fig8/: fig8.csv (median and 25–75% of success over seeds per
+<workdir>/fig8/ (fig8_task_<task>/ for --config.env.post_task other than the
+paper's): fig8.csv (median and 25–75% of success over seeds per
 logged update), fig8_success.png, fig8_success_log.png (log-scale
 episodes) and
 summary.json. Methods whose pretrained inputs are missing are skipped with a

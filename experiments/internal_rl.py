@@ -11,7 +11,9 @@ CompILE) run; run experiments/pretrain.py and train_metacontroller.py (with
 the matching --config.metacontroller.switching / base_model) first. All
 `rl.seeds` train at once (vmap). Writes <workdir>/checkpoints/rl_<method>,
 metrics <workdir>/metrics/rl_<method>.jsonl (+ TensorBoard), and
-<workdir>/rl_<method>/success.{csv,png}. A rerun resumes.
+<workdir>/rl_<method>/success.{csv,png}. A rerun resumes. Any novel task
+runs on the same workdir (--config.env.post_task=0-1-2-3-...): its runs are
+named rl_<method>_task_<task>, beside those of the paper's task.
 """
 
 import json

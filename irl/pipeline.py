@@ -235,15 +235,16 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   if 'metacontroller' in done:
     lines += ['## Metacontroller (Figs. 6, 7)', '',
               '| variant | F1 | precision | recall | median switches | '
-              'median true boundaries | action NLL | KL |',
-              '|---|---|---|---|---|---|---|---|']
+              'median true boundaries | action NLL | KL | '
+              'code names the pair (chance) |',
+              '|---|---|---|---|---|---|---|---|---|']
     for name, s in done['metacontroller']['summary'].items():
       g = lambda k: _fmt(s.get(f'heldout/{k}', float('nan')))
       lines.append(
           f"| {name} | {g('f1')} | {g('precision')} | {g('recall')} | "
           f"{g('median_switches_per_episode')} | "
           f"{g('median_boundaries_per_episode')} | {g('action_nll')} | "
-          f"{g('kl')} |")
+          f"{g('kl')} | {g('code_subgoal_acc')} ({g('code_subgoal_chance')}) |")
     lines.append('')
     from irl.train import metacontroller
     for name in METACONTROLLER_VARIANTS:
@@ -265,7 +266,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
         lines.append(f"| {method} | {_fmt(r['median'])} | {_fmt(r['q25'])} "
                      f"| {_fmt(r['q75'])} | {r['episodes']} |")
       lines.append('')
-    lines += _figure(workdir, 'fig8/fig8_success.png', 'success vs episodes')
+    from irl.rl import train as rl_train
+    lines += _figure(workdir, f'{rl_train.fig8_dir(config)}/fig8_success.png',
+                     'success vs episodes')
   path = os.path.join(workdir, 'REPORT.md')
   config_utils.atomic_write_text(path, '\n'.join(lines) + '\n')
   return path

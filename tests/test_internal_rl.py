@@ -468,15 +468,27 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
   # No CompILE run in this workdir: skipped.
   assert summary['methods'] == ['internal', 'raw_action']
   assert summary['skipped'] == ['compile']
+  # This config's post-training task is not the paper's: its runs are
+  # tagged with the task.
+  assert rlt.fig8_dir(c) == 'fig8_task_0'
   for method in ('internal', 'raw_action'):
     assert summary['final_success'][method]['episodes'] == 32
-    rows = (tmp_path / f'rl_{method}' / 'success.csv').read_text().split()
+    run = rlt.run_name(rlt.method_config(c, method))
+    assert run == f'rl_{method}_task_0'
+    rows = (tmp_path / run / 'success.csv').read_text().split()
     assert len(rows) == 1 + 2 * len(c.rl.seeds)
-    assert (tmp_path / f'rl_{method}' / 'success.png').exists()
-  lines = (tmp_path / 'fig8' / 'fig8.csv').read_text().split()
+    assert (tmp_path / run / 'success.png').exists()
+  lines = (tmp_path / 'fig8_task_0' / 'fig8.csv').read_text().split()
   assert lines[0] == 'method,update,episodes,median,q25,q75'
   assert len(lines) == 1 + 2 * 2
-  assert (tmp_path / 'fig8' / 'fig8_success_log.png').exists()
+  assert (tmp_path / 'fig8_task_0' / 'fig8_success_log.png').exists()
   # A rerun resumes the finished runs: nothing is trained again.
   again = rlt.train(c, workdir, 'internal')
   assert again['resumed_from'] == 4 and again['num_updates'] == 4
+  # Another novel task reuses the base model and metacontroller of this
+  # workdir and trains its own run beside the first.
+  other = _config(num_updates=2, log_every=2, save_every=2, batch_size=8)
+  other.env.post_task = '1-0'
+  fresh = rlt.train(other, workdir, 'internal')
+  assert fresh['resumed_from'] == 0 and fresh['num_updates'] == 2
+  assert (tmp_path / 'rl_internal_task_1-0' / 'success.csv').exists()

@@ -61,6 +61,7 @@ from absl import logging
 
 from irl import config as config_lib
 from irl.envs import gridworld_pinpad as gw
+from irl.envs import tasks as tasks_lib
 from irl.envs.gridworld_pinpad import reset as gw_reset
 from irl.envs.gridworld_pinpad import step as gw_step
 from irl.models import BaseModel, init_cache
@@ -149,8 +150,22 @@ def method_config(config: ml_collections.ConfigDict, method: str | None = None
   return c
 
 
+def task_suffix(config: ml_collections.ConfigDict) -> str:
+  """'' for the paper's post-training task, '_task_<task>' for any other, so
+  RL runs on several novel tasks share one workdir (and its base model,
+  metacontrollers and CompILE) side by side."""
+  post = config.env.post_task
+  return '' if post == tasks_lib.format_task(tasks_lib.GRID_POST_TASK) else (
+      f'_task_{post}')
+
+
 def run_name(config: ml_collections.ConfigDict) -> str:
-  return f'rl_{config.rl.method}'
+  return f'rl_{config.rl.method}{task_suffix(config)}'
+
+
+def fig8_dir(config: ml_collections.ConfigDict) -> str:
+  """Output folder of Fig. 8, relative to the workdir."""
+  return f'fig8{task_suffix(config)}'
 
 
 def decision_slots(config: ml_collections.ConfigDict) -> int:
@@ -551,7 +566,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   Writes `<workdir>/checkpoints/rl_<method>`, metrics
   `<workdir>/metrics/rl_<method>*.json*` (+ TensorBoard), and in
-  `<workdir>/rl_<method>/`: `success.csv` (update, episodes, seed, success
+  `<workdir>/rl_<method>/` (`rl_<method>_task_<task>` for a post-training
+  task other than the paper's): `success.csv` (update, episodes, seed, success
   averaged over the chunk of `rl.log_every` updates) and `success.png`.
   """
   config = method_config(config, method)
@@ -679,13 +695,14 @@ def fig8(config: ml_collections.ConfigDict, workdir: str,
 
   A method whose inputs are missing (no metacontroller / CompILE run in the
   workdir) is skipped with a warning when `skip_missing`. Writes to
-  `<workdir>/fig8/`: `fig8.csv` (method, update, episodes, median, q25,
-  q75 of success over seeds), `fig8_success.png`, `fig8_success_log.png`
+  `<workdir>/fig8/` (`fig8_task_<task>/` for another post-training task):
+  `fig8.csv` (method, update, episodes, median, q25, q75 of success over
+  seeds), `fig8_success.png`, `fig8_success_log.png`
   (log-scale episodes) and `summary.json` ({'final_success': {method:
   {median, q25, q75, episodes}}, ...}, success of the last logged chunk).
   """
   methods = list(methods or config.rl.fig8_methods)
-  out_dir = os.path.join(workdir, 'fig8')
+  out_dir = os.path.join(workdir, fig8_dir(config))
   os.makedirs(out_dir, exist_ok=True)
   curves, summaries = {}, {}
   for method in methods:
