@@ -1,6 +1,7 @@
 """Metacontroller: the scan is the step cell, β ≡ 1, frozen θ, KL, gradients,
 boundary scoring, config errors. Tiny sizes; compiled functions are shared."""
 
+import csv
 import dataclasses
 import functools
 import os
@@ -368,6 +369,25 @@ def test_code_subgoal_accuracy_separates_named_and_blind_codes():
   assert good['code_subgoal_acc'] == 1.0
   assert abs(bad['code_subgoal_acc'] - 0.25) < 0.15
   assert 0.1 < bad['code_subgoal_chance'] < 0.45
+
+
+def test_rate_distortion_job_writes_every_run(tmp_path):
+  # The vmapped sweep (α × seeds in one computation) reports each run's
+  # segmentation and code scores.
+  c = gridworld.get_config('test')
+  c.rate_distortion.base_models = ('frozen',)
+  _fake_pretrained(c, str(tmp_path))
+  mct.rate_distortion(c, str(tmp_path))
+  with open(tmp_path / 'rate_distortion' / 'results.csv') as f:
+    rows = list(csv.DictReader(f))
+  runs = {(float(r['kl_weight']), int(r['seed'])) for r in rows}
+  assert runs == {(a, s) for a in c.rate_distortion.kl_weights
+                  for s in c.rate_distortion.seeds}
+  for r in rows:
+    assert 0.0 <= float(r['f1']) <= 1.0
+    assert 0.0 <= float(r['code_subgoal_acc']) <= 1.0
+    assert 0.0 < float(r['code_subgoal_chance']) <= 1.0
+  assert (tmp_path / 'rate_distortion' / 'rate_distortion.png').exists()
 
 
 def test_figures_are_written(tmp_path):

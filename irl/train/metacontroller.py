@@ -543,7 +543,8 @@ RESULT_FIELDS = (
     'kl_per_episode', 'action_nll_posterior_mean', 'action_nll_no_control',
     'f1', 'precision', 'recall', 'median_switches_per_episode',
     'median_boundaries_per_episode', 'median_count_error',
-    'beta_binary_fraction', 'aligned')
+    'beta_binary_fraction', 'code_subgoal_acc', 'code_subgoal_chance',
+    'aligned')
 
 
 def _groups(runs: list[tuple[float, int]], size: int
