@@ -146,8 +146,8 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
                           ) -> dict[str, float]:
   """Do the codes name the subgoals? Nearest-centroid decoding of the pair.
 
-  For every complete-enough segment (a run of one subgoal index) the code in
-  use at its middle valid step is one sample, labelled with the segment's
+  For every segment (the valid steps of one subgoal index) the code in use
+  at its middle step is one sample, labelled with the segment's
   ground-truth subgoal. Centroids per subgoal are fitted on the first half of
   the episodes and scored on the second half, so the accuracy measures
   held-out information about the subgoal, against the majority-class rate.
