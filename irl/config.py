@@ -50,8 +50,18 @@ def validate_gridworld(config: ml_collections.ConfigDict
   check(len(d.epsilons) > 0, 'data.epsilons', 'must list at least one ε')
   for i, e in enumerate(d.epsilons):
     check_range(e, f'data.epsilons[{i}]', 0.0, 1.0)
+  check_int(d.episodes_per_row, 'data.episodes_per_row', minimum=1)
   if 'model' in config:
     validate_model(config.model, max(params.max_steps, post.max_steps))
+    if d.episodes_per_row > 1:
+      check(config.model.backbone == 'transformer', 'data.episodes_per_row',
+            f'{d.episodes_per_row} packs episodes, which needs '
+            "model.backbone='transformer' (attention masked per episode), "
+            f'not {config.model.backbone!r}; use 1')
+      check(config.model.future_actions == 0, 'data.episodes_per_row',
+            f'{d.episodes_per_row} packs episodes, and the future-action '
+            'heads would read past an episode\'s end: use 1 with '
+            f'model.future_actions={config.model.future_actions}')
   if 'pretrain' in config:
     validate_pretrain(config.pretrain)
   if 'eval' in config:

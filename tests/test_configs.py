@@ -31,6 +31,7 @@ def test_unknown_preset_lists_the_known_ones():
     ('data.epsilons', [-0.1], r'config\.data\.epsilons\[0\]'),
     ('data.seq_len', 200, r'config\.data\.seq_len.*max_steps=100'),
     ('data.batch_size', 0, r'config\.data\.batch_size=0'),
+    ('data.episodes_per_row', 0, r'config\.data\.episodes_per_row=0'),
 ])
 def test_bad_fields_name_the_field(field, value, match):
   c = gridworld.get_config('test')
@@ -66,3 +67,18 @@ def test_every_field_can_be_overridden_on_the_command_line(preset):
   assert fv.config.rl.seeds == (4,)
   assert fv.config.rl.fig8_methods == ('internal',)
   config_lib.validate_gridworld(fv.config)
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('model.future_actions', 4, 'future-action heads'),
+    ('model.backbone', 'hawk', "backbone='transformer'"),
+])
+def test_packing_refuses_what_would_read_across_episodes(field, value, match):
+  c = gridworld.get_config('test')
+  c.data.episodes_per_row = 2
+  config_lib.validate_gridworld(c)
+  section, name = field.split('.')
+  c[section][name] = value
+  with pytest.raises(ConfigError,
+                     match=r'config\.data\.episodes_per_row.*' + match):
+    config_lib.validate_gridworld(c)

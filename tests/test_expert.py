@@ -118,9 +118,46 @@ def test_stream_is_deterministic_and_uses_the_mix():
     (dict(epsilons=(0.0, 1.5)), 'ε must be in'),
     (dict(task_ids=(16,)), 'task_ids'),
     (dict(batch_size=0), 'batch_size'),
+    (dict(episodes_per_row=0), 'episodes_per_row'),
 ])
 def test_stream_rejects_bad_arguments(kwargs, match):
   args = dict(batch_size=4, seq_len=10, epsilons=(0.0,))
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     stream.make_expert_stream(PARAMS, **args)
+
+
+def test_packed_rows_hold_whole_episodes_back_to_back():
+  # Three episodes of 40 steps packed into one 40-step row: the first whole,
+  # the next from where it ended, the rest cut at the row's end.
+  seq_len, k = 40, 3
+  episodes = stream.make_expert_stream(PARAMS, k, seq_len, (0.0, 0.2))(
+      jax.random.key(3))
+  row = jax.device_get(stream.pack_episodes(episodes))
+  episodes = jax.device_get(episodes)
+  lengths = episodes.length
+  start = 0
+  for i in range(k):
+    n = int(min(lengths[i], max(seq_len - start, 0)))
+    where = np.nonzero(row.segment == i)[0]
+    if n:
+      np.testing.assert_array_equal(where[:n], np.arange(start, start + n))
+    for field in ('obs', 'next_obs', 'actions', 'valid'):
+      np.testing.assert_array_equal(getattr(row, field)[start:start + n],
+                                    getattr(episodes, field)[i, :n])
+    start += n
+  assert row.valid.sum() == min(lengths.sum(), seq_len)
+  assert np.all(np.diff(row.segment) >= 0)
+  assert row.episodes == min(k, 1 + np.searchsorted(np.cumsum(lengths),
+                                                    seq_len - 1, 'right'))
+
+
+def test_packed_stream_fills_rows():
+  plain = stream.make_expert_stream(PARAMS, 64, 48, (0.0, 0.2))
+  packed = stream.make_expert_stream(PARAMS, 64, 48, (0.0, 0.2),
+                                     episodes_per_row=2)
+  a, b = plain(jax.random.key(4)), packed(jax.random.key(4))
+  assert isinstance(b, stream.PackedRollout) and b.obs.shape == a.obs.shape
+  # Expert episodes last ~35 steps: a second one fills the padding.
+  assert float(a.valid.mean()) < 0.85 < 0.97 < float(b.valid.mean())
+  assert 1.5 < float(b.episodes.mean()) <= 2

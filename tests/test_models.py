@@ -466,3 +466,38 @@ def test_tiny_model_fits_tiny_task(backbone):
   losses, accuracy = train(params)
   assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
   assert accuracy > 0.9, accuracy
+
+
+def test_packed_rows_compute_each_episode_as_alone():
+  """segments: a step attends only to its own episode, so two episodes in
+  one row give the outputs each gives alone (relative positions)."""
+  model, _, params, _ = _setup('transformer')
+  obs = _obs(7)[:1]                                       # [1, 10, obs]
+  cut = 4
+  segments = (jnp.arange(SEQ) >= cut).astype(jnp.int32)[None]
+  packed = _jit(lambda p, o, s: model.apply(p, o, segments=s))(
+      params, obs, segments)
+  first = model.apply(params, obs[:, :cut])
+  second = model.apply(params, obs[:, cut:])
+  np.testing.assert_allclose(packed.action_logits[:, :cut],
+                             first.action_logits, atol=ATOL, rtol=RTOL)
+  np.testing.assert_allclose(packed.action_logits[:, cut:],
+                             second.action_logits, atol=ATOL, rtol=RTOL)
+  np.testing.assert_allclose(packed.residuals[:, :, cut:], second.residuals,
+                             atol=ATOL, rtol=RTOL)
+  # One segment for the whole row is the plain forward.
+  whole = model.apply(params, obs, segments=jnp.zeros_like(segments))
+  np.testing.assert_allclose(whole.action_logits,
+                             model.apply(params, obs).action_logits,
+                             atol=ATOL, rtol=RTOL)
+
+
+def test_segments_need_transformer_without_cache():
+  hawk, _, params, _ = _setup('hawk')
+  segments = jnp.zeros((BATCH, SEQ), jnp.int32)
+  with pytest.raises(ValueError, match='segments'):
+    hawk.apply(params, _obs(), segments=segments)
+  model, _, params, _ = _setup('transformer')
+  with pytest.raises(ValueError, match='segments'):
+    model.apply(params, _obs()[:, :1], cache=init_cache(model.config, BATCH),
+                segments=segments[:, :1])

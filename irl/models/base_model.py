@@ -131,7 +131,8 @@ class BaseModel(nn.Module):
 
   def __call__(self, obs: jax.Array,
                intervention: Intervention | None = None,
-               cache: Cache | None = None) -> ModelOutput:
+               cache: Cache | None = None,
+               segments: jax.Array | None = None) -> ModelOutput:
     """Full forward.
 
     Args:
@@ -139,14 +140,19 @@ class BaseModel(nn.Module):
       intervention: edit of the residual stream at `intervention.layer`, or
         None.
       cache: per-layer decoding cache (see `init_cache`), or None.
+      segments: [B, T] int episode index of each step in rows that pack
+        several episodes (Transformer, no cache): a step attends only to
+        its own episode, so each is computed as if alone. None: one episode
+        per row.
 
     Returns:
       `ModelOutput` with residuals [L + 1, B, T, width].
     """
-    e, _, cache = self.lower(obs, 0, cache)
-    return self.upper(e, 0, intervention, cache)
+    e, _, cache = self.lower(obs, 0, cache, segments)
+    return self.upper(e, 0, intervention, cache, segments)
 
-  def lower(self, obs: jax.Array, layer: int, cache: Cache | None = None
+  def lower(self, obs: jax.Array, layer: int, cache: Cache | None = None,
+            segments: jax.Array | None = None
             ) -> tuple[jax.Array, jax.Array, Cache | None]:
     """Embeds obs: [B, T, obs_dim] and runs blocks 1..layer.
 
@@ -156,13 +162,14 @@ class BaseModel(nn.Module):
       cache: the full tuple with layers < `layer` updated (or None).
     """
     self._check_layer(layer)
-    self._check_cache(cache)
+    self._check_cache(cache, segments)
     e = self.obs_encoder(obs)
-    return self._run_blocks(e, 0, layer, None, cache)
+    return self._run_blocks(e, 0, layer, None, cache, segments)
 
   def upper(self, e: jax.Array, layer: int,
             intervention: Intervention | None = None,
-            cache: Cache | None = None) -> ModelOutput:
+            cache: Cache | None = None,
+            segments: jax.Array | None = None) -> ModelOutput:
     """Edits e_layer: [B, T, width], runs blocks layer+1..L and the heads.
 
     The intervention may sit at any index >= `layer`; the usual case is
@@ -173,14 +180,14 @@ class BaseModel(nn.Module):
       and the full cache with layers >= `layer` updated.
     """
     self._check_layer(layer)
-    self._check_cache(cache)
+    self._check_cache(cache, segments)
     if intervention is not None and not (
         layer <= intervention.layer <= self.config.num_layers):
       raise ValueError(
           f'intervention.layer={intervention.layer} must be in '
           f'[{layer}, {self.config.num_layers}] for upper(layer={layer}).')
     e, residuals, cache = self._run_blocks(
-        e, layer, self.config.num_layers, intervention, cache)
+        e, layer, self.config.num_layers, intervention, cache, segments)
     return self._heads(e, residuals, cache)
 
   @nn.nowrap
@@ -189,7 +196,8 @@ class BaseModel(nn.Module):
     return init_cache(self.config, batch_size)
 
   def _run_blocks(self, e: jax.Array, start: int, stop: int,
-                  intervention: Intervention | None, cache: Cache | None
+                  intervention: Intervention | None, cache: Cache | None,
+                  segments: jax.Array | None = None
                   ) -> tuple[jax.Array, jax.Array, Cache | None]:
     """Residual indices start..stop (blocks start+1..stop)."""
     residuals = []
@@ -199,8 +207,9 @@ class BaseModel(nn.Module):
         e = intervention.apply(e)
       residuals.append(e)
       if index < stop:
-        e, layer_cache = self.blocks[index](
-            e, None if cache is None else cache[index])
+        layer_cache = None if cache is None else cache[index]
+        e, layer_cache = (self.blocks[index](e, layer_cache) if segments is None
+                          else self.blocks[index](e, layer_cache, segments))
         if cache is not None:
           new_cache[index] = layer_cache
     return e, jnp.stack(residuals), (None if cache is None
@@ -229,7 +238,13 @@ class BaseModel(nn.Module):
       raise ValueError(f'layer={layer} must be in [0, '
                        f'{self.config.num_layers}].')
 
-  def _check_cache(self, cache: Cache | None) -> None:
+  def _check_cache(self, cache: Cache | None,
+                   segments: jax.Array | None = None) -> None:
     if cache is not None and len(cache) != self.config.num_layers:
       raise ValueError(f'cache has {len(cache)} layers, the model '
                        f'{self.config.num_layers}.')
+    if segments is not None and (cache is not None
+                                 or self.config.backbone != 'transformer'):
+      raise ValueError('segments (packed episodes) need the Transformer '
+                       f'backbone (not {self.config.backbone!r}) and no '
+                       'decoding cache.')

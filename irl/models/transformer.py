@@ -107,7 +107,8 @@ class RelativeAttention(nn.Module):
                                     (self.num_buckets, self.num_heads),
                                     jnp.float32)
 
-  def __call__(self, x: jax.Array, cache: AttentionCache | None = None
+  def __call__(self, x: jax.Array, cache: AttentionCache | None = None,
+               segments: jax.Array | None = None
                ) -> tuple[jax.Array, AttentionCache | None]:
     """Attends causally over the chunk and, if given, the cached prefix.
 
@@ -116,6 +117,9 @@ class RelativeAttention(nn.Module):
         they are pos..pos+T-1 and keys/values are written at those slots;
         pos + T must not exceed max_len (not checked under jit).
       cache: this layer's KV cache or None.
+      segments: [B, T] episode index per step (no cache): attention stays
+        within an episode. The bias depends only on distances, so an episode
+        that starts mid-row is computed as it would be alone.
 
     Returns:
       ([B, T, width], updated cache or None).
@@ -134,6 +138,9 @@ class RelativeAttention(nn.Module):
       buckets, mask = _static_buckets(seq_len, self.num_buckets,
                                       self.max_distance)
       table = jnp.moveaxis(self.relative_bias[buckets], -1, 0)  # [H, T, T]
+      if segments is not None:
+        same = segments[:, :, None] == segments[:, None, :]   # [B, T, T]
+        mask = mask & same[:, None]                           # [B, 1, T, T]
       bias = jnp.where(mask, table, _NEG_INF)
       # Heads to the front explicitly, so both products are plain batched
       # matmuls (XLA otherwise picks transposed operand layouts for them).
@@ -208,10 +215,12 @@ class TransformerBlock(nn.Module):
     self.mlp_norm = common.norm(self.dtype)
     self.mlp = common.MLP(self.width, self.mlp_dim, self.dtype)
 
-  def __call__(self, x: jax.Array, cache: AttentionCache | None = None
+  def __call__(self, x: jax.Array, cache: AttentionCache | None = None,
+               segments: jax.Array | None = None
                ) -> tuple[jax.Array, AttentionCache | None]:
-    """[B, T, width] -> ([B, T, width], updated cache or None)."""
-    mixed, cache = self.attention(self.attn_norm(x), cache)
+    """[B, T, width] -> ([B, T, width], updated cache or None); segments
+    [B, T] as `RelativeAttention`."""
+    mixed, cache = self.attention(self.attn_norm(x), cache, segments)
     x = x + mixed.astype(x.dtype)
     x = x + self.mlp(self.mlp_norm(x)).astype(x.dtype)
     return x, cache

@@ -41,7 +41,7 @@ from irl.utils import progress as progress_lib
 FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
                     'pretrain.weight_decay', 'pretrain.obs_loss_weight',
                     'pretrain.grad_clip', 'pretrain.future_action_weight',
-                    'data.epsilons', 'data.seq_len')
+                    'data.epsilons', 'data.seq_len', 'data.episodes_per_row')
 # The post-training task is only evaluated, never trained on, by the phases
 # before RL: a checkpoint of pretraining (or of the metacontroller, CompILE)
 # serves every novel task (--config.env.post_task=...).
@@ -98,7 +98,8 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
   config = ml_collections.ConfigDict(json.loads(config_json))
   pc = config.pretrain
   model = BaseModel(model_config(config))
-  sample = stream.stream_from_config(config, 'pretrain', jit=False)
+  sample = stream.stream_from_config(config, 'pretrain', jit=False,
+                                     pack=True)
   tx = make_optimizer(pc.learning_rate, pc.weight_decay, pc.grad_clip)
 
   def init(key: jax.Array) -> TrainState:
@@ -109,7 +110,8 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
                       opt_state=tx.init(params), key=k_data)
 
   def loss_fn(params, batch):
-    out = model.apply(params, batch.obs)
+    segments = getattr(batch, 'segment', None)   # packed rows (PackedRollout)
+    out = model.apply(params, batch.obs, segments=segments)
     return losses.pretrain_loss(out, batch.actions, batch.next_obs,
                                 batch.valid, pc.obs_loss_weight,
                                 future_weight=pc.future_action_weight)
@@ -121,6 +123,10 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics['valid_fraction'] = batch.valid.mean()
+    metrics['episodes_per_row'] = (batch.episodes.mean().astype(jnp.float32)
+                                   if hasattr(batch, 'episodes')
+                                   else jnp.float32(1.0))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                       key=key), metrics
 
