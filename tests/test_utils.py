@@ -154,6 +154,28 @@ def test_fingerprint_mismatch_names_fields(tmp_path):
   ckpt.close()
 
 
+def test_field_added_to_the_fingerprint_keeps_old_checkpoints(tmp_path):
+  """A checkpoint written before a field joined the fingerprint loads under
+  the value it was trained with, and only under that value."""
+  _train(tmp_path, 5, typed_key=False)
+  grown = {**FINGERPRINT, 'data': {'episodes_per_row': 1}}
+  added = {'data.episodes_per_row': 1}
+  directory = tmp_path / 'checkpoints' / 'pretrain'
+  ckpt = Checkpointer(directory, save_every=5, fingerprint=grown,
+                      added_fields=added)
+  _, step = ckpt.restore_or_init(_init_state(False))
+  assert step == 5
+  ckpt.close()
+  other = {**FINGERPRINT, 'data': {'episodes_per_row': 2}}
+  for kwargs in ({'added_fields': added}, {}):
+    ckpt = Checkpointer(directory, save_every=5,
+                        fingerprint=other if kwargs else grown, **kwargs)
+    with pytest.raises(CheckpointMismatchError,
+                       match='data.episodes_per_row: checkpoint=<missing>'):
+      ckpt.restore_or_init(_init_state(False))
+    ckpt.close()
+
+
 def test_shape_mismatch_names_leaf_path(tmp_path):
   _train(tmp_path, 5, typed_key=False)
   ckpt = Checkpointer(tmp_path / 'checkpoints' / 'pretrain', save_every=5, fingerprint=FINGERPRINT)

@@ -584,7 +584,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   init_states = init(jnp.stack([jax.random.key(s) for s in seeds]), source)
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
-      max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config))
+      max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config),
+      added_fields=pretrain.ADDED_FIELDS)
   states, start = ckpt.restore_or_init(init_states)
   states, frozen = ckpt_lib.on_device((states, frozen))
   if start:

@@ -391,7 +391,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
   return ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', RUN_NAME),
       save_every=c.save_every, max_to_keep=c.keep_checkpoints,
-      fingerprint=fingerprint(config))
+      fingerprint=fingerprint(config), added_fields=pretrain.ADDED_FIELDS)
 
 
 def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,

@@ -420,7 +420,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
   return ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', run_name(config)),
       save_every=m.save_every, max_to_keep=m.keep_checkpoints,
-      fingerprint=fingerprint(config))
+      fingerprint=fingerprint(config), added_fields=pretrain.ADDED_FIELDS)
 
 
 def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
@@ -643,7 +643,8 @@ def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
   fp['group'] = {'runs': [list(r) for r in group]}
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', 'rate_distortion', name),
-      save_every=m.save_every, max_to_keep=1, fingerprint=fp)
+      save_every=m.save_every, max_to_keep=1, fingerprint=fp,
+      added_fields=pretrain.ADDED_FIELDS)
   state, start = ckpt.restore_or_init(init)
   chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
   state, frozen_params = ckpt_lib.on_device(

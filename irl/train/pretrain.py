@@ -42,6 +42,11 @@ FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
                     'pretrain.weight_decay', 'pretrain.obs_loss_weight',
                     'pretrain.grad_clip', 'pretrain.future_action_weight',
                     'data.epsilons', 'data.seq_len', 'data.episodes_per_row')
+# Fields that joined FINGERPRINT_KEYS after checkpoints were written, with the
+# value those were trained under: such a checkpoint still loads under a config
+# holding that value (every checkpointer that fingerprints these keys passes
+# this on; irl/utils/checkpoint.py: fingerprint_diff).
+ADDED_FIELDS = {'data.episodes_per_row': 1}
 # The post-training task is only evaluated, never trained on, by the phases
 # before RL: a checkpoint of pretraining (or of the metacontroller, CompILE)
 # serves every novel task (--config.env.post_task=...).
@@ -145,7 +150,8 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       save_every=config.pretrain.save_every,
       max_to_keep=config.pretrain.keep_checkpoints,
       fingerprint=config_utils.config_fingerprint(
-          config, FINGERPRINT_KEYS, exclude=TASK_FREE_FIELDS))
+          config, FINGERPRINT_KEYS, exclude=TASK_FREE_FIELDS),
+      added_fields=ADDED_FIELDS)
 
 
 def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from absl import logging
 import jax
@@ -95,12 +95,22 @@ def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix: d}
 
 
-def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """Lines `field: checkpoint=X, config=Y` for every dotted field that differs."""
+def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any],
+                     added_fields: Mapping[str, Any] | None = None
+                     ) -> list[str]:
+  """Lines `field: checkpoint=X, config=Y` for every dotted field that differs.
+
+  added_fields: dotted fields that joined the fingerprint after checkpoints
+  were written, each with the value those checkpoints were trained under; a
+  saved fingerprint without the field matches a config holding that value.
+  """
   a, b = _flatten(saved), _flatten(current)
+  added = dict(added_fields or {})
   lines = []
   for field in sorted(set(a) | set(b)):
     x, y = a.get(field, _MISSING), b.get(field, _MISSING)
+    if x is _MISSING and field in added and y == added[field]:
+      continue
     if x != y:
       fmt = lambda v: v if v is _MISSING else json.dumps(v)
       lines.append(f'{field}: checkpoint={fmt(x)}, config={fmt(y)}')
@@ -137,6 +147,9 @@ class Checkpointer:
     async_save: write in a background thread. Device-to-host copies happen
       before `maybe_save` returns, so the caller may donate/overwrite the state
       right away; `wait()`/`close()` block until the write is committed.
+    added_fields: see `fingerprint_diff` (older checkpoints stay readable
+      when a field joins the fingerprint with the value they were trained
+      under).
   """
 
   def __init__(
@@ -147,6 +160,7 @@ class Checkpointer:
       max_to_keep: int = 3,
       fingerprint: dict[str, Any],
       async_save: bool = True,
+      added_fields: Mapping[str, Any] | None = None,
   ):
     if int(save_every) < 1:
       raise ValueError(f'save_every must be >= 1, got {save_every}')
@@ -157,6 +171,8 @@ class Checkpointer:
     # Round-trip through JSON so tuples/lists and numpy scalars compare equal
     # to what is read back from disk.
     self.fingerprint = json.loads(json.dumps(to_jsonable(fingerprint, strict=True)))
+    self.added_fields = json.loads(json.dumps(
+        to_jsonable(dict(added_fields or {}), strict=True)))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(max_to_keep),
         create=True,
@@ -216,7 +232,8 @@ class Checkpointer:
       raise FileNotFoundError(
           f'no checkpoint of step {step} in {self.directory}; saved steps: {steps}')
     meta = self.read_meta(step)
-    diff = fingerprint_diff(meta.get('fingerprint', {}), self.fingerprint)
+    diff = fingerprint_diff(meta.get('fingerprint', {}), self.fingerprint,
+                            self.added_fields)
     if diff:
       raise CheckpointMismatchError(
           f'checkpoint {self.directory}/{step} was written with a different config:\n  '
