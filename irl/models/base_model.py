@@ -162,7 +162,8 @@ class BaseModel(nn.Module):
       cache: the full tuple with layers < `layer` updated (or None).
     """
     self._check_layer(layer)
-    self._check_cache(cache, segments)
+    self._check_cache(cache)
+    self._check_segments(segments, cache)
     e = self.obs_encoder(obs)
     return self._run_blocks(e, 0, layer, None, cache, segments)
 
@@ -180,7 +181,8 @@ class BaseModel(nn.Module):
       and the full cache with layers >= `layer` updated.
     """
     self._check_layer(layer)
-    self._check_cache(cache, segments)
+    self._check_cache(cache)
+    self._check_segments(segments, cache)
     if intervention is not None and not (
         layer <= intervention.layer <= self.config.num_layers):
       raise ValueError(
@@ -238,11 +240,13 @@ class BaseModel(nn.Module):
       raise ValueError(f'layer={layer} must be in [0, '
                        f'{self.config.num_layers}].')
 
-  def _check_cache(self, cache: Cache | None,
-                   segments: jax.Array | None = None) -> None:
+  def _check_cache(self, cache: Cache | None) -> None:
     if cache is not None and len(cache) != self.config.num_layers:
       raise ValueError(f'cache has {len(cache)} layers, the model '
                        f'{self.config.num_layers}.')
+
+  def _check_segments(self, segments: jax.Array | None,
+                      cache: Cache | None) -> None:
     if segments is not None and (cache is not None
                                  or self.config.backbone != 'transformer'):
       raise ValueError('segments (packed episodes) need the Transformer '

@@ -105,6 +105,7 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
   model = BaseModel(model_config(config))
   sample = stream.stream_from_config(config, 'pretrain', jit=False,
                                      pack=True)
+  packed = config.data.episodes_per_row > 1     # batches are PackedRollouts
   tx = make_optimizer(pc.learning_rate, pc.weight_decay, pc.grad_clip)
 
   def init(key: jax.Array) -> TrainState:
@@ -115,8 +116,8 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
                       opt_state=tx.init(params), key=k_data)
 
   def loss_fn(params, batch):
-    segments = getattr(batch, 'segment', None)   # packed rows (PackedRollout)
-    out = model.apply(params, batch.obs, segments=segments)
+    out = model.apply(params, batch.obs,
+                      segments=batch.segment if packed else None)
     return losses.pretrain_loss(out, batch.actions, batch.next_obs,
                                 batch.valid, pc.obs_loss_weight,
                                 future_weight=pc.future_action_weight)
@@ -130,8 +131,7 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
     metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['valid_fraction'] = batch.valid.mean()
     metrics['episodes_per_row'] = (batch.episodes.mean().astype(jnp.float32)
-                                   if hasattr(batch, 'episodes')
-                                   else jnp.float32(1.0))
+                                   if packed else jnp.float32(1.0))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                       key=key), metrics
 
