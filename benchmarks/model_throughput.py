@@ -6,7 +6,7 @@ r"""Base-model throughput: pretraining steps and decoding, against the matmul pe
    the models (NumPy's BLAS threads spin on after a call and slowed the
    step timed next).
 2. Pretraining: the real step (BaseModel -> `losses.pretrain_loss` -> AdamW of
-   `pretrain.make_optimizer`, config values of `configs/gridworld.py`) on a
+   `optim.section_optimizer`, config values of `configs/gridworld.py`) on a
    fixed synthetic batch of one-hot observations, so the expert-data stream is
    not timed (benchmarks/env_throughput.py times it). Models: the gridworld
    Transformer of the `cpu` and `paper` presets, and the Hawk of the ant preset
@@ -71,6 +71,7 @@ from configs import gridworld as gridworld_configs
 from irl.models import BaseModel, ModelConfig, init_cache
 from irl.models import presets as model_presets
 from irl.train import losses
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import machine as machine_lib
 
@@ -254,8 +255,7 @@ def synthetic_batch(key: jax.Array, cfg: ModelConfig, batch: int,
 def make_train_step(cfg: ModelConfig, pc: Any):
   """jit((params, opt_state, batch) -> (params, opt_state, loss)), init."""
   model = BaseModel(cfg)
-  tx = pretrain.make_optimizer(pc.learning_rate, pc.weight_decay,
-                               pc.grad_clip)
+  tx = optim.section_optimizer(pc, pc.num_steps)
 
   def loss_fn(params, batch):
     out = model.apply(params, batch['obs'])

@@ -10,6 +10,7 @@ import ml_collections
 
 from irl.models import presets as models
 from irl.envs import tasks
+from irl.train import optim
 from irl.utils import config_utils
 
 
@@ -52,7 +53,10 @@ def _base() -> ml_collections.ConfigDict:
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.num_steps = 256_000
-  c.pretrain.learning_rate = 3e-4     # AdamW, constant
+  c.pretrain.learning_rate = 3e-4     # AdamW peak rate (PAPER.md: constant)
+  # 'constant' | 'cosine' | 'wsd' (irl/train/optim.py), with these warm-up
+  # and final-decay lengths in optimiser steps; every trainer has the three.
+  optim.add_schedule_fields(c.pretrain)
   c.pretrain.weight_decay = 0.03
   # λ of −ln p(a_t|o_1:t) − λ ln p(o_t+1|o_1:t); the next observation is a
   # product of Bernoullis over its 637 one-hot values (summed, not averaged).
@@ -77,6 +81,7 @@ def _base() -> ml_collections.ConfigDict:
   c.probe.num_steps = 8000            # AdamW steps (all layers at once)
   c.probe.batch_size = 512            # episodes per step
   c.probe.learning_rate = 1e-3
+  optim.add_schedule_fields(c.probe)
   c.probe.weight_decay = 0.0
   c.probe.log_every = 500             # steps per jitted chunk
   c.probe.split = 'expert'            # 'expert': D* (ε = 0); 'pretrain': D
@@ -98,6 +103,7 @@ def _base() -> ml_collections.ConfigDict:
   c.control.num_steps = 3200
   c.control.batch_size = 512          # D* episodes per step
   c.control.learning_rate = 1e-3
+  optim.add_schedule_fields(c.control)
   c.control.weight_decay = 0.03
   c.control.log_every = 100
   c.control.num_episodes = 1024       # closed-loop post-task episodes
@@ -138,6 +144,7 @@ def _base() -> ml_collections.ConfigDict:
   c.metacontroller.batch_size = 512
   c.metacontroller.seq_len = 64         # ε = 0 episodes: median 31, 99% <= 50 steps
   c.metacontroller.learning_rate = 1e-3   # AdamW, constant
+  optim.add_schedule_fields(c.metacontroller)
   c.metacontroller.weight_decay = 0.03
   c.metacontroller.grad_clip = 1.0      # global-norm clipping; 0 disables
   c.metacontroller.log_every = 100      # optimiser steps per jitted chunk
@@ -185,6 +192,7 @@ def _base() -> ml_collections.ConfigDict:
   c.compile.batch_size = 512          # unspecified: as the metacontroller
   c.compile.seq_len = 64
   c.compile.learning_rate = 1e-3      # unspecified: as the metacontroller
+  optim.add_schedule_fields(c.compile)
   c.compile.weight_decay = 0.03
   c.compile.grad_clip = 1.0
   c.compile.log_every = 100
@@ -208,6 +216,7 @@ def _base() -> ml_collections.ConfigDict:
   c.rl.num_updates = 100_000
   c.rl.batch_size = 1024                # episodes per update
   c.rl.learning_rate = 3e-5             # AdamW, constant (searched 3e-6..3e-4)
+  optim.add_schedule_fields(c.rl)
   c.rl.weight_decay = 0.0
   c.rl.grad_clip = 0.0                  # global-norm clipping; 0 disables
   c.rl.clip_eps = 0.2                   # PPO ratio clip (unspecified)

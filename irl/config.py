@@ -6,6 +6,7 @@ import ml_collections
 
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import tasks as tasks_lib
+from irl.train import optim
 from irl.utils.config_utils import (ConfigError, check, check_choice,
                                     check_int, check_range)
 
@@ -91,6 +92,7 @@ def validate_pretrain(p: ml_collections.ConfigDict) -> None:
   check_int(p.num_steps, 'pretrain.num_steps', minimum=1)
   check_range(p.learning_rate, 'pretrain.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(p, 'pretrain', p.num_steps)
   check_range(p.weight_decay, 'pretrain.weight_decay', 0.0)
   check_range(p.obs_loss_weight, 'pretrain.obs_loss_weight', 0.0)
   check_range(p.grad_clip, 'pretrain.grad_clip', 0.0)

@@ -75,11 +75,13 @@ class _FakeState:
   time: jax.Array
   speed: jax.Array
   task_pos: jax.Array
+  visits: jax.Array
 
 
 def _fake_reset(key, params):
   speed = jax.random.randint(key, (), 1, 4)
-  return (_FakeState(time=jnp.int32(0), speed=speed, task_pos=jnp.int32(0)),
+  return (_FakeState(time=jnp.int32(0), speed=speed, task_pos=jnp.int32(0),
+                     visits=jnp.full((params.max_visits,), -1, jnp.int32)),
           jnp.zeros((params.obs_dim,)))
 
 

@@ -140,6 +140,45 @@ def test_resume_equals_uninterrupted_run(tmp_path):
   assert os.path.exists(tmp_path / 'resumed' / 'config.json')
 
 
+def test_a_shorter_run_loads_exactly_its_step_or_is_refused(tmp_path):
+  # A workdir whose run went on to step 20 (checkpoints 10 and 20) serves
+  # the 10-step model as step 10, never step 20 in its place.
+  w = str(tmp_path)
+  pretrain.train(_config(20), w, run_eval=False)
+  p10, p20 = (_final_params(w, _config(n)) for n in (10, 20))
+  ckpt = pretrain.checkpointer(_config(10), w)
+  assert ckpt.all_steps() == [10, 20]
+  init = pretrain.make_pretrainer(_config(10)).init(jax.random.key(0))
+  jax.tree.map(np.testing.assert_array_equal, p10,
+               ckpt.restore_at(10, init).params)
+  ckpt.close()
+  assert not all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: np.array_equal(a, b), p10, p20)))
+  # The job itself resumes from (and reports) the step asked for.
+  assert pretrain.train(_config(10), w, run_eval=False)['num_steps'] == 10
+  with pytest.raises(pretrain.StepNotKeptError, match='kept only steps'):
+    pretrain.load_params(_config(15), w)
+  with pytest.raises(pretrain.StepNotKeptError, match='kept only steps'):
+    pretrain.train(_config(15), w, run_eval=False)
+
+
+def test_decaying_schedule_fingerprints_the_run_length(tmp_path):
+  def wsd(n):
+    c = _config(n)
+    c.pretrain.lr_schedule = 'wsd'
+    c.pretrain.lr_decay_steps = 5
+    return c
+  pretrain.train(wsd(20), str(tmp_path), run_eval=False)
+  pretrain.load_params(wsd(20), str(tmp_path))
+  # Step 10 of a run decaying to step 20 is not a 10-step run's model.
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match='pretrain.num_steps'):
+    pretrain.load_params(wsd(10), str(tmp_path))
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match='pretrain.lr_schedule'):
+    pretrain.load_params(_config(20), str(tmp_path))
+
+
 def test_checkpoint_of_another_config_is_refused(tmp_path):
   c = _config(5)
   pretrain.train(c, str(tmp_path), run_eval=False)

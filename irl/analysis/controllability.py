@@ -74,6 +74,7 @@ from irl.envs import gridworld_pinpad as gw
 from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, Intervention, init_cache
 from irl.train import losses
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
@@ -84,7 +85,9 @@ from irl.utils.config_utils import check, check_int, check_range
 RESULT_KEYS = ('seed', 'env', 'data.seq_len', 'control.rank',
                'control.decoder_hidden', 'control.num_steps',
                'control.batch_size', 'control.learning_rate',
-               'control.weight_decay', 'control.num_episodes',
+               'control.weight_decay', 'control.lr_schedule',
+               'control.lr_warmup_steps', 'control.lr_decay_steps',
+               'control.num_episodes',
                'control.temperature', 'control.eval_batches',
                'control.pool_episodes')
 
@@ -109,6 +112,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{c.log_every}')
   check_range(c.learning_rate, 'control.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(c, 'control', c.num_steps)
   check_range(c.weight_decay, 'control.weight_decay', 0.0)
   check_range(c.temperature, 'control.temperature', 0.0, None,
               lo_inclusive=False)
@@ -155,6 +159,60 @@ def controller_index(task_pos: jax.Array, pairs: jax.Array,
   """
   pair = jnp.minimum(task_pos // subgoal_size, pairs.shape[0] - 1)
   return pairs[pair]
+
+
+def seen_successors(pretrain_tasks: Sequence[Sequence[int]], size: int
+                    ) -> dict[int, set[int]]:
+  """Pair id -> the pair ids that follow it somewhere in pretraining."""
+  out: dict[int, set[int]] = {}
+  for task in pretrain_tasks:
+    pairs = [task[i] // size for i in range(0, len(task), size)]
+    for a, b in zip(pairs, pairs[1:]):
+      out.setdefault(a, set()).add(b)
+  return out
+
+
+FAILURE_KINDS = ('start', 'within_pair', 'boundary_prior', 'boundary_other',
+                 'timeout')
+
+
+def failure_kinds(visits: np.ndarray, task: Sequence[int],
+                  pretrain_tasks: Sequence[Sequence[int]], size: int
+                  ) -> dict[str, int]:
+  """Where and how the failed episodes of a post-task rollout ended.
+
+  Args:
+    visits: [E, V] visited colours (-1 padded) under the terminating rules,
+      so a failed episode's last visit is the wrong colour.
+    task: the post-training task's colours; pretrain_tasks: the pretraining
+      table; size: colours per pair.
+
+  Returns counts of failed episodes by kind: `start` (a wrong first colour),
+  `within_pair` (a wrong colour between a pair's two), `boundary_prior` (right
+  after a pair, the first colour of a pair that follows it in pretraining:
+  the base model's prior won), `boundary_other` (another wrong colour after a
+  pair), `timeout` (no wrong colour; T ran out).
+  """
+  follows = seen_successors(pretrain_tasks, size)
+  counts = dict.fromkeys(FAILURE_KINDS, 0)
+  for row in np.asarray(visits):
+    pos = 0
+    while pos < len(task) and pos < len(row) and row[pos] == task[pos]:
+      pos += 1
+    if pos >= len(task):
+      continue                                   # success
+    wrong = int(row[pos]) if pos < len(row) else -1
+    if wrong < 0:
+      kind = 'timeout'
+    elif pos == 0:
+      kind = 'start'
+    elif pos % size:
+      kind = 'within_pair'
+    else:
+      prior = {p * size for p in follows.get(task[pos - 1] // size, ())}
+      kind = 'boundary_prior' if wrong in prior else 'boundary_other'
+    counts[kind] += 1
+  return counts
 
 
 # ----------------------------------------------------------------------------
@@ -283,7 +341,7 @@ def _make_control_trainer(config_json: str, layer: int) -> ControlTrainer:
   k = probes.num_subgoals(config)
   decoder = ControllerDecoder(width=model.config.width,
                               rank=cc.rank or None, hidden=cc.decoder_hidden)
-  tx = optax.adamw(cc.learning_rate, weight_decay=cc.weight_decay)
+  tx = optim.section_optimizer(cc, cc.num_steps, grad_clip=0.0)
   sample = stream.stream_from_config(config, 'expert',
                                      batch_size=cc.batch_size, jit=False)
 
@@ -401,7 +459,8 @@ def controlled_rollout(model: BaseModel, base_params: Any,
       environment can stand in for tests.
 
   Returns host arrays: success [E] bool, pairs_done [E] (completed pairs),
-  controller [E, T] the controller id applied at each step (-1 once the
+  visits [E, V] the colours visited (-1 padded; a failed episode's last is
+  the wrong one), controller [E, T] the controller id applied at each step (-1 once the
   episode is done), task_pos [E, T] before each step, length [E].
   """
   num_steps = env_params.max_steps
@@ -446,9 +505,10 @@ def _rollout_fn(model, decoder, layer, env_params, num_episodes, temperature,
 
     carry = (state, obs, cache, zeros, jnp.zeros((num_episodes,), bool),
              jnp.zeros((num_episodes,), bool))
-    (_, _, _, task_pos, _, success), (trace, inc) = jax.lax.scan(
+    (state, _, _, task_pos, _, success), (trace, inc) = jax.lax.scan(
         body, carry, jax.random.split(k_act, env_params.max_steps))
     return {'success': success, 'pairs_done': task_pos // size,
+            'visits': state.visits,
             'length': inc.sum(0),
             'controller': trace['controller'].T,
             'task_pos': trace['task_pos'].T}
@@ -521,6 +581,10 @@ def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
       'pairs_done_histogram': np.bincount(
           roll['pairs_done'], minlength=num_pairs + 1).tolist(),
       'mean_length': float(roll['length'].mean()),
+      'failures': failure_kinds(
+          roll['visits'], tasks_lib.parse_task(config.env.post_task),
+          config_lib.env_params(config).tasks,
+          config.env.subgoal_size),
   }
 
 

@@ -61,6 +61,7 @@ from absl import logging
 from irl import config as config_lib
 from irl.data import stream
 from irl.models import BaseModel
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
@@ -84,6 +85,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{p.num_steps} must be a multiple of probe.log_every={p.log_every}')
   check_range(p.learning_rate, 'probe.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(p, 'probe', p.num_steps)
   check_range(p.weight_decay, 'probe.weight_decay', 0.0)
   check_choice(p.split, 'probe.split', SPLITS)
   check(isinstance(p.standardize, bool), 'probe.standardize',
@@ -232,7 +234,7 @@ def _make_probe_trainer(config_json: str) -> ProbeTrainer:
   model = BaseModel(pretrain.model_config(config))
   mc = model.config
   k = num_subgoals(config)
-  tx = optax.adamw(pc.learning_rate, weight_decay=pc.weight_decay)
+  tx = optim.section_optimizer(pc, pc.num_steps, grad_clip=0.0)
   train_sample = stream.stream_from_config(config, pc.split,
                                            batch_size=pc.batch_size, jit=False)
 
@@ -460,7 +462,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config)
   require_pretrained(config, workdir)
   ckpt = pretrain.checkpointer(config, workdir)
-  steps = ckpt.all_steps()
+  # A run continued past pretrain.num_steps keeps later checkpoints: the
+  # model asked for is the one at num_steps (require_pretrained loaded it).
+  steps = [s for s in ckpt.all_steps() if s <= config.pretrain.num_steps]
   out_dir = os.path.join(workdir, 'probe')
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)

@@ -70,12 +70,19 @@ from irl.rl import internal_env as ienv
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
 from irl.train import metacontroller as mct
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
+
+# Checkpoints written before these fields existed trained under these values
+# (the fingerprint holds the whole metacontroller or compile section).
+ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('rl'),
+                **optim.added_fields('metacontroller'),
+                **optim.added_fields('compile')}
 
 METHODS = ('internal', 'raw_action', 'no_temporal_abstraction', 'cotrained',
            'compile')
@@ -112,6 +119,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{r.policy_heads} must divide rl.policy_width={r.policy_width}')
   check_range(r.learning_rate, 'rl.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(r, 'rl', optimiser_steps(r))
   check_range(r.weight_decay, 'rl.weight_decay', 0.0)
   check_range(r.grad_clip, 'rl.grad_clip', 0.0)
   check_range(r.clip_eps, 'rl.clip_eps', 0.0, None, lo_inclusive=False)
@@ -335,6 +343,11 @@ class Learner(NamedTuple):
   train_chunk: Callable[[RLState, Any], tuple[RLState, dict]]
 
 
+def optimiser_steps(r: ml_collections.ConfigDict) -> int:
+  """Optimiser steps of an RL run (what its learning-rate schedule counts)."""
+  return r.num_updates * r.num_epochs * r.num_minibatches
+
+
 def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
                  module: ienv.AbstractActionModule | None = None,
                  env_reset: Callable = gw_reset) -> Learner:
@@ -352,8 +365,10 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
     module = compile_module(config)
   key = config.copy_and_resolve_references()
   key.unlock()
-  for name in ('num_updates', 'save_every', 'keep_checkpoints', 'seeds',
-               'fig8_methods'):
+  names = ['save_every', 'keep_checkpoints', 'seeds', 'fig8_methods']
+  if not optim.run_length_matters(key.rl):
+    names.append('num_updates')
+  for name in names:
     del key.rl[name]
   for section in ('pretrain', 'eval', 'expert_demo', 'rate_distortion',
                   'probe', 'control'):
@@ -378,7 +393,7 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
                                   env_params.max_steps + 1))
   model = BaseModel(model_config)
   batch = r.batch_size
-  tx = pretrain.make_optimizer(r.learning_rate, r.weight_decay, r.grad_clip)
+  tx = optim.section_optimizer(r, optimiser_steps(r))
 
   if method == 'raw_action':
     env = policy = None
@@ -547,7 +562,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
           'rl.num_minibatches', 'rl.entropy_coef', 'rl.advantage_eps',
           'rl.switch_threshold', 'rl.max_decisions', 'rl.temperature',
           'rl.policy_width', 'rl.policy_heads', 'rl.policy_mlp_dim',
-          'rl.init_log_std', 'rl.seeds', 'seed'] + list(
+          'rl.init_log_std', 'rl.seeds', 'seed'] + [
+              f'rl.{f}' for f in optim.SCHEDULE_FIELDS] + list(
               pretrain.FINGERPRINT_KEYS)
   if config.rl.method == 'raw_action':
     keys.append('rl.raw_action_params')
@@ -585,7 +601,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
       max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config),
-      added_fields=pretrain.ADDED_FIELDS)
+      added_fields=ADDED_FIELDS)
   states, start = ckpt.restore_or_init(init_states)
   states, frozen = ckpt_lib.on_device((states, frozen))
   if start:

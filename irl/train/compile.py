@@ -43,6 +43,7 @@ from irl.models import BaseModel
 from irl.models import compile as compile_lib
 from irl.train import losses
 from irl.train import metacontroller as mct
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
@@ -57,7 +58,9 @@ _FINGERPRINT_FIELDS = (
     'seed', 'layer', 'max_segments', 'latent_dim', 'head_hidden',
     'decoder_hidden', 'rank', 'temperature', 'prior_rate', 'z_kl_weight',
     'b_kl_weight', 'encoder_init', 'batch_size', 'seq_len', 'learning_rate',
-    'weight_decay', 'grad_clip')
+    'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
+# Checkpoints written before these fields existed trained under these values.
+ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
 
 
 @flax.struct.dataclass
@@ -121,6 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{c.seq_len} must be <= model.max_len={config.model.max_len}')
   check_range(c.learning_rate, 'compile.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(c, 'compile', c.num_steps)
   check_range(c.weight_decay, 'compile.weight_decay', 0.0)
   check_range(c.grad_clip, 'compile.grad_clip', 0.0)
   check_range(c.switch_threshold, 'compile.switch_threshold', 0.0, 1.0)
@@ -174,7 +178,9 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   key = config.copy_and_resolve_references()
   key.unlock()
   c = key.compile
-  c.num_steps = c.save_every = c.keep_checkpoints = 0
+  c.save_every = c.keep_checkpoints = 0
+  if not optim.run_length_matters(c):
+    c.num_steps = 0
   c.z_kl_weight = c.b_kl_weight = 0.0
   c.seed = c.trace_episodes = c.eval_episodes = c.rl_max_segments = 0
   for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo',
@@ -197,7 +203,7 @@ def _make_trainer(config_json: str) -> Trainer:
                                      (0.0,), jit=False)
   sample_eval = stream.make_expert_stream(env_params, c.eval_batch_size,
                                           c.seq_len, (0.0,), jit=False)
-  tx = pretrain.make_optimizer(c.learning_rate, c.weight_decay, c.grad_clip)
+  tx = optim.section_optimizer(c, c.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,
            z_weight: float | jax.Array = 0.0,
@@ -391,7 +397,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
   return ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', RUN_NAME),
       save_every=c.save_every, max_to_keep=c.keep_checkpoints,
-      fingerprint=fingerprint(config), added_fields=pretrain.ADDED_FIELDS)
+      fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
 
 
 def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,

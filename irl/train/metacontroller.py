@@ -48,6 +48,7 @@ from irl.data import stream
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
 from irl.train import losses
+from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
@@ -63,7 +64,9 @@ _MC_FINGERPRINT_FIELDS = (
     'history_dim', 'encoder_hidden', 'switch_hidden', 'switch_bias',
     'decoder_hidden', 'rank',
     'kl_weight', 'switching', 'base_model', 'batch_size', 'seq_len',
-    'learning_rate', 'weight_decay', 'grad_clip')
+    'learning_rate', 'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
+# Checkpoints written before these fields existed trained under these values.
+ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
 
 
 @flax.struct.dataclass
@@ -119,6 +122,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{m.seq_len} must be <= env.max_steps={config.env.max_steps}')
   check_range(m.learning_rate, 'metacontroller.learning_rate', 0.0, None,
               lo_inclusive=False)
+  optim.validate_schedule(m, 'metacontroller', m.num_steps)
   check_range(m.weight_decay, 'metacontroller.weight_decay', 0.0)
   check_range(m.grad_clip, 'metacontroller.grad_clip', 0.0)
   check_range(m.switch_threshold, 'metacontroller.switch_threshold', 0.0, 1.0)
@@ -200,7 +204,9 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   validate(config)
   key = config.copy_and_resolve_references()
   key.unlock()   # configs from absl flags are locked
-  key.metacontroller.num_steps = key.metacontroller.save_every = 0
+  key.metacontroller.save_every = 0
+  if not optim.run_length_matters(key.metacontroller):
+    key.metacontroller.num_steps = 0
   key.metacontroller.keep_checkpoints = key.metacontroller.kl_weight = 0
   key.metacontroller.seed = key.metacontroller.trace_episodes = 0
   key.metacontroller.eval_episodes = 0
@@ -224,7 +230,7 @@ def _make_trainer(config_json: str) -> Trainer:
                                      (0.0,), jit=False)
   sample_eval = stream.make_expert_stream(env_params, m.eval_batch_size,
                                           m.seq_len, (0.0,), jit=False)
-  tx = pretrain.make_optimizer(m.learning_rate, m.weight_decay, m.grad_clip)
+  tx = optim.section_optimizer(m, m.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,
            kl_weight: float | jax.Array = 0.0) -> TrainState:
@@ -420,7 +426,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
   return ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', run_name(config)),
       save_every=m.save_every, max_to_keep=m.keep_checkpoints,
-      fingerprint=fingerprint(config), added_fields=pretrain.ADDED_FIELDS)
+      fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
 
 
 def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
@@ -644,7 +650,7 @@ def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints', 'rate_distortion', name),
       save_every=m.save_every, max_to_keep=1, fingerprint=fp,
-      added_fields=pretrain.ADDED_FIELDS)
+      added_fields=ADDED_FIELDS)
   state, start = ckpt.restore_or_init(init)
   chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
   state, frozen_params = ckpt_lib.on_device(

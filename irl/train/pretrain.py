@@ -31,6 +31,7 @@ from irl.data import stream
 from irl.models import BaseModel, ModelConfig
 from irl.train import evaluate
 from irl.train import losses
+from irl.train import optim
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
@@ -41,12 +42,14 @@ from irl.utils import progress as progress_lib
 FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
                     'pretrain.weight_decay', 'pretrain.obs_loss_weight',
                     'pretrain.grad_clip', 'pretrain.future_action_weight',
-                    'data.epsilons', 'data.seq_len', 'data.episodes_per_row')
+                    'data.epsilons', 'data.seq_len', 'data.episodes_per_row',
+                    'pretrain.lr_schedule', 'pretrain.lr_warmup_steps',
+                    'pretrain.lr_decay_steps')
 # Fields that joined FINGERPRINT_KEYS after checkpoints were written, with the
 # value those were trained under: such a checkpoint still loads under a config
 # holding that value (every checkpointer that fingerprints these keys passes
 # this on; irl/utils/checkpoint.py: fingerprint_diff).
-ADDED_FIELDS = {'data.episodes_per_row': 1}
+ADDED_FIELDS = {'data.episodes_per_row': 1, **optim.added_fields('pretrain')}
 # The post-training task is only evaluated, never trained on, by the phases
 # before RL: a checkpoint of pretraining (or of the metacontroller, CompILE)
 # serves every novel task (--config.env.post_task=...).
@@ -80,21 +83,14 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       grid_size=params.grid_size, future_actions=m.future_actions)
 
 
-def make_optimizer(learning_rate: float, weight_decay: float,
-                   grad_clip: float) -> optax.GradientTransformation:
-  """AdamW with a constant learning rate (PAPER.md §4), optional clipping."""
-  adamw = optax.adamw(learning_rate, weight_decay=weight_decay)
-  if grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
-  return adamw
-
-
 def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
   """Pure init/train functions; shared (with their compilations) between
   calls whose configs differ only in run length or checkpoint cadence."""
   config_lib.validate_gridworld(config)
   key = config.copy_and_resolve_references()
-  key.pretrain.num_steps = key.pretrain.save_every = 0
+  key.pretrain.save_every = 0
+  if not optim.run_length_matters(key.pretrain):
+    key.pretrain.num_steps = 0
   return _make_pretrainer(key.to_json(sort_keys=True))
 
 
@@ -106,7 +102,7 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
   sample = stream.stream_from_config(config, 'pretrain', jit=False,
                                      pack=True)
   packed = config.data.episodes_per_row > 1     # batches are PackedRollouts
-  tx = make_optimizer(pc.learning_rate, pc.weight_decay, pc.grad_clip)
+  tx = optim.section_optimizer(pc, pc.num_steps)
 
   def init(key: jax.Array) -> TrainState:
     k_params, k_data = jax.random.split(key)
@@ -143,6 +139,14 @@ def _make_pretrainer(config_json: str) -> Pretrainer:
   return Pretrainer(model=model, init=init, train_chunk=train_chunk)
 
 
+def fingerprint_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """FINGERPRINT_KEYS, plus the run's length where the learning-rate schedule
+  depends on it (step N of a decaying run is not an N-step run's model)."""
+  if optim.run_length_matters(config.pretrain):
+    return FINGERPRINT_KEYS + ('pretrain.num_steps',)
+  return FINGERPRINT_KEYS
+
+
 def checkpointer(config: ml_collections.ConfigDict, workdir: str
                  ) -> ckpt_lib.Checkpointer:
   return ckpt_lib.Checkpointer(
@@ -150,21 +154,54 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       save_every=config.pretrain.save_every,
       max_to_keep=config.pretrain.keep_checkpoints,
       fingerprint=config_utils.config_fingerprint(
-          config, FINGERPRINT_KEYS, exclude=TASK_FREE_FIELDS),
+          config, fingerprint_keys(config), exclude=TASK_FREE_FIELDS),
       added_fields=ADDED_FIELDS)
 
 
+class StepNotKeptError(ValueError):
+  """The workdir's run went past the step asked for and did not keep it."""
+
+
+def restore(ckpt: ckpt_lib.Checkpointer, init_state: TrainState,
+            num_steps: int, workdir: str) -> tuple[TrainState, int]:
+  """(state, step): the latest checkpoint up to `num_steps` (a run to resume),
+  or (init_state, 0). A run that went past `num_steps` gives exactly that
+  step's checkpoint, never a later one in its place.
+
+  Raises:
+    StepNotKeptError: the run went past `num_steps` without keeping it.
+  """
+  steps = ckpt.all_steps()
+  if not steps or steps[-1] <= num_steps:
+    return ckpt.restore_or_init(init_state)
+  if num_steps not in steps:
+    raise StepNotKeptError(
+        f'config.pretrain.num_steps={num_steps}, but the pretraining run in '
+        f'{workdir} went on to step {steps[-1]} and kept only steps {steps}; '
+        'use one of those, or a fresh --workdir for a shorter run.')
+  return ckpt.restore_at(num_steps, init_state), num_steps
+
+
 def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Parameters of the finished pretraining run in `workdir` (refuses others)."""
+  """Parameters of `workdir`'s pretraining checkpoint of exactly step
+  `config.pretrain.num_steps` (a longer run's later steps are never served in
+  its place).
+
+  Raises:
+    FileNotFoundError: the run has not reached that step.
+    StepNotKeptError: it went past it without keeping that checkpoint.
+    CheckpointMismatchError: it was written under another config.
+  """
   trainer = make_pretrainer(config)
-  ckpt = checkpointer(config, workdir)
-  state, step = ckpt.restore_or_init(trainer.init(jax.random.key(config.seed)))
-  ckpt.close()
-  if step < config.pretrain.num_steps:
+  want = int(config.pretrain.num_steps)
+  with checkpointer(config, workdir) as ckpt:
+    state, step = restore(ckpt, trainer.init(jax.random.key(config.seed)),
+                          want, workdir)
+  if step < want:
     raise FileNotFoundError(
         f'{workdir} holds no finished pretraining run (latest step {step}, '
-        f'config.pretrain.num_steps={config.pretrain.num_steps}); run '
-        'experiments/pretrain.py with this config and workdir first.')
+        f'config.pretrain.num_steps={want}); run experiments/pretrain.py '
+        'with this config and workdir first.')
   return state.params
 
 
@@ -176,7 +213,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   config_utils.save_config(config, workdir)
   ckpt = checkpointer(config, workdir)
-  state, start = ckpt.restore_or_init(trainer.init(jax.random.key(config.seed)))
+  state, start = restore(ckpt, trainer.init(jax.random.key(config.seed)),
+                         pc.num_steps, workdir)
   if start:
     logging.info('resuming pretraining from step %d', start)
   writer = metrics_lib.MetricsWriter(workdir, 'pretrain', resume_step=start)

@@ -1,0 +1,115 @@
+"""The optimiser every trainer uses: AdamW with a learning-rate schedule.
+
+The paper trains every phase at a constant rate (PAPER.md §4-7), which stays
+the default. A trainer's config section may choose a schedule instead
+(`<section>.lr_schedule`), with the peak at `<section>.learning_rate`:
+
+  constant  the peak throughout (linear warm-up first if lr_warmup_steps > 0)
+  cosine    warm-up, then a cosine decay from the peak to 0 at the last step
+  wsd       warmup-stable-decay: warm-up, the peak, then a linear decay to 0
+            over the last lr_decay_steps steps
+
+Schedules count optimiser steps; a schedule other than `constant` depends on
+the run's length, so resuming a finished run with more steps restarts part
+of its decay (the phases' factories key their compilation on the length then).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import optax
+
+from irl.utils.config_utils import check, check_choice, check_int
+
+SCHEDULES = ('constant', 'cosine', 'wsd')
+# Fields of a trainer's section that `add_schedule_fields` adds.
+SCHEDULE_FIELDS = ('lr_schedule', 'lr_warmup_steps', 'lr_decay_steps')
+# Their values before they existed: checkpoints written then trained under
+# these (irl/utils/checkpoint.py: added_fields).
+SCHEDULE_DEFAULTS = {'lr_schedule': 'constant', 'lr_warmup_steps': 0,
+                     'lr_decay_steps': 0}
+
+
+def add_schedule_fields(section: ml_collections.ConfigDict) -> None:
+  """Adds the schedule fields, set to the paper's constant rate."""
+  for name, value in SCHEDULE_DEFAULTS.items():
+    section[name] = value
+
+
+def added_fields(section_name: str) -> dict[str, Any]:
+  """`{'<section>.lr_schedule': 'constant', ...}` for `Checkpointer`."""
+  return {f'{section_name}.{k}': v for k, v in SCHEDULE_DEFAULTS.items()}
+
+
+def validate_schedule(section: ml_collections.ConfigDict, name: str,
+                      total_steps: int) -> None:
+  """Raises ConfigError naming the first bad `<name>.lr_*` field."""
+  check_choice(section.lr_schedule, f'{name}.lr_schedule', SCHEDULES)
+  check_int(section.lr_warmup_steps, f'{name}.lr_warmup_steps', minimum=0)
+  check_int(section.lr_decay_steps, f'{name}.lr_decay_steps', minimum=0)
+  check(section.lr_warmup_steps < max(total_steps, 1),
+        f'{name}.lr_warmup_steps',
+        f'{section.lr_warmup_steps} must be below the run\'s {total_steps} '
+        'optimiser steps')
+  if section.lr_schedule == 'wsd':
+    check(0 < section.lr_decay_steps
+          <= total_steps - section.lr_warmup_steps,
+          f'{name}.lr_decay_steps',
+          f'{section.lr_decay_steps} must be in [1, {total_steps} - '
+          f'{name}.lr_warmup_steps] for lr_schedule=\'wsd\'')
+  else:
+    check(section.lr_decay_steps == 0, f'{name}.lr_decay_steps',
+          f'{section.lr_decay_steps} is used by lr_schedule=\'wsd\' only; '
+          f'use 0 with lr_schedule={section.lr_schedule!r}')
+
+
+def schedule(peak: float, kind: str, total_steps: int, warmup_steps: int = 0,
+             decay_steps: int = 0) -> optax.Schedule:
+  """The learning rate at each optimiser step (see the module docstring)."""
+  check_choice(kind, 'lr_schedule', SCHEDULES)
+  rest = max(total_steps - warmup_steps, 1)
+  bounds = []   # steps after the warm-up where the next part starts
+  if kind == 'constant':
+    parts = [optax.constant_schedule(peak)]
+  elif kind == 'cosine':
+    parts = [optax.cosine_decay_schedule(peak, rest)]
+  else:
+    stable = rest - decay_steps
+    parts = [optax.linear_schedule(peak, 0.0, decay_steps)]
+    if stable > 0:
+      parts, bounds = [optax.constant_schedule(peak)] + parts, [stable]
+  if warmup_steps:
+    parts = [optax.linear_schedule(0.0, peak, warmup_steps)] + parts
+    bounds = [0] + bounds
+  bounds = [warmup_steps + b for b in bounds]
+  return parts[0] if len(parts) == 1 else optax.join_schedules(parts, bounds)
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, weight_decay: float,
+                   grad_clip: float) -> optax.GradientTransformation:
+  """AdamW (PAPER.md §4), with optional global-norm clipping."""
+  adamw = optax.adamw(learning_rate, weight_decay=weight_decay)
+  if grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+  return adamw
+
+
+def section_optimizer(section: ml_collections.ConfigDict, total_steps: int,
+                      grad_clip: float | None = None
+                      ) -> optax.GradientTransformation:
+  """AdamW of a trainer's section: its learning rate, schedule, weight decay
+  and (unless given) grad_clip; `total_steps` optimiser steps in the run."""
+  lr = schedule(section.learning_rate, section.lr_schedule, total_steps,
+                section.lr_warmup_steps, section.lr_decay_steps)
+  if section.lr_schedule == 'constant' and not section.lr_warmup_steps:
+    lr = section.learning_rate   # bit-identical to the pre-schedule optimiser
+  clip = section.get('grad_clip', 0.0) if grad_clip is None else grad_clip
+  return make_optimizer(lr, section.weight_decay, clip)
+
+
+def run_length_matters(section: ml_collections.ConfigDict) -> bool:
+  """Whether the optimiser depends on the run's length (factories that share
+  compilations across run lengths must then keep it in their key)."""
+  return section.lr_schedule != 'constant'
