@@ -78,6 +78,11 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
                'max_distance', 'conv_width', 'max_len'):
     check_int(m[name], f'model.{name}', minimum=1)
   check_int(m.future_actions, 'model.future_actions', minimum=0)
+  check_int(m.attention_window, 'model.attention_window', minimum=0)
+  check(m.attention_window == 0 or m.backbone == 'transformer',
+        'model.attention_window',
+        f'{m.attention_window} needs model.backbone=\'transformer\' (Hawk is '
+        'recurrent); use 0')
   check(m.width % m.num_heads == 0, 'model.num_heads',
         f'{m.num_heads} must divide model.width={m.width}')
   check(m.max_distance > m.num_buckets // 2, 'model.max_distance',

@@ -198,12 +198,67 @@ def _pick(summary: dict, keys: list[str]) -> list[tuple[str, Any]]:
   return [(k, summary[k]) for k in keys if k in summary]
 
 
+def _link_rows(config: ml_collections.ConfigDict, done: dict
+               ) -> list[tuple[str, str, str, str]]:
+  """(link, measured, target of the cpu preset, paper) for every link of
+  the chain that has finished."""
+  rows = []
+  get = lambda phase: done.get(phase, {}).get('summary', {})
+  s = get('pretrain')
+  if 'closed_loop/complete_pretrain_task' in s:
+    rows.append(('base model: completes a pretraining task in closed loop',
+                 _fmt(s['closed_loop/complete_pretrain_task']), '>= 0.95',
+                 'not reported (256k steps × 1024 episodes)'))
+  s = get('probes')
+  if 'best_accuracy' in s:
+    rows.append((
+        'probes: best layer (L), accuracy (majority)',
+        f"{s['best_layer']} ({s['num_layers']}), {_fmt(s['best_accuracy'])} "
+        f"({_fmt(s['majority_accuracy'])})",
+        '>= L/2, >= 2x majority', '~0.5 from mid-depth on (~0.3 below)'))
+  s = get('controllability')
+  if 'mid_layer_success' in s:
+    by_layer = s['success'][str(s['main_depth'])]
+    rows.append((
+        'ground-truth controllers: post-task success at L/2 (by layer)',
+        f"{_fmt(s['mid_layer_success'])} ("
+        + ', '.join(_fmt(by_layer[k]) for k in sorted(by_layer, key=int))
+        + ')', '>= 0.5; L/2 >= first and last layer',
+        'highest near the middle layer'))
+  s = get('metacontroller')
+  for name, target in (('method', '>= 0.9 and code >= 0.8'),
+                       ('cotrained', 'clearly below the method')):
+    if name in s:
+      m = s[name]
+      rows.append((
+          f'metacontroller ({name}): held-out F1, code names the pair '
+          '(chance)',
+          f"{_fmt(m.get('heldout/f1', float('nan')))}, "
+          f"{_fmt(m.get('heldout/code_subgoal_acc', float('nan')))} "
+          f"({_fmt(m.get('heldout/code_subgoal_chance', float('nan')))})",
+          target, 'aligned switching (frozen); one switch at t=0 '
+          '(co-trained)'))
+  final = get('internal_rl').get('final_success', {})
+  for method, r in final.items():
+    rows.append((f'RL: {method}, median final success',
+                 _fmt(r['median']),
+                 '>= 0.7' if method == 'internal' else '<= 0.1',
+                 'high' if method == 'internal' else 'near 0'))
+  return rows
+
+
 def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes `<workdir>/REPORT.md` from the phases finished so far."""
   done = _load_markers(workdir)
   lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',
            f'Workdir `{workdir}`. Phases finished: '
            f'{", ".join(done) or "none"}.', '']
+  links = _link_rows(config, done)
+  if links:
+    lines += ['## The chain at a glance', '',
+              '| link | measured | target (cpu preset) | paper |',
+              '|---|---|---|---|']
+    lines += [f'| {a} | {b} | {c} | {d} |' for a, b, c, d in links] + ['']
   timing = [(p, f"{done[p]['seconds'] / 60:.1f} min") for p in done]
   if timing:
     total = sum(done[p]['seconds'] for p in done)
@@ -232,6 +287,8 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
               '```', json.dumps(s, indent=1)[:3000], '```', '']
     lines += _figure(workdir, 'control/success_by_layer.png',
                      'post-task success by controlled layer')
+    lines += _figure(workdir, 'control/fig4_controllability.png',
+                     'Fig. 4: post-task success by depth and layer')
   if 'metacontroller' in done:
     lines += ['## Metacontroller (Figs. 6, 7)', '',
               '| variant | F1 | precision | recall | median switches | '
@@ -246,6 +303,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
           f"{g('median_boundaries_per_episode')} | {g('action_nll')} | "
           f"{g('kl')} | {g('code_subgoal_acc')} ({g('code_subgoal_chance')}) |")
     lines.append('')
+    # Fig. 7 is its own job (experiments/rate_distortion.py, same workdir).
+    lines += _figure(workdir, 'rate_distortion/rate_distortion.png',
+                     'Fig. 7: rate-distortion, frozen vs co-trained')
     from irl.train import metacontroller
     for name in METACONTROLLER_VARIANTS:
       run_name = metacontroller.run_name(variant_config(config, name))

@@ -212,3 +212,23 @@ def test_subgoal_controllers_equal_the_gathered_intervention():
   both = jax.jit(lambda f, e: (f.apply(e), f.to_intervention().apply(e)))
   np.testing.assert_allclose(*both(fast, e), rtol=1e-5, atol=1e-5)
   assert fast.to_intervention().layer == 2
+
+
+def test_failure_kinds_tell_the_prior_from_navigation():
+  from irl.envs import tasks
+  table = tasks.GRID_PRETRAIN_TASKS
+  assert ctl.seen_successors(table, 2) == {0: {2, 3}, 1: {0, 3}, 2: {0, 1},
+                                           3: {1, 2}}
+  task = [0, 1, 2, 3, 4, 5]
+  visits = np.array([
+      [0, 1, 2, 3, 4, 5, -1],    # success: not counted
+      [0, 1, 4, -1, -1, -1, -1],   # after 0-1, colour 4: 4-5 follows 0-1
+      [0, 1, 2, 3, 0, -1, -1],   # after 2-3, colour 0: 0-1 follows 2-3
+      [0, 1, 7, -1, -1, -1, -1],   # after 0-1, colour 7: no pair starts there
+      [0, 5, -1, -1, -1, -1, -1],  # between 0 and 1
+      [3, -1, -1, -1, -1, -1, -1],  # a wrong first colour
+      [0, 1, 2, -1, -1, -1, -1],   # no wrong colour: T ran out
+  ])
+  assert ctl.failure_kinds(visits, task, table, 2) == {
+      'start': 1, 'within_pair': 1, 'boundary_prior': 2, 'boundary_other': 1,
+      'timeout': 1}

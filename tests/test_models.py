@@ -501,3 +501,33 @@ def test_segments_need_transformer_without_cache():
   with pytest.raises(ValueError, match='segments'):
     model.apply(params, _obs()[:, :1], cache=init_cache(model.config, BATCH),
                 segments=segments[:, :1])
+
+
+def test_attention_window_limits_the_past_in_both_paths():
+  # With a window of W, steps more than W - 1 back do not change the output,
+  # and cached decoding equals the full-sequence forward.
+  cfg = dataclasses.replace(_window_config(), attention_window=3)
+  model = BaseModel(cfg)
+  obs = jax.random.bernoulli(jax.random.key(0), 0.2, (2, 9, cfg.obs_dim)
+                             ).astype(jnp.float32)
+  params = model.init(jax.random.key(1), obs)
+  full = model.apply(params, obs).action_logits
+  changed = obs.at[:, :3].set(1.0 - obs[:, :3])
+  out = model.apply(params, changed).action_logits
+  # Step t sees steps > t - 3 at every layer: 2 layers reach back 4 steps.
+  np.testing.assert_allclose(out[:, 7:], full[:, 7:], atol=1e-5)
+  assert not np.allclose(out[:, 3:5], full[:, 3:5], atol=1e-4)
+  cache = init_cache(cfg, 2)
+  steps = []
+  for t in range(obs.shape[1]):
+    o = model.apply(params, obs[:, t:t + 1], cache=cache)
+    cache = o.cache
+    steps.append(o.action_logits[:, 0])
+  np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=1e-4)
+  with pytest.raises(ValueError, match='attention_window'):
+    dataclasses.replace(cfg, attention_window=-1).validate()
+
+
+def _window_config():
+  return ModelConfig(backbone='transformer', num_layers=2, width=32,
+                     num_heads=2, mlp_dim=64, obs_dim=20, max_len=16)

@@ -113,7 +113,8 @@ class BaseModel(nn.Module):
     if cfg.backbone == 'transformer':
       self.blocks = [
           TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_dim,
-                           cfg.num_buckets, cfg.max_distance, dtype)
+                           cfg.num_buckets, cfg.max_distance,
+                           cfg.attention_window, dtype)
           for _ in range(cfg.num_layers)]
     else:
       self.blocks = [

@@ -30,6 +30,9 @@ class ModelConfig:
     action_dim: continuous action size (used when continuous).
     num_buckets: T5 relative-position buckets (transformer).
     max_distance: distance from which all offsets share the last bucket.
+    attention_window: W > 0 lets each step attend to itself and the W - 1
+      steps before it (sliding-window attention, transformer); 0: the whole
+      past (the paper's model).
     conv_width: temporal width of the causal Conv1D (hawk).
     max_len: KV-cache length (transformer); total decoded steps must not
       exceed it.
@@ -52,6 +55,7 @@ class ModelConfig:
   action_dim: int = 8
   num_buckets: int = 32
   max_distance: int = 128
+  attention_window: int = 0
   conv_width: int = 4
   max_len: int = 128
   dtype: str = 'float32'
@@ -90,6 +94,7 @@ class ModelConfig:
       _check_int('action_dim', self.action_dim)
     _check_int('num_buckets', self.num_buckets)
     _check_int('future_actions', self.future_actions, minimum=0)
+    _check_int('attention_window', self.attention_window, minimum=0)
     if self.future_actions and self.action_type != 'discrete':
       raise ValueError(f'future_actions={self.future_actions} needs '
                        "action_type='discrete' (got "

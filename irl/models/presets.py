@@ -16,6 +16,8 @@ def _model(backbone, num_layers, width, num_heads, mlp_dim):
   m.mlp_dim = mlp_dim            # ReLU MLP hidden width
   m.num_buckets = 32             # T5 relative-position buckets (transformer)
   m.max_distance = 128
+  # > 0: each step attends to the last W steps only (transformer); 0: all.
+  m.attention_window = 0
   m.conv_width = 4               # temporal Conv1D (hawk)
   m.max_len = 128                # KV cache slots >= env.max_steps (transformer)
   m.dtype = 'float32'            # 'bfloat16' for mixed precision

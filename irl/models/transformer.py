@@ -76,9 +76,10 @@ def causal_relative_position_bucket(relative_position: jax.Array,
 
 
 @functools.lru_cache(maxsize=64)
-def _static_buckets(seq_len: int, num_buckets: int, max_distance: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """Buckets [T, T] (int32) and causal mask [T, T] of a cache-free chunk.
+def _static_buckets(seq_len: int, num_buckets: int, max_distance: int,
+                    window: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Buckets [T, T] (int32) and causal mask [T, T] of a cache-free chunk
+  (within `window` steps when > 0).
 
   Positions 0..T-1 are static, so these are NumPy constants computed once (with
   the same function the decoding path traces, hence the same buckets).
@@ -87,7 +88,15 @@ def _static_buckets(seq_len: int, num_buckets: int, max_distance: int
   with jax.ensure_compile_time_eval():
     buckets = np.asarray(causal_relative_position_bucket(
         jnp.asarray(relative), num_buckets, max_distance))
-  return buckets, relative <= 0
+  return buckets, visible(relative, window)
+
+
+def visible(relative, window: int):
+  """Whether a key `relative` steps away (<= 0: the past) may be attended:
+  causal, and within the last `window` steps when window > 0."""
+  if window:
+    return (relative <= 0) & (relative > -window)
+  return relative <= 0
 
 
 class RelativeAttention(nn.Module):
@@ -96,6 +105,7 @@ class RelativeAttention(nn.Module):
   num_heads: int
   num_buckets: int = 32
   max_distance: int = 128
+  window: int = 0          # > 0: sliding-window attention over W steps
   dtype: common.Dtype = jnp.float32
 
   def setup(self) -> None:
@@ -136,7 +146,7 @@ class RelativeAttention(nn.Module):
       # The bias with the causal mask folded in ([H, T, T], float32): one add
       # on the logits instead of a gather, an add and a select per element.
       buckets, mask = _static_buckets(seq_len, self.num_buckets,
-                                      self.max_distance)
+                                      self.max_distance, self.window)
       table = jnp.moveaxis(self.relative_bias[buckets], -1, 0)  # [H, T, T]
       if segments is not None:
         same = segments[:, :, None] == segments[:, None, :]   # [B, T, T]
@@ -166,7 +176,7 @@ class RelativeAttention(nn.Module):
     buckets = causal_relative_position_bucket(
         relative, self.num_buckets, self.max_distance)
     # Causality also masks the not-yet-written cache slots (s > query pos).
-    bias = jnp.where((relative <= 0)[..., None],
+    bias = jnp.where(visible(relative, self.window)[..., None],
                      self.relative_bias[buckets], _NEG_INF)    # [B, T, S, H]
     keys = keys.astype(self.dtype)
     values = values.astype(self.dtype)
@@ -205,13 +215,14 @@ class TransformerBlock(nn.Module):
   mlp_dim: int
   num_buckets: int = 32
   max_distance: int = 128
+  window: int = 0
   dtype: common.Dtype = jnp.float32
 
   def setup(self) -> None:
     self.attn_norm = common.norm(self.dtype)
     self.attention = RelativeAttention(self.width, self.num_heads,
                                        self.num_buckets, self.max_distance,
-                                       self.dtype)
+                                       self.window, self.dtype)
     self.mlp_norm = common.norm(self.dtype)
     self.mlp = common.MLP(self.width, self.mlp_dim, self.dtype)
 

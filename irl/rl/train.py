@@ -670,31 +670,51 @@ def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
         w.writerow([int(u), int(u) * batch_size, j, f'{v:.6g}'])
 
 
+_STYLES = (('-', 'o'), ('--', 's'), (':', '^'), ('-.', 'v'), ((0, (5, 1)), 'D'))
+
+
 def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
                 log_x: bool = False, title: str = '') -> str:
-  """Median and 25–75% band over seeds of success vs episodes, per method."""
+  """Median and 25–75% band over seeds of success vs episodes, per method
+  (left), and each method's final median with its 25–75% range (right), so
+  methods whose curves coincide (all at 0, say) stay distinguishable."""
   import matplotlib  # noqa: PLC0415
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
-  fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for name, (curve, batch_size) in curves.items():
+  fig, (ax, ax_end) = plt.subplots(
+      1, 2, figsize=(8.0, 3.8), gridspec_kw={'width_ratios': [3, 1.3]})
+  finals = []
+  for i, (name, (curve, batch_size)) in enumerate(curves.items()):
     if not len(curve['update']):
       continue
     x = curve['update'] * batch_size
     s = curve['success']
     med = np.nanmedian(s, 1)
     lo, hi = np.nanpercentile(s, 25, 1), np.nanpercentile(s, 75, 1)
-    line, = ax.plot(x, med, label=name)
-    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25)
+    style, marker = _STYLES[i % len(_STYLES)]
+    every = max(len(x) // 6, 1)   # staggered, so equal curves show each
+    line, = ax.plot(x, med, linestyle=style, marker=marker,
+                    markevery=(i % every, every), markersize=4,
+                    label=f'{name} ({med[-1]:.2f})', zorder=3 + (i == 0))
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+    finals.append((name, med[-1], lo[-1], hi[-1], line.get_color(), marker))
   if log_x:
     ax.set_xscale('log')
   ax.set_xlabel('episodes')
-  ax.set_ylabel('success rate')
+  ax.set_ylabel('success rate (median over seeds)')
   ax.set_ylim(-0.02, 1.02)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7, title='method (final)', title_fontsize=7)
+  for j, (name, med, lo, hi, color, marker) in enumerate(finals):
+    ax_end.errorbar([med], [j], xerr=[[med - lo], [hi - med]], fmt=marker,
+                    color=color, capsize=3)
+  ax_end.set_yticks(range(len(finals)), [f[0] for f in finals], fontsize=7)
+  ax_end.set_xlim(-0.02, 1.02)
+  ax_end.invert_yaxis()
+  ax_end.set_xlabel('final success')
+  ax_end.grid(alpha=0.3, axis='x')
   if title:
-    ax.set_title(title, fontsize=9)
+    fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
