@@ -377,7 +377,7 @@ def _cpu5() -> ml_collections.ConfigDict:
   # longer than every pretraining task.
   c.env.post_task = '0-1-2-3-4-5-6-7'
   # Warmup-stable-decay: 2e-3 finds the task structure, the final linear
-  # decay sharpens navigation. 20.6 min at ~9.7 steps/s on 2 cores; closed
+  # decay sharpens navigation. 20.1 min at ~10 steps/s on 2 cores; closed
   # loop 0.893 (7×7 `cpu`: 0.641).
   c.pretrain.num_steps = 12_000
   c.pretrain.lr_schedule = 'wsd'

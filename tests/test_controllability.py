@@ -214,6 +214,12 @@ def test_subgoal_controllers_equal_the_gathered_intervention():
   assert fast.to_intervention().layer == 2
 
 
+def test_pair_pass_rates():
+  np.testing.assert_allclose(ctl.pair_pass_rates([15, 51, 122, 44, 24]),
+                             [241 / 256, 190 / 241, 68 / 190, 24 / 68])
+  assert np.isnan(ctl.pair_pass_rates([4, 0, 0])[1])
+
+
 def test_failure_kinds_tell_the_prior_from_navigation():
   from irl.envs import tasks
   table = tasks.GRID_PRETRAIN_TASKS

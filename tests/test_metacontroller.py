@@ -269,6 +269,10 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
   mct.train(c, resumed, run_eval=False)
   jax.tree.map(np.testing.assert_array_equal, phi,
                mct.load_params(c, resumed)[0])
+  # The shorter run length on the same workdir loads its own step, not 10.
+  phi5 = mct.load_params(half, resumed)[0]
+  assert not all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: np.array_equal(a, b), phi5, phi)))
 
   other = _config(kl_weight=0.5)
   with pytest.raises(ckpt_lib.CheckpointMismatchError,

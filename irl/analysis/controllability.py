@@ -172,6 +172,15 @@ def seen_successors(pretrain_tasks: Sequence[Sequence[int]], size: int
   return out
 
 
+def pair_pass_rates(histogram: Sequence[int]) -> list[float]:
+  """P(pair k+1 completed | k pairs completed) for k = 0..P-1, from the
+  histogram of completed pairs [P + 1] (nan where no episode got that far)."""
+  h = np.asarray(histogram, np.float64)
+  reached = h[::-1].cumsum()[::-1]          # episodes completing >= k pairs
+  return [float(reached[k + 1] / reached[k]) if reached[k] else float('nan')
+          for k in range(len(h) - 1)]
+
+
 FAILURE_KINDS = ('start', 'within_pair', 'boundary_prior', 'boundary_other',
                  'timeout')
 
@@ -575,11 +584,12 @@ def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
                             factors, layer, post, post_task_pairs(config),
                             key, cc.num_episodes, cc.temperature)
   num_pairs = len(post_task_pairs(config))
+  histogram = np.bincount(roll['pairs_done'], minlength=num_pairs + 1)
   return {
       'success': float(roll['success'].mean()),
       'mean_pairs_done': float(roll['pairs_done'].mean()),
-      'pairs_done_histogram': np.bincount(
-          roll['pairs_done'], minlength=num_pairs + 1).tolist(),
+      'pairs_done_histogram': histogram.tolist(),
+      'pair_pass_rate': pair_pass_rates(histogram),
       'mean_length': float(roll['length'].mean()),
       'failures': failure_kinds(
           roll['visits'], tasks_lib.parse_task(config.env.post_task),

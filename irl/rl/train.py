@@ -393,7 +393,9 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
                                   env_params.max_steps + 1))
   model = BaseModel(model_config)
   batch = r.batch_size
-  tx = optim.section_optimizer(r, optimiser_steps(r))
+  # A constant rate does not depend on the run's length (not in the key).
+  tx = optim.section_optimizer(
+      r, optimiser_steps(r) if optim.run_length_matters(r) else 0)
 
   if method == 'raw_action':
     env = policy = None
@@ -602,7 +604,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
       max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config),
       added_fields=ADDED_FIELDS)
-  states, start = ckpt.restore_or_init(init_states)
+  states, start = ckpt.restore_up_to(r.num_updates, init_states,
+                                     'rl.num_updates')
   states, frozen = ckpt_lib.on_device((states, frozen))
   if start:
     logging.info('resuming %s from update %d', name, start)
@@ -704,7 +707,8 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   ax.set_ylabel('success rate (median over seeds)')
   ax.set_ylim(-0.02, 1.02)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, title='method (final)', title_fontsize=7)
+  if finals:
+    ax.legend(fontsize=7, title='method (final)', title_fontsize=7)
   for j, (name, med, lo, hi, color, marker) in enumerate(finals):
     ax_end.errorbar([med], [j], xerr=[[med - lo], [hi - med]], fmt=marker,
                     color=color, capsize=3)

@@ -417,8 +417,9 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   trainer = make_trainer(config)
   base_params = _base_params(config, workdir)
   ckpt = checkpointer(config, workdir)
-  state, step = ckpt.restore_or_init(_initial_state(trainer, config,
-                                                    base_params))
+  state, step = ckpt.restore_up_to(
+      config.compile.num_steps,
+      _initial_state(trainer, config, base_params), 'compile.num_steps')
   ckpt.close()
   if step < config.compile.num_steps:
     raise FileNotFoundError(
@@ -444,8 +445,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)
   ckpt = checkpointer(config, workdir)
-  state, start = ckpt.restore_or_init(_initial_state(trainer, config,
-                                                     base_params))
+  state, start = ckpt.restore_up_to(
+      c.num_steps, _initial_state(trainer, config, base_params),
+      'compile.num_steps')
   state, base_params = ckpt_lib.on_device((state, base_params))
   if start:
     logging.info('resuming %s from step %d', RUN_NAME, start)

@@ -160,28 +160,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       added_fields=ADDED_FIELDS)
 
 
-class StepNotKeptError(ValueError):
-  """The workdir's run went past the step asked for and did not keep it."""
-
-
-def restore(ckpt: ckpt_lib.Checkpointer, init_state: TrainState,
-            num_steps: int, workdir: str) -> tuple[TrainState, int]:
-  """(state, step): the latest checkpoint up to `num_steps` (a run to resume),
-  or (init_state, 0). A run that went past `num_steps` gives exactly that
-  step's checkpoint, never a later one in its place.
-
-  Raises:
-    StepNotKeptError: the run went past `num_steps` without keeping it.
-  """
-  steps = ckpt.all_steps()
-  if not steps or steps[-1] <= num_steps:
-    return ckpt.restore_or_init(init_state)
-  if num_steps not in steps:
-    raise StepNotKeptError(
-        f'config.pretrain.num_steps={num_steps}, but the pretraining run in '
-        f'{workdir} went on to step {steps[-1]} and kept only steps {steps}; '
-        'use one of those, or a fresh --workdir for a shorter run.')
-  return ckpt.restore_at(num_steps, init_state), num_steps
+StepNotKeptError = ckpt_lib.StepNotKeptError
 
 
 def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -197,8 +176,8 @@ def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   trainer = make_pretrainer(config)
   want = int(config.pretrain.num_steps)
   with checkpointer(config, workdir) as ckpt:
-    state, step = restore(ckpt, trainer.init(jax.random.key(config.seed)),
-                          want, workdir)
+    state, step = ckpt.restore_up_to(
+        want, trainer.init(jax.random.key(config.seed)), 'pretrain.num_steps')
   if step < want:
     raise FileNotFoundError(
         f'{workdir} holds no finished pretraining run (latest step {step}, '
@@ -215,8 +194,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   config_utils.save_config(config, workdir)
   ckpt = checkpointer(config, workdir)
-  state, start = restore(ckpt, trainer.init(jax.random.key(config.seed)),
-                         pc.num_steps, workdir)
+  state, start = ckpt.restore_up_to(
+      pc.num_steps, trainer.init(jax.random.key(config.seed)),
+      'pretrain.num_steps')
   if start:
     logging.info('resuming pretraining from step %d', start)
   writer = metrics_lib.MetricsWriter(workdir, 'pretrain', resume_step=start)

@@ -134,6 +134,10 @@ def _fmt_spec(spec: dict[str, Any]) -> str:
   return f'{spec["dtype"]}{tuple(spec["shape"])}'
 
 
+class StepNotKeptError(ValueError):
+  """A run went past the step asked for and did not keep its checkpoint."""
+
+
 class Checkpointer:
   """Saves and restores one training-state pytree under `directory` with orbax.
 
@@ -215,6 +219,27 @@ class Checkpointer:
       logging.info('No checkpoint in %s; starting from step 0.', self.directory)
       return init_state, 0
     return self.restore_at(step, init_state), step
+
+  def restore_up_to(self, num_steps: int, init_state: PyTree,
+                    field: str = 'num_steps') -> tuple[PyTree, int]:
+    """(state, step) of a run meant to end at `num_steps`: the latest
+    checkpoint up to it (a run to resume), or (init_state, 0); a run that went
+    past `num_steps` gives exactly that step, never a later one in its place.
+
+    Raises:
+      StepNotKeptError: the run went past `num_steps` without keeping it
+        (`field` names the config field in the message).
+      CheckpointMismatchError: as in `restore_or_init`.
+    """
+    steps = self.all_steps()
+    if not steps or steps[-1] <= num_steps:
+      return self.restore_or_init(init_state)
+    if num_steps not in steps:
+      raise StepNotKeptError(
+          f'config.{field}={num_steps}, but the run in {self.directory} went '
+          f'on to step {steps[-1]} and kept only steps {steps}; use one of '
+          'those, or a fresh --workdir for a shorter run.')
+    return self.restore_at(num_steps, init_state), num_steps
 
   def restore_at(self, step: int, init_state: PyTree) -> PyTree:
     """Returns the state saved at `step` (e.g. an older kept checkpoint).
