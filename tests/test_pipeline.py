@@ -60,3 +60,40 @@ def test_metacontroller_variants_change_only_their_fields():
   assert cotrained.metacontroller.base_model == config.rl.cotrained_base_model
   assert config.metacontroller.switching == 'learned'   # not mutated
   assert always.model.to_dict() == config.model.to_dict()
+
+
+def test_report_puts_every_link_beside_its_target(tmp_path):
+  # Markers as the phases write them (summaries only): the report's first
+  # table lists each finished link with its measured value and target.
+  config = gridworld.get_config('test')
+  done = {
+      'pretrain': {'closed_loop/complete_pretrain_task': 0.9},
+      'probes': {'best_layer': 1, 'num_layers': 2, 'best_accuracy': 0.7,
+                 'majority_accuracy': 0.25},
+      'controllability': {'main_depth': 2, 'mid_layer': 1,
+                          'mid_layer_success': 0.4,
+                          'success': {'2': {'0': 0.1, '1': 0.4, '2': 0.0}}},
+      'metacontroller': {'method': {'heldout/f1': 0.95,
+                                    'heldout/code_subgoal_acc': 0.85,
+                                    'heldout/code_subgoal_chance': 0.25},
+                         'cotrained': {'heldout/f1': 0.2}},
+      'internal_rl': {'final_success': {
+          'internal': {'median': 0.75, 'q25': 0.7, 'q75': 0.8, 'episodes': 64},
+          'raw_action': {'median': 0.0, 'q25': 0.0, 'q75': 0.0,
+                         'episodes': 64}}},
+  }
+  os.makedirs(tmp_path / 'pipeline')
+  for phase, summary in done.items():
+    config_utils.atomic_write_text(
+        str(tmp_path / 'pipeline' / f'{phase}.json'),
+        json.dumps({'phase': phase, 'seconds': 60.0, 'summary': summary,
+                    'config': {}}))
+  report = open(pipeline.write_report(config, str(tmp_path))).read()
+  table = report.split('## The chain at a glance')[1].split('\n## ')[0]
+  rows = [l for l in table.splitlines() if l.startswith('| ') and
+          not l.startswith('| link')]
+  assert len(rows) == 7, rows
+  assert '| 0.4 (0.1, 0.4, 0) | >= 0.5; L/2 >= first and last layer |' in table
+  assert 'RL: internal, median final success | 0.75 | >= 0.7' in table
+  assert 'RL: raw_action, median final success | 0 | <= 0.1' in table
+  assert '0.95, 0.85 (0.25)' in table
