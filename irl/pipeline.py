@@ -198,8 +198,7 @@ def _pick(summary: dict, keys: list[str]) -> list[tuple[str, Any]]:
   return [(k, summary[k]) for k in keys if k in summary]
 
 
-def _link_rows(config: ml_collections.ConfigDict, done: dict
-               ) -> list[tuple[str, str, str, str]]:
+def _link_rows(done: dict) -> list[tuple[str, str, str, str]]:
   """(link, measured, target of the cpu preset, paper) for every link of
   the chain that has finished."""
   rows = []
@@ -253,7 +252,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',
            f'Workdir `{workdir}`. Phases finished: '
            f'{", ".join(done) or "none"}.', '']
-  links = _link_rows(config, done)
+  links = _link_rows(done)
   if links:
     lines += ['## The chain at a glance', '',
               '| link | measured | target (cpu preset) | paper |',

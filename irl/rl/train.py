@@ -365,11 +365,9 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
     module = compile_module(config)
   key = config.copy_and_resolve_references()
   key.unlock()
-  names = ['save_every', 'keep_checkpoints', 'seeds', 'fig8_methods']
-  if not optim.run_length_matters(key.rl):
-    names.append('num_updates')
-  for name in names:
+  for name in ('save_every', 'keep_checkpoints', 'seeds', 'fig8_methods'):
     del key.rl[name]
+  optim.drop_run_length(key.rl, 'num_updates')
   for section in ('pretrain', 'eval', 'expert_demo', 'rate_distortion',
                   'probe', 'control'):
     if section in key:
@@ -393,9 +391,7 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
                                   env_params.max_steps + 1))
   model = BaseModel(model_config)
   batch = r.batch_size
-  # A constant rate does not depend on the run's length (not in the key).
-  tx = optim.section_optimizer(
-      r, optimiser_steps(r) if optim.run_length_matters(r) else 0)
+  tx = optim.section_optimizer(r, optimiser_steps(r))
 
   if method == 'raw_action':
     env = policy = None

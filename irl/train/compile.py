@@ -179,8 +179,7 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   key.unlock()
   c = key.compile
   c.save_every = c.keep_checkpoints = 0
-  if not optim.run_length_matters(c):
-    c.num_steps = 0
+  optim.drop_run_length(c)
   c.z_kl_weight = c.b_kl_weight = 0.0
   c.seed = c.trace_episodes = c.eval_episodes = c.rl_max_segments = 0
   for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo',

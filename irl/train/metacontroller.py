@@ -205,8 +205,7 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   key = config.copy_and_resolve_references()
   key.unlock()   # configs from absl flags are locked
   key.metacontroller.save_every = 0
-  if not optim.run_length_matters(key.metacontroller):
-    key.metacontroller.num_steps = 0
+  optim.drop_run_length(key.metacontroller)
   key.metacontroller.keep_checkpoints = key.metacontroller.kl_weight = 0
   key.metacontroller.seed = key.metacontroller.trace_episodes = 0
   key.metacontroller.eval_episodes = 0

@@ -24,12 +24,12 @@ import optax
 from irl.utils.config_utils import check, check_choice, check_int
 
 SCHEDULES = ('constant', 'cosine', 'wsd')
-# Fields of a trainer's section that `add_schedule_fields` adds.
-SCHEDULE_FIELDS = ('lr_schedule', 'lr_warmup_steps', 'lr_decay_steps')
-# Their values before they existed: checkpoints written then trained under
-# these (irl/utils/checkpoint.py: added_fields).
+# The fields `add_schedule_fields` adds to a trainer's section, with their
+# defaults: the values checkpoints written before the fields existed trained
+# under (irl/utils/checkpoint.py: added_fields).
 SCHEDULE_DEFAULTS = {'lr_schedule': 'constant', 'lr_warmup_steps': 0,
                      'lr_decay_steps': 0}
+SCHEDULE_FIELDS = tuple(SCHEDULE_DEFAULTS)
 
 
 def add_schedule_fields(section: ml_collections.ConfigDict) -> None:
@@ -101,10 +101,10 @@ def section_optimizer(section: ml_collections.ConfigDict, total_steps: int,
                       ) -> optax.GradientTransformation:
   """AdamW of a trainer's section: its learning rate, schedule, weight decay
   and (unless given) grad_clip; `total_steps` optimiser steps in the run."""
-  lr = schedule(section.learning_rate, section.lr_schedule, total_steps,
-                section.lr_warmup_steps, section.lr_decay_steps)
-  if section.lr_schedule == 'constant' and not section.lr_warmup_steps:
-    lr = section.learning_rate   # bit-identical to the pre-schedule optimiser
+  lr = section.learning_rate   # a float: the pre-schedule optimiser exactly
+  if section.lr_schedule != 'constant' or section.lr_warmup_steps:
+    lr = schedule(lr, section.lr_schedule, total_steps,
+                  section.lr_warmup_steps, section.lr_decay_steps)
   clip = section.get('grad_clip', 0.0) if grad_clip is None else grad_clip
   return make_optimizer(lr, section.weight_decay, clip)
 
@@ -113,3 +113,12 @@ def run_length_matters(section: ml_collections.ConfigDict) -> bool:
   """Whether the optimiser depends on the run's length (factories that share
   compilations across run lengths must then keep it in their key)."""
   return section.lr_schedule != 'constant'
+
+
+def drop_run_length(section: ml_collections.ConfigDict,
+                    field: str = 'num_steps') -> None:
+  """Zeroes `section.<field>` (the run's length) in a factory's cache key,
+  unless the schedule depends on it: runs of any length then share one
+  compilation."""
+  if not run_length_matters(section):
+    section[field] = 0

@@ -91,8 +91,7 @@ def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
   config_lib.validate_gridworld(config)
   key = config.copy_and_resolve_references()
   key.pretrain.save_every = 0
-  if not optim.run_length_matters(key.pretrain):
-    key.pretrain.num_steps = 0
+  optim.drop_run_length(key.pretrain)
   return _make_pretrainer(key.to_json(sort_keys=True))
 
 
