@@ -79,6 +79,10 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
     check_int(m[name], f'model.{name}', minimum=1)
   check_int(m.future_actions, 'model.future_actions', minimum=0)
   check_int(m.attention_window, 'model.attention_window', minimum=0)
+  check_int(m.attention_window_from, 'model.attention_window_from', minimum=0)
+  check(m.attention_window_from < m.num_layers, 'model.attention_window_from',
+        f'{m.attention_window_from} must be a block index below '
+        f'model.num_layers={m.num_layers}')
   check(m.attention_window == 0 or m.backbone == 'transformer',
         'model.attention_window',
         f'{m.attention_window} needs model.backbone=\'transformer\' (Hawk is '

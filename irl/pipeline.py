@@ -166,7 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 # --------------------------------------------------------------------------
 # REPORT.md
 
-def _load_markers(workdir: str) -> dict[str, dict]:
+def load_markers(workdir: str) -> dict[str, dict]:
   out = {}
   for phase in PHASES:
     path = _marker(workdir, phase)
@@ -198,7 +198,7 @@ def _pick(summary: dict, keys: list[str]) -> list[tuple[str, Any]]:
   return [(k, summary[k]) for k in keys if k in summary]
 
 
-def _link_rows(done: dict) -> list[tuple[str, str, str, str]]:
+def link_rows(done: dict) -> list[tuple[str, str, str, str]]:
   """(link, measured, target of the cpu preset, paper) for every link of
   the chain that has finished."""
   rows = []
@@ -248,11 +248,11 @@ def _link_rows(done: dict) -> list[tuple[str, str, str, str]]:
 
 def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes `<workdir>/REPORT.md` from the phases finished so far."""
-  done = _load_markers(workdir)
+  done = load_markers(workdir)
   lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',
            f'Workdir `{workdir}`. Phases finished: '
            f'{", ".join(done) or "none"}.', '']
-  links = _link_rows(done)
+  links = link_rows(done)
   if links:
     lines += ['## The chain at a glance', '',
               '| link | measured | target (cpu preset) | paper |',

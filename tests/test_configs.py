@@ -7,7 +7,7 @@ from irl import config as config_lib
 from irl.utils.config_utils import ConfigError
 
 
-@pytest.mark.parametrize('preset', ['paper', 'cpu', 'cpu5', 'test'])
+@pytest.mark.parametrize('preset', ['paper', 'gpu', 'cpu', 'cpu5', 'test'])
 def test_presets_validate(preset):
   c = gridworld.get_config(preset)
   assert c.preset == preset
@@ -15,8 +15,9 @@ def test_presets_validate(preset):
 
 
 def test_unknown_preset_lists_the_known_ones():
-  with pytest.raises(ConfigError, match=r"'gpu'.*\['cpu', 'cpu5', 'paper', 'test'\]"):
-    gridworld.get_config('gpu')
+  with pytest.raises(
+      ConfigError, match=r"'tpu'.*\['cpu', 'cpu5', 'gpu', 'paper', 'test'\]"):
+    gridworld.get_config('tpu')
 
 
 @pytest.mark.parametrize('field,value,match', [

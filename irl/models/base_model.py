@@ -114,8 +114,8 @@ class BaseModel(nn.Module):
       self.blocks = [
           TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_dim,
                            cfg.num_buckets, cfg.max_distance,
-                           cfg.attention_window, dtype)
-          for _ in range(cfg.num_layers)]
+                           cfg.window(i), dtype)
+          for i in range(cfg.num_layers)]
     else:
       self.blocks = [
           HawkBlock(cfg.width, cfg.num_heads, cfg.mlp_dim, cfg.conv_width,

@@ -291,8 +291,8 @@ class CompileEncoder(nn.Module):
     if cfg.backbone == 'transformer':
       self.blocks = [TransformerBlock(cfg.width, cfg.num_heads, cfg.mlp_dim,
                                       cfg.num_buckets, cfg.max_distance,
-                                      cfg.attention_window, dtype)
-                     for _ in range(self.num_layers)]
+                                      cfg.window(i), dtype)
+                     for i in range(self.num_layers)]
     else:
       self.blocks = [HawkBlock(cfg.width, cfg.num_heads, cfg.mlp_dim,
                                cfg.conv_width, dtype)
