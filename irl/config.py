@@ -79,10 +79,11 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
     check_int(m[name], f'model.{name}', minimum=1)
   check_int(m.future_actions, 'model.future_actions', minimum=0)
   check_int(m.attention_window, 'model.attention_window', minimum=0)
-  check_int(m.attention_window_from, 'model.attention_window_from', minimum=0)
-  check(m.attention_window_from < m.num_layers, 'model.attention_window_from',
-        f'{m.attention_window_from} must be a block index below '
-        f'model.num_layers={m.num_layers}')
+  check(all(isinstance(b, int) and 0 <= b < m.num_layers
+            for b in m.attention_window_blocks),
+        'model.attention_window_blocks',
+        f'{m.attention_window_blocks} must hold block indices in '
+        f'[0, model.num_layers - 1 = {m.num_layers - 1}]')
   check(m.attention_window == 0 or m.backbone == 'transformer',
         'model.attention_window',
         f'{m.attention_window} needs model.backbone=\'transformer\' (Hawk is '

@@ -528,16 +528,16 @@ def test_attention_window_limits_the_past_in_both_paths():
     dataclasses.replace(cfg, attention_window=-1).validate()
 
 
-def test_attention_window_from_leaves_the_lower_blocks_whole():
-  # W = 1 in every block: each step sees only itself; from block 1: block 0
-  # still reads the whole past, and the cached path agrees.
+def test_attention_window_blocks_leave_the_other_blocks_whole():
+  # W = 1 in every block: each step sees only itself; in block 1 only:
+  # block 0 still reads the whole past, and the cached path agrees.
   obs = jax.random.bernoulli(jax.random.key(0), 0.2, (2, 9, 20)
                              ).astype(jnp.float32)
   changed = obs.at[:, :3].set(1.0 - obs[:, :3])
-  for start, past_matters in ((0, False), (1, True)):
+  for blocks, past_matters in (((), False), ((1,), True)):
     cfg = dataclasses.replace(_window_config(), attention_window=1,
-                              attention_window_from=start)
-    assert [cfg.window(i) for i in range(2)] == [0 if start else 1, 1]
+                              attention_window_blocks=blocks)
+    assert [cfg.window(i) for i in range(2)] == [0 if blocks else 1, 1]
     model = BaseModel(cfg)
     params = model.init(jax.random.key(1), obs)
     full = model.apply(params, obs).action_logits
@@ -550,8 +550,8 @@ def test_attention_window_from_leaves_the_lower_blocks_whole():
     cache = o.cache
     steps.append(o.action_logits[:, 0])
   np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=1e-4)
-  with pytest.raises(ValueError, match='attention_window_from'):
-    dataclasses.replace(cfg, attention_window_from=2).validate()
+  with pytest.raises(ValueError, match='attention_window_blocks'):
+    dataclasses.replace(cfg, attention_window_blocks=(2,)).validate()
 
 
 def _window_config():

@@ -33,8 +33,8 @@ class ModelConfig:
     attention_window: W > 0 lets each step attend to itself and the W - 1
       steps before it (sliding-window attention, transformer); 0: the whole
       past (the paper's model).
-    attention_window_from: the window applies to blocks i >= this index
-      (0-based); blocks below it attend to the whole past. 0: every block.
+    attention_window_blocks: the blocks (0-based indices) that have the
+      window; the others attend to the whole past. (): every block.
     conv_width: temporal width of the causal Conv1D (hawk).
     max_len: KV-cache length (transformer); total decoded steps must not
       exceed it.
@@ -58,7 +58,7 @@ class ModelConfig:
   num_buckets: int = 32
   max_distance: int = 128
   attention_window: int = 0
-  attention_window_from: int = 0
+  attention_window_blocks: tuple[int, ...] = ()
   conv_width: int = 4
   max_len: int = 128
   dtype: str = 'float32'
@@ -68,7 +68,10 @@ class ModelConfig:
 
   def window(self, block: int) -> int:
     """The attention window of block `block` (0: the whole past)."""
-    return self.attention_window if block >= self.attention_window_from else 0
+    if self.attention_window_blocks and (
+        block not in self.attention_window_blocks):
+      return 0
+    return self.attention_window
 
   @property
   def head_dim(self) -> int:
@@ -102,10 +105,10 @@ class ModelConfig:
     _check_int('num_buckets', self.num_buckets)
     _check_int('future_actions', self.future_actions, minimum=0)
     _check_int('attention_window', self.attention_window, minimum=0)
-    _check_int('attention_window_from', self.attention_window_from, minimum=0)
-    if self.attention_window_from >= self.num_layers:
-      raise ValueError(f'attention_window_from={self.attention_window_from} '
-                       f'must be below num_layers={self.num_layers}.')
+    if any(not 0 <= b < self.num_layers for b in self.attention_window_blocks):
+      raise ValueError(
+          f'attention_window_blocks={self.attention_window_blocks} must be '
+          f'block indices in [0, {self.num_layers - 1}].')
     if self.future_actions and self.action_type != 'discrete':
       raise ValueError(f'future_actions={self.future_actions} needs '
                        "action_type='discrete' (got "

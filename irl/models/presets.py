@@ -18,8 +18,8 @@ def _model(backbone, num_layers, width, num_heads, mlp_dim):
   m.max_distance = 128
   # > 0: each step attends to the last W steps only (transformer); 0: all.
   m.attention_window = 0
-  # The window applies to blocks >= this index (0: every block).
-  m.attention_window_from = 0
+  # The blocks (0-based) that have the window; (): every block.
+  m.attention_window_blocks = ()
   m.conv_width = 4               # temporal Conv1D (hawk)
   m.max_len = 128                # KV cache slots >= env.max_steps (transformer)
   m.dtype = 'float32'            # 'bfloat16' for mixed precision

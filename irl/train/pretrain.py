@@ -50,7 +50,7 @@ FINGERPRINT_KEYS = ('seed', 'env', 'model', 'pretrain.learning_rate',
 # holding that value (every checkpointer that fingerprints these keys passes
 # this on; irl/utils/checkpoint.py: fingerprint_diff).
 ADDED_FIELDS = {'data.episodes_per_row': 1, 'model.attention_window': 0,
-                'model.attention_window_from': 0,
+                'model.attention_window_blocks': (),
                 **optim.added_fields('pretrain')}
 # The post-training task is only evaluated, never trained on, by the phases
 # before RL: a checkpoint of pretraining (or of the metacontroller, CompILE)
@@ -82,7 +82,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
       max_distance=m.max_distance, conv_width=m.conv_width,
       attention_window=m.attention_window,
-      attention_window_from=m.attention_window_from,
+      attention_window_blocks=tuple(m.attention_window_blocks),
       max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
       grid_size=params.grid_size, future_actions=m.future_actions)
 
