@@ -77,6 +77,10 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.batch_size = 1024            # held-out expert episodes per batch
   c.eval.num_batches = 8
   c.eval.num_episodes = 2048          # closed-loop episodes
+  # Sampling temperature of the base model in the closed loop; a preset
+  # keeps control.temperature and rl.temperature at the same value, so
+  # every method samples the base model alike.
+  c.eval.temperature = 1.0
 
   # --- probe + control sections (issue 4) ---
   # Linear subgoal probes, one per residual index l = 0..L (PAPER.md §5).

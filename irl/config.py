@@ -120,3 +120,5 @@ def validate_pretrain(p: ml_collections.ConfigDict) -> None:
 def validate_eval(e: ml_collections.ConfigDict) -> None:
   for name in ('batch_size', 'num_batches', 'num_episodes'):
     check_int(e[name], f'eval.{name}', minimum=1)
+  check_range(e.temperature, 'eval.temperature', 0.0, None,
+              lo_inclusive=False)

@@ -33,6 +33,7 @@ def test_unknown_preset_lists_the_known_ones():
     ('data.seq_len', 200, r'config\.data\.seq_len.*max_steps=100'),
     ('data.batch_size', 0, r'config\.data\.batch_size=0'),
     ('data.episodes_per_row', 0, r'config\.data\.episodes_per_row=0'),
+    ('eval.temperature', 0.0, r'config\.eval\.temperature=0\.0'),
 ])
 def test_bad_fields_name_the_field(field, value, match):
   c = gridworld.get_config('test')

@@ -118,7 +118,8 @@ def evaluate_base_model(config: ml_collections.ConfigDict, model: BaseModel,
   lengths = {len(t) for t in pretrain_params.tasks}
   free = pretrain_params.replace(terminate_on_wrong_colour=False,
                                  max_visits=max(lengths))
-  roll = closed_loop(model, params, free, k_free, ec.num_episodes)
+  roll = closed_loop(model, params, free, k_free, ec.num_episodes,
+                     ec.temperature)
   result['closed_loop/complete_pretrain_task'] = complete_task_fraction(
       roll['visits'], pretrain_params.tasks)
   result['closed_loop/mean_visits'] = float((roll['visits'] >= 0).sum(-1).mean())
@@ -129,7 +130,8 @@ def evaluate_base_model(config: ml_collections.ConfigDict, model: BaseModel,
       for v, i in zip(roll['visits'], roll['task_id'])]))
 
   post = config_lib.env_params(config, post=True)
-  roll = closed_loop(model, params, post, k_post, ec.num_episodes)
+  roll = closed_loop(model, params, post, k_post, ec.num_episodes,
+                     ec.temperature)
   result['closed_loop/post_task_success'] = float(roll['success'].mean())
   return result
 
