@@ -55,10 +55,6 @@ def validate_gridworld(config: ml_collections.ConfigDict
   if 'model' in config:
     validate_model(config.model, max(params.max_steps, post.max_steps))
     if d.episodes_per_row > 1:
-      check(config.model.backbone == 'transformer', 'data.episodes_per_row',
-            f'{d.episodes_per_row} packs episodes, which needs '
-            "model.backbone='transformer' (attention masked per episode), "
-            f'not {config.model.backbone!r}; use 1')
       check(config.model.future_actions == 0, 'data.episodes_per_row',
             f'{d.episodes_per_row} packs episodes, and the future-action '
             'heads would read past an episode\'s end: use 1 with '

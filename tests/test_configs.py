@@ -73,7 +73,6 @@ def test_every_field_can_be_overridden_on_the_command_line(preset):
 
 @pytest.mark.parametrize('field,value,match', [
     ('model.future_actions', 4, 'future-action heads'),
-    ('model.backbone', 'hawk', "backbone='transformer'"),
 ])
 def test_packing_refuses_what_would_read_across_episodes(field, value, match):
   c = gridworld.get_config('test')

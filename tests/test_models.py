@@ -468,13 +468,18 @@ def test_tiny_model_fits_tiny_task(backbone):
   assert accuracy > 0.9, accuracy
 
 
-def test_packed_rows_compute_each_episode_as_alone():
-  """segments: a step attends only to its own episode, so two episodes in
-  one row give the outputs each gives alone (relative positions)."""
-  model, _, params, _ = _setup('transformer')
+@pytest.mark.parametrize('backbone', ['transformer', 'hawk'])
+def test_packed_rows_compute_each_episode_as_alone(backbone):
+  """segments: a step sees only its own episode (attention masked; the
+  RG-LRU and Conv1D restarted), so two episodes in one row give the outputs
+  each gives alone, and gradients do not cross the cut."""
+  model, _, params, _ = _setup(backbone)
   obs = _obs(7)[:1]                                       # [1, 10, obs]
   cut = 4
   segments = (jnp.arange(SEQ) >= cut).astype(jnp.int32)[None]
+  grad = jax.grad(lambda o: model.apply(params, o, segments=segments
+                                        ).action_logits[:, cut:].sum())(obs)
+  assert not np.any(grad[:, :cut]) and np.any(grad[:, cut:])
   packed = _jit(lambda p, o, s: model.apply(p, o, segments=s))(
       params, obs, segments)
   first = model.apply(params, obs[:, :cut])
@@ -492,15 +497,13 @@ def test_packed_rows_compute_each_episode_as_alone():
                              atol=ATOL, rtol=RTOL)
 
 
-def test_segments_need_transformer_without_cache():
-  hawk, _, params, _ = _setup('hawk')
-  segments = jnp.zeros((BATCH, SEQ), jnp.int32)
-  with pytest.raises(ValueError, match='segments'):
-    hawk.apply(params, _obs(), segments=segments)
-  model, _, params, _ = _setup('transformer')
+@pytest.mark.parametrize('backbone', ['transformer', 'hawk'])
+def test_segments_need_no_cache(backbone):
+  model, _, params, _ = _setup(backbone)
+  segments = jnp.zeros((BATCH, 1), jnp.int32)
   with pytest.raises(ValueError, match='segments'):
     model.apply(params, _obs()[:, :1], cache=init_cache(model.config, BATCH),
-                segments=segments[:, :1])
+                segments=segments)
 
 
 def test_attention_window_limits_the_past_in_both_paths():

@@ -24,10 +24,12 @@ def _final_params(workdir, config):
   return pretrain.load_params(config, workdir)
 
 
-@pytest.mark.parametrize('episodes_per_row', [1, 2])
-def test_loss_decreases_on_fresh_expert_data(episodes_per_row):
+@pytest.mark.parametrize('episodes_per_row,backbone',
+                         [(1, 'transformer'), (2, 'transformer'), (2, 'hawk')])
+def test_loss_decreases_on_fresh_expert_data(episodes_per_row, backbone):
   c = _config(100)
   c.data.episodes_per_row = episodes_per_row
+  c.model.backbone = backbone
   c.pretrain.learning_rate = 3e-3
   c.pretrain.obs_loss_weight = 0.0
   c.pretrain.log_every = c.pretrain.save_every = 25

@@ -142,9 +142,9 @@ class BaseModel(nn.Module):
         None.
       cache: per-layer decoding cache (see `init_cache`), or None.
       segments: [B, T] int episode index of each step in rows that pack
-        several episodes (Transformer, no cache): a step attends only to
-        its own episode, so each is computed as if alone. None: one episode
-        per row.
+        several episodes (no cache): a step attends only to its own episode
+        (Transformer), or the recurrence restarts where one begins (Hawk),
+        so each is computed as if alone. None: one episode per row.
 
     Returns:
       `ModelOutput` with residuals [L + 1, B, T, width].
@@ -248,8 +248,6 @@ class BaseModel(nn.Module):
 
   def _check_segments(self, segments: jax.Array | None,
                       cache: Cache | None) -> None:
-    if segments is not None and (cache is not None
-                                 or self.config.backbone != 'transformer'):
-      raise ValueError('segments (packed episodes) need the Transformer '
-                       f'backbone (not {self.config.backbone!r}) and no '
-                       'decoding cache.')
+    if segments is not None and cache is not None:
+      raise ValueError('segments (packed episodes) are for full sequences; '
+                       'a decoding cache resets with reset_cache instead.')

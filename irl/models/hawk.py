@@ -8,7 +8,13 @@ RG-LRU (width = model width, gates block-diagonal over `num_heads`):
   log a_t = -c softplus(Lambda) r_t,  c = 8,
   h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * x_t),  h_{-1} = 0.
 The sqrt(1 - a^2) factor is applied at every step, t = 0 included (Griffin's
-code skips it at a document start; we have no document boundaries).
+code skips it at a document start), so that an episode packed after another
+computes what it computes alone.
+
+Packed rows (`segments`, the episode index of each step, as recurrentgemma's
+`segment_pos`): where a new episode starts, the carried RG-LRU state and the
+Conv1D's view of earlier steps are zeroed, the same reset that `reset_cache`
+applies to a decoding cache when an episode ends.
 The recurrence runs in float32 whatever the compute dtype: a_t is close to 1
 and bfloat16 would round it away.
 """
@@ -76,9 +82,11 @@ def _sqrt_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
 _sqrt_bounded_grad.defvjp(_sqrt_fwd, _sqrt_bwd)
 
 
-def _linear_recurrence(a: jax.Array, u: jax.Array, h0: jax.Array | None
+def _linear_recurrence(a: jax.Array, u: jax.Array, h0: jax.Array | None,
+                       starts: jax.Array | None = None
                        ) -> tuple[jax.Array, jax.Array]:
-  """h_t = a_t h_{t-1} + u_t over axis 1 of a, u: [B, T, W], from h0 (or 0).
+  """h_t = a_t h_{t-1} + u_t over axis 1 of a, u: [B, T, W], from h0 (or 0);
+  h_{t-1} is zeroed where starts [B, T] (a new episode) is true.
 
   A sequential `lax.scan`: the per-step work is tiny, and on CPU it costs
   less than `associative_scan` (whose strided slices and pads, and their
@@ -89,6 +97,9 @@ def _linear_recurrence(a: jax.Array, u: jax.Array, h0: jax.Array | None
   """
   if h0 is None:
     h0 = jnp.zeros((a.shape[0], a.shape[2]), a.dtype)
+  if starts is not None:
+    # Zeroing h_{t-1} is zeroing the multiplier a_t: the scan stays as is.
+    a = jnp.where(starts[..., None], jnp.zeros_like(a), a)
   if a.shape[1] == 1:                                  # Decoding: one step.
     h = a[:, 0] * h0 + u[:, 0]
     return h[:, None], h
@@ -171,13 +182,16 @@ class RGLRU(nn.Module):
     self.input_gate = BlockDiagonalLinear(self.width, self.num_heads)
     self.a_gate = BlockDiagonalLinear(self.width, self.num_heads)
 
-  def __call__(self, x: jax.Array, h0: jax.Array | None = None
+  def __call__(self, x: jax.Array, h0: jax.Array | None = None,
+               starts: jax.Array | None = None
                ) -> tuple[jax.Array, jax.Array]:
     """Runs the recurrence over the chunk x: [B, T, width].
 
     Args:
       x: [B, T, width] inputs.
       h0: [B, width] float32 state before the chunk, or None for zeros.
+      starts: [B, T] bool, true where an episode starts (state zeroed), or
+        None.
 
     Returns:
       (h: [B, T, width] in x.dtype, h_last: [B, width] float32).
@@ -200,7 +214,7 @@ class RGLRU(nn.Module):
     a = jnp.exp(log_a)
     # expm1 keeps 1 - a^2 accurate when a is close to 1.
     u = _sqrt_bounded_grad(-jnp.expm1(2.0 * log_a)) * (gate_x * x32)
-    h, h_last = _linear_recurrence(a, u, h0)
+    h, h_last = _linear_recurrence(a, u, h0, starts)
     return h.astype(x.dtype), h_last
 
 
@@ -216,9 +230,11 @@ class Conv1D(nn.Module):
     self.bias = self.param('bias', nn.initializers.zeros, (self.width,),
                            jnp.float32)
 
-  def __call__(self, x: jax.Array, state: jax.Array | None = None
+  def __call__(self, x: jax.Array, state: jax.Array | None = None,
+               segments: jax.Array | None = None
                ) -> tuple[jax.Array, jax.Array | None]:
-    """x: [B, T, width]; state: [B, conv_width - 1, width] or None (zeros).
+    """x: [B, T, width]; state: [B, conv_width - 1, width] or None (zeros);
+    segments: [B, T] episode index per step (taps see their episode only).
 
     Returns ([B, T, width], the last conv_width - 1 inputs or None).
     """
@@ -227,8 +243,18 @@ class Conv1D(nn.Module):
     prefix = (jnp.zeros((batch, lag, width), x.dtype) if state is None
               else state.astype(x.dtype))
     padded = jnp.concatenate([prefix, x], axis=1)   # [B, lag + T, width]
-    y = (_causal_taps(padded, self.kernel.astype(x.dtype))
-         + self.bias.astype(x.dtype))
+    kernel = self.kernel.astype(x.dtype)
+    if segments is None:
+      y = _causal_taps(padded, kernel)
+    else:
+      # Tap s reads step t - (lag - s): zero where that is another episode
+      # (the prefix belongs to the first step's episode).
+      seg = jnp.concatenate([jnp.repeat(segments[:, :1], lag, 1), segments],
+                            axis=1)
+      y = sum(padded[:, s:s + seq_len] * kernel[s]
+              * (seg[:, s:s + seq_len] == segments)[..., None].astype(x.dtype)
+              for s in range(lag + 1))
+    y = y + self.bias.astype(x.dtype)
     new_state = None if state is None else padded[:, seq_len:].astype(
         state.dtype)
     return y, new_state
@@ -248,13 +274,22 @@ class RecurrentBlock(nn.Module):
     self.rg_lru = RGLRU(self.width, self.num_heads)
     self.out_proj = common.dense(self.width, self.dtype)
 
-  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None
+  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None,
+               segments: jax.Array | None = None
                ) -> tuple[jax.Array, RecurrentCache | None]:
-    """[B, T, width] -> ([B, T, width], updated cache or None)."""
+    """[B, T, width] -> ([B, T, width], updated cache or None); segments
+    [B, T] episode index per step (packed rows) or None."""
     gate = nn.gelu(self.gate_proj(x))
     h = self.rec_proj(x)
-    h, conv_state = self.conv(h, None if cache is None else cache.conv_state)
-    h, rnn_state = self.rg_lru(h, None if cache is None else cache.rnn_state)
+    starts = None
+    if segments is not None:
+      starts = jnp.concatenate(
+          [jnp.zeros_like(segments[:, :1], bool),
+           segments[:, 1:] != segments[:, :-1]], axis=1)
+    h, conv_state = self.conv(h, None if cache is None else cache.conv_state,
+                              segments)
+    h, rnn_state = self.rg_lru(h, None if cache is None else cache.rnn_state,
+                               starts)
     out = self.out_proj(h * gate)
     if cache is None:
       return out, None
@@ -276,10 +311,12 @@ class HawkBlock(nn.Module):
     self.mlp_norm = common.norm(self.dtype)
     self.mlp = common.MLP(self.width, self.mlp_dim, self.dtype)
 
-  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None
+  def __call__(self, x: jax.Array, cache: RecurrentCache | None = None,
+               segments: jax.Array | None = None
                ) -> tuple[jax.Array, RecurrentCache | None]:
-    """[B, T, width] -> ([B, T, width], updated cache or None)."""
-    mixed, cache = self.recurrent(self.rec_norm(x), cache)
+    """[B, T, width] -> ([B, T, width], updated cache or None); segments
+    as `RecurrentBlock`."""
+    mixed, cache = self.recurrent(self.rec_norm(x), cache, segments)
     x = x + mixed.astype(x.dtype)
     x = x + self.mlp(self.mlp_norm(x)).astype(x.dtype)
     return x, cache
