@@ -315,7 +315,7 @@ def test_flat_rollout_is_the_abstract_step_schedule():
       break
     mean, log_std, new_cache = apply(params, e[:, None], cache)
     live = ~state.done
-    cache = ienv._select(live, new_cache, cache)
+    cache = ienv.select_where(live, new_cache, cache)
     keys = jax.vmap(jax.random.fold_in)(state.key,
                                         rlt._NOISE_OFFSET + state.decisions)
     noise = jax.vmap(lambda k_: jax.random.normal(k_, (8,)))(keys)

@@ -786,7 +786,7 @@ def write_csv(rows: list[dict], base_rows: list[dict], out_dir: str) -> None:
 def plot_heatmap(path: str, rows: list[dict], base_rows: list[dict]) -> str:
   """Fig. 4: post-task success, base-model depth x controlled layer, with the
   base model alone ('none') in the first column."""
-  plt = probes._pyplot()
+  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
   depths = sorted({r['depth'] for r in rows} | {b['depth'] for b in base_rows})
   max_layer = max([r['layer'] for r in rows] + [0])
   grid = np.full((len(depths), max_layer + 2), np.nan)
@@ -819,7 +819,7 @@ def plot_heatmap(path: str, rows: list[dict], base_rows: list[dict]) -> str:
 
 def plot_success_by_layer(path: str, rows: list[dict],
                           base_success: float) -> str:
-  plt = probes._pyplot()
+  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
   rows = sorted(rows, key=lambda r: r['layer'])
   fig, ax = plt.subplots(figsize=(4.0, 3.0))
   ax.plot([r['layer'] for r in rows], [r['success'] for r in rows],

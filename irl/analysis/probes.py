@@ -558,16 +558,10 @@ def write_csv(results: list[dict], out_dir: str) -> None:
 # Figures (matplotlib Agg, imported lazily).
 
 
-def _pyplot():
-  from irl.analysis import figures  # noqa: F401  (selects the Agg backend)
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def plot_accuracy_by_layer(path: str, results: list[dict]) -> str:
   """Fig. 3 / A1: held-out probe accuracy vs layer, one line per checkpoint,
   the majority-class baseline dashed."""
-  plt = _pyplot()
+  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
   fig, ax = plt.subplots(figsize=(4.2, 3.2))
   cmap = plt.get_cmap('viridis')
   for i, r in enumerate(results):
@@ -590,7 +584,7 @@ def plot_accuracy_by_layer(path: str, results: list[dict]) -> str:
 
 def plot_accuracy_by_segment_step(path: str, result: dict) -> str:
   """Probe accuracy vs steps since the subgoal segment began, per layer."""
-  plt = _pyplot()
+  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
   fig, ax = plt.subplots(figsize=(4.2, 3.2))
   cmap = plt.get_cmap('plasma')
   acc = np.asarray(result['accuracy_by_segment_step'])

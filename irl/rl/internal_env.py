@@ -174,7 +174,7 @@ class InternalEnvState:
   episode_return: jax.Array
 
 
-def _select(mask: jax.Array, new: Any, old: Any) -> Any:
+def select_where(mask: jax.Array, new: Any, old: Any) -> Any:
   """Leaf-wise where(mask, new, old) with mask [B] on the leading axis."""
   def sel(a, b):
     return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
@@ -192,7 +192,7 @@ def _mask_cache(new: Any, old: Any, active: jax.Array) -> Any:
   def one(n, o):
     if isinstance(n, AttentionCache):
       return n.replace(pos=jnp.where(active, n.pos, o.pos))
-    return _select(active, n, o)
+    return select_where(active, n, o)
   return tuple(one(n, o) for n, o in zip(new, old))
 
 
@@ -299,7 +299,7 @@ class InternalEnv(NamedTuple):
         decisions=state.decisions + fire.astype(jnp.int32),
         raw_steps=state.raw_steps + 1,
         episode_return=state.episode_return + reward)
-    new = _select(active, stepped.replace(cache=None),
+    new = select_where(active, stepped.replace(cache=None),
                   state.replace(cache=None))
     new = new.replace(cache=_mask_cache(cache, state.cache, active))
     new = new.replace(done=new.done | out_of_slots,

@@ -248,7 +248,7 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
     decide = fire & (state.decisions < slots)
     mean, log_std, new_pcache = policy.apply(policy_params,
                                              state.residual[:, None], pcache)
-    pcache = ienv._select(decide, new_pcache, pcache)
+    pcache = ienv.select_where(decide, new_pcache, pcache)
     mean, log_std = mean[:, 0], log_std[:, 0]
     keys = jax.vmap(jax.random.fold_in)(state.key,
                                         _NOISE_OFFSET + state.decisions)

@@ -358,7 +358,7 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   c = config.compile
   num_batches = -(-c.eval_episodes // c.eval_batch_size)
   parts = [jax.device_get(trainer.evaluate_jit(params, base_params, k))
-           for k in jax.random.split(mct._eval_key(), num_batches)]
+           for k in jax.random.split(mct.eval_key(), num_batches)]
   arrays = {n: np.concatenate([p[n] for p in parts], 0) for n in parts[0]}
   summary = summarise_eval(config, arrays)
   if out_dir is not None:

@@ -358,7 +358,9 @@ def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
 # Evaluation.
 
 
-def _eval_key() -> jax.Array:
+def eval_key() -> jax.Array:
+  """The key of the held-out episodes every metacontroller-like run is
+  scored on."""
   # Held out: no training step draws its data from this key (training keys
   # are split from key(metacontroller.seed)); one set for every run, so runs
   # are scored on the same episodes.
@@ -467,7 +469,7 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   """
   arrays = collect_eval(
       config, lambda k: trainer.evaluate_jit(params, base_params, k),
-      _eval_key())
+      eval_key())
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
     m = config.metacontroller
@@ -683,7 +685,7 @@ def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
                                                                 None)))
   arrays = collect_eval(config,
                         lambda k: batch_fn(state.params, frozen_params, k),
-                        _eval_key())
+                        eval_key())
   records = []
   for i, (a, s) in enumerate(group):
     summary = summarise_eval(config, {k: v[i] for k, v in arrays.items()})
