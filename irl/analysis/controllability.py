@@ -624,7 +624,7 @@ def base_model_params(config: ml_collections.ConfigDict, workdir: str,
   cfg = depth_config(config, depth)
   wd = depth_workdir(config, workdir, depth)
   if wd == workdir:
-    return cfg, probes.require_pretrained(config, workdir)
+    return cfg, pretrain.load_pretrained(config, workdir, 'controllability')
   try:
     return cfg, pretrain.load_params(cfg, wd)
   except FileNotFoundError:
@@ -675,7 +675,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config)
   cc = config.control
   # Fail before any work if the main model is missing.
-  probes.require_pretrained(config, workdir)
+  pretrain.load_pretrained(config, workdir, 'controllability')
   out_dir = os.path.join(workdir, 'control')
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)

@@ -418,23 +418,6 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
 # The job: every kept pretraining checkpoint, resumable.
 
 
-def require_pretrained(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Parameters of the finished pretraining run in `workdir`.
-
-  Raises:
-    FileNotFoundError: there is none; the message says to run
-      experiments/pretrain.py with this config and workdir first.
-  """
-  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
-  if not os.path.isdir(directory):
-    # Checked before building a Checkpointer, which would create the folder.
-    raise FileNotFoundError(
-        f'no pretrained base model in {workdir} ({directory} does not exist); '
-        'run `python experiments/pretrain.py --config=configs/gridworld.py:'
-        f'{config.preset or "<preset>"} --workdir={workdir}` first.')
-  return pretrain.load_params(config, workdir)
-
-
 def _result_fingerprint(config) -> dict:
   return config_utils.config_fingerprint(config, RESULT_KEYS,
                                        exclude=pretrain.TASK_FREE_FIELDS)
@@ -460,7 +443,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   `fig3_probe_accuracy.png` and `probe_accuracy_by_segment_step.png`.
   """
   validate(config)
-  require_pretrained(config, workdir)
+  pretrain.load_pretrained(config, workdir, 'the probes')
   ckpt = pretrain.checkpointer(config, workdir)
   # A run continued past pretrain.num_steps keeps later checkpoints: the
   # model asked for is the one at num_steps (require_pretrained loaded it).

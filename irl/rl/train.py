@@ -529,7 +529,7 @@ def frozen_params(config: ml_collections.ConfigDict, workdir: str
   """
   method = config.rl.method
   if method == 'raw_action':
-    return None, pretrain.load_params(config, workdir), None
+    return None, pretrain.load_pretrained(config, workdir, 'raw-action RL'), None
   if method == 'compile':
     from irl.train import compile as compile_lib  # noqa: PLC0415
     phi, theta = compile_lib.load_params(config, workdir)

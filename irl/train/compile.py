@@ -381,13 +381,7 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
 
 
 def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
-  if not os.path.isdir(directory) or not os.listdir(directory):
-    raise FileNotFoundError(
-        f'no pretrained base model in {directory}: CompILE training reads it '
-        'from <workdir>/checkpoints/pretrain. Run experiments/pretrain.py '
-        'with the same --config and --workdir first.')
-  return pretrain.load_params(config, workdir)
+  return pretrain.load_pretrained(config, workdir, 'CompILE training')
 
 
 def checkpointer(config: ml_collections.ConfigDict, workdir: str

@@ -411,14 +411,9 @@ def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """θ from `<workdir>/checkpoints/pretrain`, or None when trained from scratch."""
   if config.metacontroller.base_model == 'cotrain_scratch':
     return None
-  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
-  if not os.path.isdir(directory) or not os.listdir(directory):
-    raise FileNotFoundError(
-        f'no pretrained base model in {directory}: metacontroller training '
-        'reads it from <workdir>/checkpoints/pretrain. Run experiments/'
-        'pretrain.py with the same --config and --workdir first (or set '
-        "--config.metacontroller.base_model=cotrain_scratch).")
-  return pretrain.load_params(config, workdir)
+  return pretrain.load_pretrained(
+      config, workdir, 'metacontroller training (unless '
+      '--config.metacontroller.base_model=cotrain_scratch)')
 
 
 def checkpointer(config: ml_collections.ConfigDict, workdir: str

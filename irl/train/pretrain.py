@@ -187,6 +187,25 @@ def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return state.params
 
 
+def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
+                    needed_by: str = 'this job') -> Any:
+  """θ of `workdir`'s finished pretraining run (`load_params`), for the
+  phases that build on it.
+
+  Raises:
+    FileNotFoundError: there is none; the message names `needed_by` and the
+      command that makes it.
+  """
+  directory = os.path.join(workdir, 'checkpoints', 'pretrain')
+  # Checked before building a Checkpointer, which would create the folder.
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise FileNotFoundError(
+        f'no pretrained base model in {directory}, which {needed_by} reads; '
+        'run `python experiments/pretrain.py --config=configs/gridworld.py:'
+        f'{config.preset or "<preset>"} --workdir={workdir}` first.')
+  return load_params(config, workdir)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str,
           run_eval: bool = True) -> dict:
   """Pretrains (resuming from `workdir`), evaluates, writes the summary."""
