@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import gridworld
+from irl.analysis import figures
 from irl.analysis import segmentation as seg
 from irl.models import metacontroller as mc_lib
 from irl.train import metacontroller as mct
@@ -399,14 +400,14 @@ def test_figures_are_written(tmp_path):
   beta = rng.random((3, 12))
   valid = np.arange(12)[None] < np.array([[12], [8], [5]])
   goals = np.array([np.arange(12) // 4] * 3)
-  path = seg.beta_traces(str(tmp_path / 'b.png'), beta, valid, goals, goals,
+  path = figures.beta_traces(str(tmp_path / 'b.png'), beta, valid, goals, goals,
                          num_episodes=2, title='t')
   assert os.path.getsize(path) > 0
   records = [dict(kl=0.1 * i, action_nll=1 - 0.1 * i, kl_weight=a,
                   base_model=m, f1=f) for i, (a, m, f) in enumerate(
                       [(0.0, 'frozen', 0.2), (0.1, 'frozen', 0.9),
                        (0.1, 'cotrain_scratch', 0.1)])]
-  path = seg.rate_distortion_figure(str(tmp_path / 'rd.png'), records)
+  path = figures.rate_distortion_figure(str(tmp_path / 'rd.png'), records)
   assert os.path.getsize(path) > 0
 
 

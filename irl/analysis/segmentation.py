@@ -18,22 +18,16 @@ Definitions (the paper counts switches at β > 0.5 and is silent on the rest):
 
 Both mask functions work on numpy arrays (on the host) and on jax arrays (the
 trainer logs switch counts inside its jitted step); the scoring runs on the
-host.
+host. Pure metrics: the figures of β are drawn by irl/analysis/figures.py.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 SWITCH_THRESHOLD = 0.5
 TOLERANCE = 1
@@ -189,96 +183,3 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
   return {'code_subgoal_acc': float(np.mean(pred == y[test])),
           'code_subgoal_chance': float(np.mean(y[test] == majority)),
           'code_subgoal_samples': int(len(y))}
-
-
-def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
-
-
-def beta_traces(path: str, beta, valid, subgoal_index, subgoal=None,
-                num_episodes: int = 6, threshold: float = SWITCH_THRESHOLD,
-                title: str = '') -> str:
-  """Writes a PNG like the paper's Fig. 6 / A3: β_t of several episodes.
-
-  Each row is one episode: β_t over its valid steps, dotted vertical lines at
-  the true pair boundaries, the background shaded by the pair pursued
-  (`subgoal` [B, T] pair ids, if given), switches (β > threshold, t ≥ 1)
-  marked.
-  """
-  beta = np.asarray(beta, np.float32)
-  valid = np.asarray(valid, bool)
-  bounds = np.asarray(true_boundaries(subgoal_index, valid))
-  sw = np.asarray(switches(beta, valid, threshold))
-  n = min(num_episodes, beta.shape[0])
-  fig, axes = plt.subplots(n, 1, figsize=(8, 1.3 * n + 0.6), squeeze=False,
-                           sharex=True)
-  cmap = plt.get_cmap('Pastel1')
-  for i, ax in enumerate(axes[:, 0]):
-    length = max(int(valid[i].sum()), 1)
-    t = np.arange(length)
-    if subgoal is not None:
-      goal = np.asarray(subgoal)[i]
-      for s in range(length):
-        if goal[s] >= 0:
-          ax.axvspan(s - 0.5, s + 0.5, color=cmap(int(goal[s]) % 9),
-                     alpha=0.6, lw=0)
-    ax.step(t, beta[i, :length], where='mid', color='k', lw=1.2)
-    ax.plot(t[sw[i, :length]], beta[i, :length][sw[i, :length]], 'o',
-            color='tab:red', ms=3.5)
-    for b in np.nonzero(bounds[i])[0]:
-      ax.axvline(b - 0.5, color='tab:blue', ls=':', lw=1.5)
-    ax.axhline(threshold, color='grey', lw=0.6, ls='--')
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlim(-0.5, beta.shape[1] - 0.5)
-    row = boundary_scores(sw[i:i + 1], bounds[i:i + 1])
-    ax.set_ylabel(f'β  (ep {i})', fontsize=7)
-    ax.text(1.0, 1.02, f"{int(sw[i].sum())} switches, {int(bounds[i].sum())} "
-            f"boundaries, F1 {row['f1']:.2f}", transform=ax.transAxes,
-            ha='right', va='bottom', fontsize=6)
-    ax.tick_params(labelsize=6)
-  axes[-1, 0].set_xlabel('step t  (dotted: true pair boundary; red: β > '
-                         f'{threshold:g}; shading: pair pursued)', fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  return _save(fig, path)
-
-
-def rate_distortion_figure(path: str, records: Sequence[Mapping[str, Any]],
-                           f1_threshold: float = 0.8) -> str:
-  """Writes a PNG like the paper's Fig. 7: action NLL against KL per run.
-
-  Each record needs 'kl', 'action_nll', 'kl_weight', 'base_model', 'f1'.
-  Marker shape: base-model mode; colour: α; filled: subgoal-aligned
-  switching (F1 ≥ f1_threshold); hollow otherwise.
-  """
-  fig, ax = plt.subplots(figsize=(5.5, 4.2))
-  alphas = sorted({float(r['kl_weight']) for r in records})
-  cmap = plt.get_cmap('viridis')
-  colour = {a: cmap(i / max(len(alphas) - 1, 1)) for i, a in enumerate(alphas)}
-  markers = {'frozen': 'o', 'cotrain': 's', 'cotrain_scratch': '^'}
-  labels = {'frozen': 'θ frozen', 'cotrain': 'θ co-trained (from pretrained)',
-            'cotrain_scratch': 'θ co-trained (from scratch)'}
-  for r in records:
-    c = colour[float(r['kl_weight'])]
-    aligned = r['f1'] >= f1_threshold
-    ax.scatter(r['kl'], r['action_nll'], marker=markers.get(r['base_model'],
-                                                            'x'),
-               s=42, facecolors=c if aligned else 'none', edgecolors=c,
-               linewidths=1.3)
-  for mode in sorted({r['base_model'] for r in records}):
-    ax.scatter([], [], marker=markers.get(mode, 'x'), facecolors='none',
-               edgecolors='k', label=labels.get(mode, mode))
-  ax.scatter([], [], marker='o', color='grey',
-             label=f'filled: switches aligned (F1 ≥ {f1_threshold:g})')
-  for a in alphas:
-    ax.plot([], [], color=colour[a], lw=4, label=f'α = {a:g}')
-  ax.set_xlabel('KL(q(z_t) ‖ N(0, I))  [nats / step]')
-  ax.set_ylabel('action NLL  [nats / step]')
-  ax.set_title('Rate-distortion of the metacontroller', fontsize=9)
-  ax.legend(fontsize=6, loc='upper right')
-  fig.tight_layout()
-  return _save(fig, path)

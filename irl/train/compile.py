@@ -363,7 +363,8 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
     if c.trace_episodes:
-      segmentation.beta_traces(
+      from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
+      figures.beta_traces(
           os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
           arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
           num_episodes=c.trace_episodes, threshold=c.switch_threshold,

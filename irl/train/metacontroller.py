@@ -469,7 +469,8 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   if out_dir is not None:
     m = config.metacontroller
     if m.trace_episodes:
-      segmentation.beta_traces(
+      from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
+      figures.beta_traces(
           os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
           arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
           num_episodes=m.trace_episodes, threshold=m.switch_threshold,
@@ -576,7 +577,8 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
     w.writeheader()
     w.writerows(records)
   os.replace(path + '.tmp', path)
-  segmentation.rate_distortion_figure(
+  from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
+  figures.rate_distortion_figure(
       os.path.join(out_dir, 'rate_distortion.png'), records, f1_threshold)
 
 
