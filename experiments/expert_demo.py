@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from irl.data import demo
+from irl.analysis import expert_demo
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
@@ -22,7 +22,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/irl_expert_demo',
 
 def main(argv):
   del argv
-  demo.run_expert_demo(_CONFIG.value, _WORKDIR.value)
+  expert_demo.run_expert_demo(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
