@@ -520,13 +520,8 @@ def test_attention_window_limits_the_past_in_both_paths():
   # Step t sees steps > t - 3 at every layer: 2 layers reach back 4 steps.
   np.testing.assert_allclose(out[:, 7:], full[:, 7:], atol=1e-5)
   assert not np.allclose(out[:, 3:5], full[:, 3:5], atol=1e-4)
-  cache = init_cache(cfg, 2)
-  steps = []
-  for t in range(obs.shape[1]):
-    o = model.apply(params, obs[:, t:t + 1], cache=cache)
-    cache = o.cache
-    steps.append(o.action_logits[:, 0])
-  np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=1e-4)
+  np.testing.assert_allclose(_decoded_logits(model, params, obs), full,
+                             atol=1e-4)
   with pytest.raises(ValueError, match='attention_window'):
     dataclasses.replace(cfg, attention_window=-1).validate()
 
@@ -546,15 +541,21 @@ def test_attention_window_blocks_leave_the_other_blocks_whole():
     full = model.apply(params, obs).action_logits
     out = model.apply(params, changed).action_logits
     assert past_matters != np.allclose(out[:, 3:], full[:, 3:], atol=1e-5)
-  cache = init_cache(cfg, 2)
+  np.testing.assert_allclose(_decoded_logits(model, params, obs), full,
+                             atol=1e-4)
+  with pytest.raises(ValueError, match='attention_window_blocks'):
+    dataclasses.replace(cfg, attention_window_blocks=(2,)).validate()
+
+
+def _decoded_logits(model, params, obs):
+  """Action logits [B, T, A] of decoding obs one step at a time (cache)."""
+  cache = init_cache(model.config, obs.shape[0])
   steps = []
   for t in range(obs.shape[1]):
     o = model.apply(params, obs[:, t:t + 1], cache=cache)
     cache = o.cache
     steps.append(o.action_logits[:, 0])
-  np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=1e-4)
-  with pytest.raises(ValueError, match='attention_window_blocks'):
-    dataclasses.replace(cfg, attention_window_blocks=(2,)).validate()
+  return jnp.stack(steps, 1)
 
 
 def _window_config():
