@@ -117,6 +117,26 @@ def _config_json(config: ml_collections.ConfigDict, phase: str) -> Any:
   return {k: full.get(k) for k in PHASE_SECTIONS[phase]}
 
 
+def added_fields() -> dict[str, Any]:
+  """Config fields added after markers may have been written, with the
+  value those runs had (as JSON): a marker without one matches that value."""
+  from irl.rl import train as rl_train
+  from irl.train import optim
+  fields = {**rl_train.ADDED_FIELDS, **optim.added_fields('probe'),
+            **optim.added_fields('control'), 'eval.temperature': 1.0}
+  return json.loads(json.dumps(fields))
+
+
+def _with_added(stored: dict[str, Any]) -> dict[str, Any]:
+  """A marker's config sections with the added fields it lacks filled in."""
+  stored = copy.deepcopy(stored)
+  for path, value in added_fields().items():
+    section, name = path.split('.', 1)
+    if isinstance(stored.get(section), dict):
+      stored[section].setdefault(name, value)
+  return stored
+
+
 def check_phases(phases: list[str]) -> list[str]:
   for phase in phases:
     config_utils.check_choice(phase, 'phases', PHASES)
@@ -139,8 +159,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       with open(marker) as f:
         done = json.load(f)
       now = _config_json(config, phase)
+      stored = _with_added(done['config'])
       changed = sorted(k for k in PHASE_SECTIONS[phase]
-                       if done['config'].get(k) != now[k])
+                       if stored.get(k) != now[k])
       if changed:
         raise ValueError(
             f'{marker} was written with another config (changed: '

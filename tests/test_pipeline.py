@@ -41,6 +41,16 @@ def test_pretrain_phase_runs_once_then_is_skipped(tmp_path, monkeypatch):
   assert calls == [1]                      # skipped
   assert second['pretrain']['summary'] == first['pretrain']['summary']
 
+  # A marker written before fields were added still matches their value.
+  older = json.loads(json.dumps(done))
+  del older['config']['eval']['temperature']
+  del older['config']['model']['attention_window_blocks']
+  del older['config']['pretrain']['lr_schedule']
+  with open(marker, 'w') as f:
+    json.dump(older, f)
+  pipeline.run(config, workdir, ['pretrain'])
+  assert calls == [1]                      # still skipped
+
   later = gridworld.get_config('test')       # a later phase's setting only
   later.rl.num_updates = 2 * later.rl.num_updates
   pipeline.run(later, workdir, ['pretrain'])
