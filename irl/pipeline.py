@@ -27,6 +27,7 @@ from typing import Any, Callable
 from absl import logging
 import ml_collections
 
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
 PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
@@ -119,22 +120,13 @@ def _config_json(config: ml_collections.ConfigDict, phase: str) -> Any:
 
 def added_fields() -> dict[str, Any]:
   """Config fields added after markers may have been written, with the
-  value those runs had (as JSON): a marker without one matches that value."""
+  value those runs had (as JSON): a marker without one matches that value
+  (`checkpoint.fingerprint_diff`, as for checkpoints)."""
   from irl.rl import train as rl_train
   from irl.train import optim
   fields = {**rl_train.ADDED_FIELDS, **optim.added_fields('probe'),
             **optim.added_fields('control'), 'eval.temperature': 1.0}
   return json.loads(json.dumps(fields))
-
-
-def _with_added(stored: dict[str, Any]) -> dict[str, Any]:
-  """A marker's config sections with the added fields it lacks filled in."""
-  stored = copy.deepcopy(stored)
-  for path, value in added_fields().items():
-    section, name = path.split('.', 1)
-    if isinstance(stored.get(section), dict):
-      stored[section].setdefault(name, value)
-  return stored
 
 
 def check_phases(phases: list[str]) -> list[str]:
@@ -159,9 +151,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       with open(marker) as f:
         done = json.load(f)
       now = _config_json(config, phase)
-      stored = _with_added(done['config'])
-      changed = sorted(k for k in PHASE_SECTIONS[phase]
-                       if stored.get(k) != now[k])
+      stored = {k: done['config'].get(k) for k in PHASE_SECTIONS[phase]}
+      diff = ckpt_lib.fingerprint_diff(stored, now, added_fields())
+      changed = sorted({line.split(':')[0].split('.')[0] for line in diff})
       if changed:
         raise ValueError(
             f'{marker} was written with another config (changed: '
