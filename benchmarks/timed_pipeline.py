@@ -86,11 +86,13 @@ def main(argv):
     rest = base + [f'--config.pretrain.num_steps={steps}']
     rc, _ = _run(['experiments/reproduce.py'] + rest,
                  left() - _RESERVE.value, log)
-    done = sorted(p.stem for p in pathlib.Path(workdir, 'pipeline').glob(
-        '*.json'))
-    # REPORT.md from the finished phases (reproduce writes it only at its end).
-    _run(['experiments/reproduce.py'] + rest + [f'--phases={",".join(done)}'],
-         max(left(), 60.0), log)
+    if rc != 0:
+      # Cut off: REPORT.md from the finished phases (reproduce writes it
+      # only at its end).
+      done = sorted(p.stem for p in pathlib.Path(workdir, 'pipeline').glob(
+          '*.json'))
+      _run(['experiments/reproduce.py'] + rest
+           + [f'--phases={",".join(done)}'], max(left(), 60.0), log)
 
   from irl import pipeline  # pylint: disable=g-import-not-at-top
   markers = pipeline.load_markers(workdir)

@@ -786,7 +786,7 @@ def write_csv(rows: list[dict], base_rows: list[dict], out_dir: str) -> None:
 def plot_heatmap(path: str, rows: list[dict], base_rows: list[dict]) -> str:
   """Fig. 4: post-task success, base-model depth x controlled layer, with the
   base model alone ('none') in the first column."""
-  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
+  from irl.analysis.figures import plt, save_figure  # Agg; only to draw
   depths = sorted({r['depth'] for r in rows} | {b['depth'] for b in base_rows})
   max_layer = max([r['layer'] for r in rows] + [0])
   grid = np.full((len(depths), max_layer + 2), np.nan)
@@ -812,14 +812,12 @@ def plot_heatmap(path: str, rows: list[dict], base_rows: list[dict]) -> str:
   ax.set_title('Post-task success with ground-truth controllers', fontsize=8)
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=150)
 
 
 def plot_success_by_layer(path: str, rows: list[dict],
                           base_success: float) -> str:
-  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
+  from irl.analysis.figures import plt, save_figure  # Agg; only to draw
   rows = sorted(rows, key=lambda r: r['layer'])
   fig, ax = plt.subplots(figsize=(4.0, 3.0))
   ax.plot([r['layer'] for r in rows], [r['success'] for r in rows],
@@ -834,6 +832,4 @@ def plot_success_by_layer(path: str, rows: list[dict],
   ax.set_title(f'Depth {rows[0]["depth"]}: success by controlled layer',
                fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=150)

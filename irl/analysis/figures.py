@@ -58,15 +58,13 @@ def episode_strip(path: str, obs: np.ndarray, params: gw.EnvParams,
   if suptitle:
     fig.suptitle(suptitle, fontsize=9)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
-def _save_figure(fig, path: str) -> str:
+def save_figure(fig, path: str, dpi: int = 120) -> str:
+  """Writes `fig` to the PNG `path` (folders made) and closes it."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
 
@@ -117,7 +115,7 @@ def beta_traces(path: str, beta, valid, subgoal_index, subgoal=None,
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  return _save_figure(fig, path)
+  return save_figure(fig, path)
 
 
 def rate_distortion_figure(path: str, records: Sequence[Mapping[str, Any]],
@@ -154,4 +152,4 @@ def rate_distortion_figure(path: str, records: Sequence[Mapping[str, Any]],
   ax.set_title('Rate-distortion of the metacontroller', fontsize=9)
   ax.legend(fontsize=6, loc='upper right')
   fig.tight_layout()
-  return _save_figure(fig, path)
+  return save_figure(fig, path)

@@ -544,7 +544,7 @@ def write_csv(results: list[dict], out_dir: str) -> None:
 def plot_accuracy_by_layer(path: str, results: list[dict]) -> str:
   """Fig. 3 / A1: held-out probe accuracy vs layer, one line per checkpoint,
   the majority-class baseline dashed."""
-  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
+  from irl.analysis.figures import plt, save_figure  # Agg; only to draw
   fig, ax = plt.subplots(figsize=(4.2, 3.2))
   cmap = plt.get_cmap('viridis')
   for i, r in enumerate(results):
@@ -560,14 +560,12 @@ def plot_accuracy_by_layer(path: str, results: list[dict]) -> str:
   ax.legend(fontsize=6, title='checkpoint', title_fontsize=7)
   ax.set_title('Linear subgoal probes', fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=150)
 
 
 def plot_accuracy_by_segment_step(path: str, result: dict) -> str:
   """Probe accuracy vs steps since the subgoal segment began, per layer."""
-  from irl.analysis.figures import plt  # Agg; matplotlib only when drawing
+  from irl.analysis.figures import plt, save_figure  # Agg; only to draw
   fig, ax = plt.subplots(figsize=(4.2, 3.2))
   cmap = plt.get_cmap('plasma')
   acc = np.asarray(result['accuracy_by_segment_step'])
@@ -585,6 +583,4 @@ def plot_accuracy_by_segment_step(path: str, result: dict) -> str:
   ax.set_title(f'Probe accuracy within a segment '
                f'(checkpoint {result["checkpoint_step"]:,})', fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=150)

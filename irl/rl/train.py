@@ -677,9 +677,7 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   """Median and 25–75% band over seeds of success vs episodes, per method
   (left), and each method's final median with its 25–75% range (right), so
   methods whose curves coincide (all at 0, say) stay distinguishable."""
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  from irl.analysis.figures import plt, save_figure  # noqa: PLC0415
   fig, (ax, ax_end) = plt.subplots(
       1, 2, figsize=(8.0, 3.8), gridspec_kw={'width_ratios': [3, 1.3]})
   finals = []
@@ -716,9 +714,7 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------
