@@ -320,7 +320,7 @@ def _make_trainer(config_json: str) -> Trainer:
     return {
         'beta': mc_mean.switch_gate, 'valid': batch.valid,
         'subgoal_index': batch.subgoal_index, 'subgoal': batch.subgoal,
-        'actions': batch.actions, 'code': mc_mean.latent_code,
+        'code': mc_mean.latent_code,
         'action_nll': losses.action_nll(out, batch.actions),
         'action_nll_posterior_mean': losses.action_nll(out_mean,
                                                        batch.actions),
