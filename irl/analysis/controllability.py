@@ -67,6 +67,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from irl import acting
 from irl import config as config_lib
 from irl.analysis import probes
 from irl.data import stream
@@ -458,14 +459,14 @@ def controlled_rollout(model: BaseModel, base_params: Any,
   """Runs the (controlled) base model in the environment, with the cache.
 
   Before every step the controller of the current pair, `controller_index(
-  task_pos)`, is applied at `layer`; `task_pos` comes from `info['task_pos']`
-  of the environment's last step (0 after reset). With `factors=None` the base
-  model acts alone.
+  task_pos)`, is applied at `layer`; `task_pos` is read from the
+  environment's state (the colours of the task done so far). With
+  `factors=None` the base model acts alone.
 
   Args:
     reset_fn, step_fn: the environment (`gw.reset` / `gw.step` signatures);
-      only `info['task_pos']`, the reward and `done` are read, so a scripted
-      environment can stand in for tests.
+      only the state's `task_pos` and `visits`, the reward and `done` are
+      read, so a scripted environment can stand in for tests.
 
   Returns host arrays: success [E] bool, pairs_done [E] (completed pairs),
   visits [E, V] the colours visited (-1 padded; a failed episode's last is
@@ -487,40 +488,32 @@ def _rollout_fn(model, decoder, layer, env_params, num_episodes, temperature,
                 reset_fn, step_fn):
   size = env_params.subgoal_size
 
+  env = acting.batched(reset_fn, step_fn, env_params)
+
   @jax.jit
   def run(base_params, factors, pairs, key):
-    k_reset, k_act = jax.random.split(key)
-    state, obs = jax.vmap(reset_fn, in_axes=(0, None))(
-        jax.random.split(k_reset, num_episodes), env_params)
-    cache = init_cache(model.config, num_episodes)
-    zeros = jnp.zeros((num_episodes,), jnp.int32)
-
-    def body(carry, k):
-      state, obs, cache, task_pos, done, success = carry
-      ctrl = controller_index(task_pos, pairs, size)
+    def policy(cache, obs, env_state, k):
+      # The oracle: the controller of the pair the environment says is next.
+      ctrl = controller_index(env_state.task_pos, pairs, size)
       out = controlled_forward(model, base_params, decoder, factors, layer,
                                obs[:, None], ctrl[:, None], cache)
-      action = jax.random.categorical(k, out.action_logits[:, 0] / temperature)
-      state, obs, reward, step_done, info = jax.vmap(
-          step_fn, in_axes=(0, 0, None))(state, action, env_params)
-      record = {'controller': jnp.where(done, -1, ctrl),
-                'task_pos': task_pos}
-      live = ~done
-      success = success | (live & (reward > 0))
-      length_inc = live.astype(jnp.int32)
-      new_pos = jnp.where(live, info['task_pos'], task_pos)
-      return (state, obs, out.cache, new_pos, done | step_done, success), (
-          record, length_inc)
+      action, _ = acting.sample_actions(out.action_logits[:, 0], k,
+                                        temperature)
+      return action, out.cache, {'controller': ctrl,
+                                 'task_pos': env_state.task_pos}
 
-    carry = (state, obs, cache, zeros, jnp.zeros((num_episodes,), bool),
-             jnp.zeros((num_episodes,), bool))
-    (state, _, _, task_pos, _, success), (trace, inc) = jax.lax.scan(
-        body, carry, jax.random.split(k_act, env_params.max_steps))
-    return {'success': success, 'pairs_done': task_pos // size,
+    k_reset, k_act = jax.random.split(key)
+    state, obs = env.reset(k_reset, num_episodes)
+    state, _, _, trace = acting.unroll(
+        env, policy, state, obs, init_cache(model.config, num_episodes),
+        k_act, env_params.max_steps)
+    live = trace.live.T
+    return {'success': (trace.reward > 0).any(0),
+            'pairs_done': state.task_pos // size,
             'visits': state.visits,
-            'length': inc.sum(0),
-            'controller': trace['controller'].T,
-            'task_pos': trace['task_pos'].T}
+            'length': live.sum(1),
+            'controller': jnp.where(live, trace.extras['controller'].T, -1),
+            'task_pos': trace.extras['task_pos'].T}
 
   return run
 

@@ -56,6 +56,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from irl import acting
 from irl.envs import gridworld_pinpad as gw
 from irl.models import BaseModel, init_cache
 from irl.models import metacontroller as mc_lib
@@ -230,6 +231,24 @@ class InternalEnv(NamedTuple):
   def max_steps(self) -> int:
     return self.env_params.max_steps
 
+  @property
+  def raw_env(self) -> acting.BatchedEnv:
+    """The raw environment, batched."""
+    return acting.batched(self.env_reset, self.env_step, self.env_params)
+
+  def as_env(self, params: InternalEnvParams) -> acting.BatchedEnv:
+    """The raw-step schedule as a batched environment for `acting.unroll`:
+    its observation is the residual e, its action the proposal z̃ (taken only
+    where the gate fired, see `fires`), and its done covers truncation."""
+    def step(state, proposal):
+      state, reward = self.raw_step(params, state, proposal,
+                                    self.fires(state), ~state.done)
+      return state, state.residual, reward, state.done, {}
+
+    return acting.BatchedEnv(
+        reset=lambda key, batch_size: self.reset(params, key, batch_size),
+        step=step)
+
   def lower(self, params: InternalEnvParams, obs: jax.Array, cache: Any
             ) -> tuple[jax.Array, Any]:
     """obs [B, obs_dim] -> (clean e [B, n_e] at the layer, cache)."""
@@ -241,8 +260,7 @@ class InternalEnv(NamedTuple):
             ) -> tuple[InternalEnvState, jax.Array]:
     """B new episodes; returns (state, e_0 [B, n_e]). The gate fires at t=0."""
     k_env, k_ep = jax.random.split(key)
-    env, obs = jax.vmap(self.env_reset, in_axes=(0, None))(
-        jax.random.split(k_env, batch_size), self.env_params)
+    env, obs = self.raw_env.reset(k_env, batch_size)
     cache = init_cache(self.model.config, batch_size)
     e, cache = self.lower(params, obs, cache)
     module = self.module.initial_state(batch_size)
@@ -284,11 +302,9 @@ class InternalEnv(NamedTuple):
     out = self.model.apply(params.base, state.residual[:, None], self.layer,
                            iv, state.cache, method=BaseModel.upper)
     keys = jax.vmap(jax.random.fold_in)(state.key, state.raw_steps)
-    logits = out.action_logits[:, 0] / self.temperature
-    action = jax.vmap(jax.random.categorical)(keys, logits)
-    env, obs, reward, env_done, _ = jax.vmap(
-        self.env_step, in_axes=(0, 0, None))(state.env, action,
-                                             self.env_params)
+    action, _ = acting.sample_actions(out.action_logits[:, 0], keys,
+                                      self.temperature)
+    env, obs, reward, env_done, _ = self.raw_env.step(state.env, action)
     e, cache = self.lower(params, obs, out.cache)
     beta = self.module.switch(params.module, module, e, obs)
     reward = jnp.where(active, reward, 0.0)

@@ -59,6 +59,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from irl import acting
 from irl import config as config_lib
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import tasks as tasks_lib
@@ -237,17 +238,16 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
                      frozen: ienv.InternalEnvParams, key: jax.Array
                      ) -> Decisions:
   """B episodes of the policy in the internal environment (one flat loop)."""
-  num_steps = env.max_steps
   slots = env.max_decisions
   n_z = env.latent_dim
-  state, _ = env.reset(frozen, key, batch_size)
 
-  def body(carry, _):
-    state, pcache = carry
+  def policy_fn(pcache, e, state, _):
+    # Acts only where the gate fired; the noise is keyed by the episode and
+    # its decision count, so the abstract-step schedule draws the same.
     fire = env.fires(state)
     decide = fire & (state.decisions < slots)
-    mean, log_std, new_pcache = policy.apply(policy_params,
-                                             state.residual[:, None], pcache)
+    mean, log_std, new_pcache = policy.apply(policy_params, e[:, None],
+                                             pcache)
     pcache = ienv.select_where(decide, new_pcache, pcache)
     mean, log_std = mean[:, 0], log_std[:, 0]
     keys = jax.vmap(jax.random.fold_in)(state.key,
@@ -255,12 +255,15 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
     noise = jax.vmap(lambda k: jax.random.normal(k, (n_z,)))(keys)
     proposal = mean + jnp.exp(log_std) * noise
     log_prob = policy_lib.gaussian_log_prob(proposal, mean, log_std)
-    record = (state.residual, proposal, log_prob, decide)
-    state, _ = env.raw_step(frozen, state, proposal, fire, ~state.done)
-    return (state, pcache), record
+    return proposal, pcache, {'log_prob': log_prob, 'decide': decide}
 
-  (state, _), (e, z, logp, decide) = jax.lax.scan(
-      body, (state, policy.initial_cache(batch_size)), None, length=num_steps)
+  internal = env.as_env(frozen)
+  state, e = internal.reset(key, batch_size)
+  state, _, _, trace = acting.unroll(
+      internal, policy_fn, state, e, policy.initial_cache(batch_size), key,
+      env.max_steps)
+  e, z = trace.obs, trace.action
+  logp, decide = trace.extras['log_prob'], trace.extras['decide']
   valid, (e, z, logp) = _compact(decide, slots, e, z, logp)
   return Decisions(inputs=e, actions=z, log_prob=logp, valid=valid,
                    returns=state.episode_return,
@@ -290,33 +293,20 @@ def raw_action_rollout(model: BaseModel, env_params, batch_size: int,
                        temperature: float, params: Any, key: jax.Array,
                        env_reset: Callable = gw_reset) -> Decisions:
   """B episodes of the base model sampling raw actions (its own policy)."""
-  num_steps = env_params.max_steps
+  env = acting.batched(env_reset, gw_step, env_params)
   k_reset, k_act = jax.random.split(key)
-  env, obs = jax.vmap(env_reset, in_axes=(0, None))(
-      jax.random.split(k_reset, batch_size), env_params)
-  cache = init_cache(model.config, batch_size)
-  ret = jnp.zeros((batch_size,), jnp.float32)
-
-  def body(carry, t):
-    env, obs, cache, ret = carry
-    out = model.apply(params, obs[:, None], cache=cache)
-    logits = jax.nn.log_softmax(out.action_logits[:, 0] / temperature)
-    action = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
-    log_prob = jnp.take_along_axis(logits, action[:, None], 1)[:, 0]
-    live = ~env.done
-    record = (obs, action, log_prob, live)
-    env, obs, reward, _, _ = jax.vmap(gw_step, in_axes=(0, 0, None))(
-        env, action, env_params)
-    return (env, obs, out.cache, ret + jnp.where(live, reward, 0.0)), record
-
-  (env, _, _, ret), (obs, act, logp, live) = jax.lax.scan(
-      body, (env, obs, cache, ret), jnp.arange(num_steps))
+  state, obs = env.reset(k_reset, batch_size)
+  state, _, _, trace = acting.unroll(
+      env, acting.model_policy(model, params, temperature), state, obs,
+      init_cache(model.config, batch_size), k_act, env_params.max_steps)
   swap = lambda x: jnp.swapaxes(x, 0, 1)
+  ret = trace.reward.sum(0)
   zeros = jnp.zeros((batch_size,), bool)
-  return Decisions(inputs=swap(obs), actions=swap(act), log_prob=swap(logp),
-                   valid=swap(live), returns=ret,
-                   stats=_episode_stats(env, env_params, env.time, env.time,
-                                        zeros, ret))
+  return Decisions(inputs=swap(trace.obs), actions=swap(trace.action),
+                   log_prob=swap(trace.extras['log_prob']),
+                   valid=swap(trace.live), returns=ret,
+                   stats=_episode_stats(state, env_params, state.time,
+                                        state.time, zeros, ret))
 
 
 # --------------------------------------------------------------------------

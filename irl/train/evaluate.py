@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from irl import acting
 from irl import config as config_lib
 from irl.data import stream
 from irl.envs import gridworld_pinpad as gw
@@ -73,24 +74,16 @@ def closed_loop(model: BaseModel, params: Any, env_params: gw.EnvParams,
     raise ValueError(f'model.max_len={model.config.max_len} is shorter than '
                      f'the episode (env.max_steps={num_steps})')
 
+  env = acting.batched(gw.reset, gw.step, env_params)
+  policy = acting.model_policy(model, params, temperature)
+
   @jax.jit
   def run(key):
     k_reset, k_act = jax.random.split(key)
-    state, obs = jax.vmap(gw.reset, in_axes=(0, None))(
-        jax.random.split(k_reset, num_episodes), env_params)
-    cache = init_cache(model.config, num_episodes)
-
-    def body(carry, k):
-      state, obs, cache = carry
-      out = model.apply(params, obs[:, None], cache=cache)
-      logits = out.action_logits[:, 0] / temperature
-      action = jax.random.categorical(k, logits)
-      state, obs, _, _, _ = jax.vmap(gw.step, in_axes=(0, 0, None))(
-          state, action, env_params)
-      return (state, obs, out.cache), None
-
-    (state, _, _), _ = jax.lax.scan(body, (state, obs, cache),
-                                    jax.random.split(k_act, num_steps))
+    state, obs = env.reset(k_reset, num_episodes)
+    state, _, _, _ = acting.unroll(env, policy, state, obs,
+                                   init_cache(model.config, num_episodes),
+                                   k_act, num_steps)
     return {'success': state.success, 'length': state.time,
             'visits': state.visits, 'task_id': state.task_id}
 
