@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from irl.data import stream as stream_lib
 from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.envs import tasks
 from irl.utils import machine as machine_lib
 
@@ -234,7 +235,8 @@ def expert_settings():
 def bench_expert(batch_size, repeats):
   rows = []
   for name, params, seq_len, eps in expert_settings():
-    sample = stream_lib.make_expert_stream(params, batch_size, seq_len, eps)
+    sample = stream_lib.make_expert_stream(
+        registry.GRIDWORLD, params, batch_size, seq_len, eps)
     t = _timed(lambda i: sample(jax.random.key(1000 + i)), repeats)
     batch = sample(jax.random.key(0))
     valid = jax.device_get(batch.valid.sum(1))

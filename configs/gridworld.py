@@ -12,7 +12,7 @@ docs/cpu_scale.md), `test` (seconds).
 import ml_collections
 
 from irl.models import presets as models
-from irl.envs import tasks
+from irl.envs import registry
 from irl.train import optim
 from irl.utils import config_utils
 
@@ -22,19 +22,9 @@ def _base() -> ml_collections.ConfigDict:
   c.preset = ''
   c.seed = 0
 
-  c.env = ml_collections.ConfigDict()
-  c.env.name = 'gridworld_pinpad'
-  c.env.grid_size = 7          # G
-  c.env.num_colours = 8        # O
-  c.env.num_walls = 4          # W
-  c.env.max_steps = 100        # T
-  c.env.subgoal_size = 2       # a subgoal is a pair of colours
-  c.env.max_visits = 16        # visit log length (>= longest task)
-  # Sequences are tuples: ml_collections overrides tuples on the command line
-  # (--config.data.epsilons='(0.0, 0.1)'), not lists.
-  c.env.pretrain_tasks = tuple(tasks.format_task(t)
-                               for t in tasks.GRID_PRETRAIN_TASKS)
-  c.env.post_task = tasks.format_task(tasks.GRID_POST_TASK)
+  # The environment's own defaults (irl/envs/registry.py): G = 7, O = 8
+  # colours, W = 4 walls, T = 100, the paper's task tables.
+  c.env = registry.get('gridworld_pinpad').default_config()
 
   c.data = ml_collections.ConfigDict()
   c.data.batch_size = 1024

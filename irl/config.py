@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import ml_collections
 
-from irl.envs import gridworld_pinpad as gw
+from typing import Any
+
+from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.train import optim
 from irl.utils.config_utils import (ConfigError, check, check_choice,
                                     check_int, check_range)
 
 
-def env_params(config: ml_collections.ConfigDict, post: bool = False
-               ) -> gw.EnvParams:
-  """EnvParams of the pretraining task table, or of the post-training task."""
+def env_params(config: ml_collections.ConfigDict, post: bool = False) -> Any:
+  """The environment's parameters with the pretraining task table, or with
+  the post-training task."""
+  env = registry.from_config(config)
   try:
     if post:
-      return gw.params_from_config(config.env, tasks=[config.env.post_task])
-    return gw.params_from_config(config.env)
+      return env.params_from_config(config.env, tasks=[config.env.post_task])
+    return env.params_from_config(config.env)
   except ValueError as e:
     # EnvParams names its task table `tasks`; point at the config's field.
     msg = str(e)
@@ -29,8 +32,7 @@ def env_params(config: ml_collections.ConfigDict, post: bool = False
 def validate_gridworld(config: ml_collections.ConfigDict
                        ) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the field and the allowed values."""
-  check(config.env.name == 'gridworld_pinpad', 'env.name',
-        f"{config.env.name!r} is not 'gridworld_pinpad'")
+  check_choice(config.env.name, 'env.name', registry.names())
   for i, t in enumerate(config.env.pretrain_tasks):
     try:
       tasks_lib.parse_task(t)

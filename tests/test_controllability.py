@@ -1,6 +1,7 @@
 """Ground-truth controllers: training lowers the NLL of a frozen base model,
 the controller switches with the task's pairs, the sweep runs end to end."""
 
+import dataclasses
 import json
 import os
 
@@ -13,6 +14,7 @@ import pytest
 from configs import gridworld
 from irl import config as config_lib
 from irl.analysis import controllability as ctl
+from irl.envs import registry
 from irl.train import pretrain
 from irl.utils.config_utils import ConfigError
 
@@ -96,6 +98,10 @@ def _fake_step(state, action, params):
       'task_pos': task_pos}
 
 
+_FAKE_ENV = dataclasses.replace(registry.GRIDWORLD, reset=_fake_reset,
+                                step=_fake_step)
+
+
 def test_controller_switches_when_a_pair_is_complete():
   c = _config()
   trainer = ctl.make_control_trainer(c, 1)
@@ -107,8 +113,8 @@ def test_controller_switches_when_a_pair_is_complete():
   assert pairs == [0, 1, 2, 3, 0, 1]
   key = jax.random.key(3)
   roll = ctl.controlled_rollout(
-      trainer.model, base_params, trainer.decoder, factors, 1, env, pairs,
-      key, num_episodes=6, reset_fn=_fake_reset, step_fn=_fake_step)
+      trainer.model, base_params, trainer.decoder, factors, 1, _FAKE_ENV,
+      env, pairs, key, num_episodes=6)
   # The speeds the rollout's resets drew.
   keys = jax.random.split(jax.random.split(key)[0], 6)
   speeds = np.asarray(jax.vmap(_fake_reset, in_axes=(0, None))(keys, env)[0]

@@ -6,30 +6,32 @@ import jax
 import numpy as np
 import pytest
 
-from irl.data import gridworld_expert as expert
+from irl.envs import gridworld_expert as expert
 from irl.data import stream
 from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.envs import tasks
 
+GRID = registry.get('gridworld_pinpad')
 PARAMS = gw.EnvParams().validate()
 POST = PARAMS.replace_tasks([tasks.GRID_POST_TASK])
 
 
 @pytest.fixture(scope='module')
 def pretrain_batch():
-  sample = stream.make_expert_stream(PARAMS, 512, 100, (0.0,))
+  sample = stream.make_expert_stream(GRID, PARAMS, 512, 100, (0.0,))
   return jax.device_get(sample(jax.random.key(0)))
 
 
 @pytest.fixture(scope='module')
 def post_batch():
-  sample = stream.make_expert_stream(POST, 512, 100, (0.0,))
+  sample = stream.make_expert_stream(GRID, POST, 512, 100, (0.0,))
   return jax.device_get(sample(jax.random.key(1)))
 
 
 @pytest.fixture(scope='module')
 def noisy_batch():
-  sample = stream.make_expert_stream(PARAMS, 256, 100, (0.1, 0.2))
+  sample = stream.make_expert_stream(GRID, PARAMS, 256, 100, (0.1, 0.2))
   return jax.device_get(sample(jax.random.key(2)))
 
 
@@ -106,7 +108,7 @@ def test_distance_fields_match_numpy_bfs():
 
 
 def test_stream_is_deterministic_and_uses_the_mix():
-  sample = stream.make_expert_stream(PARAMS, 64, 40, (0.0, 0.2), task_ids=(3, 5))
+  sample = stream.make_expert_stream(GRID, PARAMS, 64, 40, (0.0, 0.2), task_ids=(3, 5))
   a, b = sample(jax.random.key(9)), sample(jax.random.key(9))
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert set(np.asarray(a.task_id).tolist()) == {3, 5}
@@ -124,14 +126,14 @@ def test_stream_rejects_bad_arguments(kwargs, match):
   args = dict(batch_size=4, seq_len=10, epsilons=(0.0,))
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    stream.make_expert_stream(PARAMS, **args)
+    stream.make_expert_stream(GRID, PARAMS, **args)
 
 
 def test_packed_rows_hold_whole_episodes_back_to_back():
   # Three episodes of 40 steps packed into one 40-step row: the first whole,
   # the next from where it ended, the rest cut at the row's end.
   seq_len, k = 40, 3
-  episodes = stream.make_expert_stream(PARAMS, k, seq_len, (0.0, 0.2))(
+  episodes = stream.make_expert_stream(GRID, PARAMS, k, seq_len, (0.0, 0.2))(
       jax.random.key(3))
   row = jax.device_get(stream.pack_episodes(episodes))
   episodes = jax.device_get(episodes)
@@ -153,8 +155,8 @@ def test_packed_rows_hold_whole_episodes_back_to_back():
 
 
 def test_packed_stream_fills_rows():
-  plain = stream.make_expert_stream(PARAMS, 64, 48, (0.0, 0.2))
-  packed = stream.make_expert_stream(PARAMS, 64, 48, (0.0, 0.2),
+  plain = stream.make_expert_stream(GRID, PARAMS, 64, 48, (0.0, 0.2))
+  packed = stream.make_expert_stream(GRID, PARAMS, 64, 48, (0.0, 0.2),
                                      episodes_per_row=2)
   a, b = plain(jax.random.key(4)), packed(jax.random.key(4))
   assert isinstance(b, stream.PackedRollout) and b.obs.shape == a.obs.shape

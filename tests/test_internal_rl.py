@@ -6,6 +6,7 @@ Tiny sizes (the `test` preset on a 4x4 grid with two colours); compiled
 functions are shared through module-level caches.
 """
 
+import dataclasses
 import functools
 
 import flax.struct
@@ -17,6 +18,7 @@ import pytest
 from configs import gridworld
 from irl import config as config_lib
 from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.models import BaseModel, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.models.intervention import Intervention
@@ -75,7 +77,7 @@ def _parts():
   model = BaseModel(pretrain.model_config(c))
   mc = mc_lib.Metacontroller(mct.metacontroller_config(c))
   env = ienv.InternalEnv(model=model, module=ienv.metacontroller_module(mc),
-                         env_params=config_lib.env_params(c, post=True),
+                         env=registry.GRIDWORLD, env_params=config_lib.env_params(c, post=True),
                          max_decisions=8)
   return c, model, mc, env
 
@@ -229,7 +231,9 @@ def _scripted_env(fire_always, max_decisions):
   _, model, _, env = _parts()
   return env._replace(module=_stub_module(model.config.width, fire_always),
                       max_decisions=max_decisions,
-                      env_reset=_scripted_reset, env_step=_scripted_step)
+                      env=dataclasses.replace(registry.GRIDWORLD,
+                                              reset=_scripted_reset,
+                                              step=_scripted_step))
 
 
 def _scripted_ends(state):
@@ -429,9 +433,13 @@ def _fixed_layout_reset(key, params):
   return gw.reset(jax.random.key(8), params)
 
 
+_FIXED_LAYOUT = dataclasses.replace(registry.GRIDWORLD,
+                                    reset=_fixed_layout_reset)
+
+
 def test_tiny_internal_rl_run_learns():
   c = _config(seeds=[0, 1])
-  learner = rlt.make_learner(c, 'internal', env_reset=_fixed_layout_reset)
+  learner = rlt.make_learner(c, 'internal', env=_FIXED_LAYOUT)
   states = jax.vmap(learner.init, in_axes=(0, None))(
       jnp.stack([jax.random.key(s) for s in c.rl.seeds]), None)
   success = []

@@ -71,7 +71,7 @@ from irl import acting
 from irl import config as config_lib
 from irl.analysis import probes
 from irl.data import stream
-from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, Intervention, init_cache
 from irl.train import losses
@@ -451,11 +451,10 @@ def _make_control_trainer(config_json: str, layer: int) -> ControlTrainer:
 def controlled_rollout(model: BaseModel, base_params: Any,
                        decoder: ControllerDecoder | None,
                        factors: tuple[jax.Array, ...] | None, layer: int,
-                       env_params: gw.EnvParams, pairs: Sequence[int],
-                       key: jax.Array, num_episodes: int,
-                       temperature: float = 1.0,
-                       reset_fn: Callable = gw.reset,
-                       step_fn: Callable = gw.step) -> dict[str, np.ndarray]:
+                       env: registry.Environment, env_params: Any,
+                       pairs: Sequence[int], key: jax.Array,
+                       num_episodes: int, temperature: float = 1.0
+                       ) -> dict[str, np.ndarray]:
   """Runs the (controlled) base model in the environment, with the cache.
 
   Before every step the controller of the current pair, `controller_index(
@@ -464,9 +463,9 @@ def controlled_rollout(model: BaseModel, base_params: Any,
   `factors=None` the base model acts alone.
 
   Args:
-    reset_fn, step_fn: the environment (`gw.reset` / `gw.step` signatures);
-      only the state's `task_pos` and `visits`, the reward and `done` are
-      read, so a scripted environment can stand in for tests.
+    env: the environment; only its state's `task_pos` and `visits`, the
+      reward and `done` are read, so a scripted environment can stand in
+      for tests.
 
   Returns host arrays: success [E] bool, pairs_done [E] (completed pairs),
   visits [E, V] the colours visited (-1 padded; a failed episode's last is
@@ -478,17 +477,16 @@ def controlled_rollout(model: BaseModel, base_params: Any,
     raise ValueError(f'model.max_len={model.config.max_len} is shorter than '
                      f'the episode (env.max_steps={num_steps})')
   pairs = jnp.asarray(pairs, jnp.int32)
-  run = _rollout_fn(model, decoder, layer, env_params, num_episodes,
-                    float(temperature), reset_fn, step_fn)
+  run = _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
+                    float(temperature))
   return jax.device_get(run(base_params, factors, pairs, key))
 
 
 @functools.lru_cache(maxsize=32)
-def _rollout_fn(model, decoder, layer, env_params, num_episodes, temperature,
-                reset_fn, step_fn):
+def _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
+                temperature):
   size = env_params.subgoal_size
-
-  env = acting.batched(reset_fn, step_fn, env_params)
+  env = env.batched(env_params)
 
   @jax.jit
   def run(base_params, factors, pairs, key):
@@ -574,7 +572,8 @@ def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
     factors = controller_factors(trainer.decoder, decoder_params, k)
   post = config_lib.env_params(config, post=True)
   roll = controlled_rollout(trainer.model, base_params, trainer.decoder,
-                            factors, layer, post, post_task_pairs(config),
+                            factors, layer, registry.from_config(config),
+                            post, post_task_pairs(config),
                             key, cc.num_episodes, cc.temperature)
   num_pairs = len(post_task_pairs(config))
   histogram = np.bincount(roll['pairs_done'], minlength=num_pairs + 1)

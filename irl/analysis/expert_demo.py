@@ -12,6 +12,7 @@ import numpy as np
 from irl import config as config_lib
 from irl.analysis import figures
 from irl.data import stream
+from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.utils import progress as progress_lib
 
@@ -22,6 +23,7 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   d = config.expert_demo
   batches = max(1, d.num_episodes // d.batch_size)
+  env = registry.from_config(config)
   params = config_lib.env_params(config)
   post = config_lib.env_params(config, post=True)
   splits = {
@@ -34,7 +36,7 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with progress_lib.Progress(batches * len(splits), desc='expert demo') as bar:
     done = 0
     for name, (p, seq_len, eps) in splits.items():
-      sample = stream.make_expert_stream(p, d.batch_size, seq_len, eps)
+      sample = stream.make_expert_stream(env, p, d.batch_size, seq_len, eps)
       success, length = [], []
       for _ in range(batches):
         key, sub = jax.random.split(key)
@@ -61,8 +63,8 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   task = tasks_lib.format_task(post.tasks[0])
   titles = [f't={t} pair {example.subgoal[i, t]}' for t in range(n)]
   png = figures.episode_strip(
-      os.path.join(workdir, 'expert_episode.png'), example.obs[i, :n], post,
-      titles, suptitle=f'expert on the post-training task {task} '
+      os.path.join(workdir, 'expert_episode.png'), example.obs[i, :n], env,
+      post, titles, suptitle=f'expert on the post-training task {task} '
       f'({"success" if example.success[i] else "failure"} in {n} steps)')
   results['figure'] = png
   with open(os.path.join(workdir, 'expert_demo.json'), 'w') as f:

@@ -8,16 +8,17 @@ and it can be called inside another jitted function.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from irl.data import gridworld_expert as expert
-from irl.envs import gridworld_pinpad as gw
+from irl.envs import gridworld_expert
+from irl.envs import registry
 
-Rollout = expert.Rollout
+# Every registered expert returns these fields (irl/envs/gridworld_expert.py).
+Rollout = gridworld_expert.Rollout
 
 
 @chex.dataclass(frozen=True)
@@ -54,7 +55,8 @@ def pack_episodes(episodes: Rollout) -> PackedRollout:
       episodes=jnp.sum(start < seq_len).astype(jnp.int32))
 
 
-def make_expert_stream(params: gw.EnvParams, batch_size: int, seq_len: int,
+def make_expert_stream(env: registry.Environment, params: Any,
+                       batch_size: int, seq_len: int,
                        epsilons: Sequence[float] = (0.0,),
                        task_ids: Sequence[int] | None = None,
                        obs_dtype=jnp.float32,
@@ -63,6 +65,7 @@ def make_expert_stream(params: gw.EnvParams, batch_size: int, seq_len: int,
   """A function key -> Rollout of `batch_size` episodes of `seq_len` steps.
 
   Args:
+    env: the environment, whose expert rolls out the episodes.
     params: environment parameters; its task table is what the experts solve.
     batch_size: episodes per batch.
     seq_len: steps recorded per episode (≤ params.max_steps). Episodes that are
@@ -100,7 +103,8 @@ def make_expert_stream(params: gw.EnvParams, batch_size: int, seq_len: int,
     k_eps, k_task, k_roll = jax.random.split(key, 3)
     eps = eps_table[jax.random.randint(k_eps, (), 0, eps_table.shape[0])]
     task_id = ids[jax.random.randint(k_task, (), 0, ids.shape[0])]
-    return expert.rollout(k_roll, params, eps, seq_len, task_id, obs_dtype)
+    return env.expert_rollout(k_roll, params, eps, seq_len, task_id,
+                              obs_dtype)
 
   def sample(key: jax.Array) -> Rollout | PackedRollout:
     if episodes_per_row == 1:
@@ -127,13 +131,14 @@ def stream_from_config(config, split: str = 'pretrain',
     raise ValueError(f'split={split!r} is invalid: must be one of {splits}')
   if pack and split != 'pretrain':
     raise ValueError(f"pack=True is for the 'pretrain' split, not {split!r}")
+  env = registry.from_config(config)
   if split == 'post':
-    params = gw.params_from_config(config.env, tasks=[config.env.post_task])
+    params = env.params_from_config(config.env, tasks=[config.env.post_task])
   else:
-    params = gw.params_from_config(config.env)
+    params = env.params_from_config(config.env)
   epsilons = tuple(config.data.epsilons) if split == 'pretrain' else (0.0,)
   return make_expert_stream(
-      params, batch_size or config.data.batch_size,
+      env, params, batch_size or config.data.batch_size,
       config.data.seq_len if split != 'post' else config.data.post_seq_len,
       epsilons, jit=jit,
       episodes_per_row=config.data.episodes_per_row if pack else 1)

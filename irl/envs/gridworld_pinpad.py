@@ -29,6 +29,7 @@ draws on average).
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any, Sequence
 
 import chex
@@ -514,6 +515,30 @@ def render(state: EnvState, params: EnvParams, cell_px: int = 12
   img[r * cell_px + m:(r + 1) * cell_px - m,
       c * cell_px + m:(c + 1) * cell_px - m] = AGENT_RGB
   return img
+
+
+def decode_observation(obs: np.ndarray, params: EnvParams
+                       ) -> tuple[np.ndarray, int]:
+  """One observation [obs_dim] -> (grid [N] as in EnvState, agent cell)."""
+  cells = np.asarray(obs).reshape(params.num_cells, params.num_channels)
+  objects = cells[:, :-1]
+  grid = np.where(objects.any(-1), objects.argmax(-1), EMPTY)
+  return grid.astype(np.int32), int(cells[:, -1].argmax())
+
+
+def render_observation(obs: np.ndarray, params: EnvParams, cell_px: int = 12
+                       ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+  """What one observation [obs_dim] shows: (RGB image [H, W, 3] uint8, text
+  labels (x, y, colour id) at the colour cells, in image pixels)."""
+  grid, agent = decode_observation(obs, params)
+  img = render(types.SimpleNamespace(grid=grid, agent=agent), params,
+               cell_px)
+  labels = []
+  for cell in np.nonzero((grid >= 0) & (grid < params.num_colours))[0]:
+    r, c = divmod(int(cell), params.grid_size)
+    labels.append(((c + 0.5) * cell_px, (r + 0.5) * cell_px,
+                   str(grid[cell])))
+  return img, labels
 
 
 def params_from_config(env_config: Any, tasks: Sequence[Sequence[int]] | None

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 
 from irl import acting
-from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.models import BaseModel, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.models.intervention import Intervention
@@ -161,7 +161,7 @@ class InternalEnvState:
     raw_steps: [B] int32 raw environment steps taken.
     episode_return: [B] float32 reward so far.
   """
-  env: gw.EnvState
+  env: Any             # the raw environment's state
   cache: Any
   module: Any
   observation: jax.Array
@@ -203,21 +203,19 @@ class InternalEnv(NamedTuple):
   Attributes:
     model: the base model (frozen).
     module: the abstract-action module (frozen).
-    env_params: gridworld parameters (the RL task).
+    env_params: the raw environment's parameters (the RL task).
     switch_threshold: the gate fires where β ≥ this.
     max_decisions: cap on abstract decisions per episode (see module doc).
     temperature: sampling temperature of the base model's actions.
-    env_reset, env_step: the raw environment (`gw.reset` / `gw.step`
-      signatures; tests may script one).
+    env: the raw environment (`irl.envs.registry`; tests may script one).
   """
   model: BaseModel
   module: AbstractActionModule
-  env_params: gw.EnvParams
+  env: registry.Environment
+  env_params: Any
   switch_threshold: float = 0.5
   max_decisions: int = 100
   temperature: float = 1.0
-  env_reset: Callable = gw.reset
-  env_step: Callable = gw.step
 
   @property
   def latent_dim(self) -> int:
@@ -234,7 +232,7 @@ class InternalEnv(NamedTuple):
   @property
   def raw_env(self) -> acting.BatchedEnv:
     """The raw environment, batched."""
-    return acting.batched(self.env_reset, self.env_step, self.env_params)
+    return self.env.batched(self.env_params)
 
   def as_env(self, params: InternalEnvParams) -> acting.BatchedEnv:
     """The raw-step schedule as a batched environment for `acting.unroll`:

@@ -61,10 +61,8 @@ from absl import logging
 
 from irl import acting
 from irl import config as config_lib
-from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.envs import tasks as tasks_lib
-from irl.envs.gridworld_pinpad import reset as gw_reset
-from irl.envs.gridworld_pinpad import step as gw_step
 from irl.models import BaseModel, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.rl import internal_env as ienv
@@ -275,7 +273,7 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
 
 def _episode_stats(env_state, env_params, raw_steps, decisions, truncated,
                    returns):
-  if not isinstance(env_state, gw.EnvState):   # a scripted test environment
+  if not hasattr(env_state, 'task_pos'):   # a scripted test environment
     return {'success': (returns > 0).astype(jnp.float32),
             'raw_steps': raw_steps.astype(jnp.float32),
             'decisions': decisions.astype(jnp.float32),
@@ -289,15 +287,15 @@ def _episode_stats(env_state, env_params, raw_steps, decisions, truncated,
           'truncated': truncated.astype(jnp.float32)}
 
 
-def raw_action_rollout(model: BaseModel, env_params, batch_size: int,
-                       temperature: float, params: Any, key: jax.Array,
-                       env_reset: Callable = gw_reset) -> Decisions:
+def raw_action_rollout(model: BaseModel, env: registry.Environment,
+                       env_params: Any, batch_size: int, temperature: float,
+                       params: Any, key: jax.Array) -> Decisions:
   """B episodes of the base model sampling raw actions (its own policy)."""
-  env = acting.batched(env_reset, gw_step, env_params)
+  batched = env.batched(env_params)
   k_reset, k_act = jax.random.split(key)
-  state, obs = env.reset(k_reset, batch_size)
+  state, obs = batched.reset(k_reset, batch_size)
   state, _, _, trace = acting.unroll(
-      env, acting.model_policy(model, params, temperature), state, obs,
+      batched, acting.model_policy(model, params, temperature), state, obs,
       init_cache(model.config, batch_size), k_act, env_params.max_steps)
   swap = lambda x: jnp.swapaxes(x, 0, 1)
   ret = trace.reward.sum(0)
@@ -340,13 +338,13 @@ def optimiser_steps(r: ml_collections.ConfigDict) -> int:
 
 def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
                  module: ienv.AbstractActionModule | None = None,
-                 env_reset: Callable = gw_reset) -> Learner:
+                 env: registry.Environment | None = None) -> Learner:
   """Pure functions of internal RL (or a baseline) for `config`.
 
   `module` is the abstract-action module; None builds it from
   `config.metacontroller` (or `config.compile` for 'compile').
-  `env_reset` replaces the gridworld's reset (`gw.reset` signature; tests
-  use a fixed layout). Learners are cached by config, module and reset (pass
+  `env` replaces the environment `config.env.name` selects (tests use a
+  fixed layout). Learners are cached by config, module and environment (pass
   the same objects to share compilations).
   """
   config = method_config(config, method)
@@ -362,12 +360,13 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
                   'probe', 'control'):
     if section in key:
       del key[section]
-  return _make_learner(key.to_json(sort_keys=True), module, env_reset)
+  env = env or registry.from_config(config)
+  return _make_learner(key.to_json(sort_keys=True), module, env)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
-                  env_reset: Callable) -> Learner:
+                  env: registry.Environment) -> Learner:
   config = ml_collections.ConfigDict(json.loads(config_json))
   r = config.rl
   method = r.method
@@ -384,7 +383,7 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
   tx = optim.section_optimizer(r, optimiser_steps(r))
 
   if method == 'raw_action':
-    env = policy = None
+    internal = policy = None
     if r.raw_action_params == 'action_head':
       def label(path, _):
         names = [getattr(p, 'key', None) for p in path]
@@ -399,8 +398,8 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
 
     def rollout(params, frozen, key):
       del frozen
-      return raw_action_rollout(model, env_params, batch, r.temperature,
-                                params, key, env_reset)
+      return raw_action_rollout(model, env, env_params, batch,
+                                r.temperature, params, key)
 
     def log_prob_fn(params, frozen, inputs, actions):
       del frozen
@@ -416,11 +415,11 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
                          'module (pass module=...).')
       mc = mc_lib.Metacontroller(mct.metacontroller_config(config))
       module = ienv.metacontroller_module(mc)
-    env = ienv.InternalEnv(
-        model=model, module=module, env_params=env_params,
+    internal = ienv.InternalEnv(
+        model=model, module=module, env=env, env_params=env_params,
         switch_threshold=float(r.switch_threshold),
         max_decisions=decision_slots(config),
-        temperature=float(r.temperature), env_reset=env_reset)
+        temperature=float(r.temperature))
     policy = policy_lib.LatentPolicy(policy_config(config, module.latent_dim))
 
     def init(key, source):
@@ -428,7 +427,7 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
       return policy.init(key, jnp.zeros((1, 1, model.config.width)))
 
     def rollout(params, frozen, key):
-      return internal_rollout(env, policy, batch, params, frozen, key)
+      return internal_rollout(internal, policy, batch, params, frozen, key)
 
     def log_prob_fn(params, frozen, inputs, actions):
       del frozen
@@ -493,7 +492,7 @@ def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
                         length=r.log_every)
 
   train_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None)))
-  return Learner(method=method, env=env, policy=policy, model=model,
+  return Learner(method=method, env=internal, policy=policy, model=model,
                  init=init_state, rollout=rollout, loss=loss_fn,
                  update=update, train_chunk=train_chunk)
 

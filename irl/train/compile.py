@@ -39,6 +39,7 @@ from absl import logging
 from irl import config as config_lib
 from irl.analysis import segmentation
 from irl.data import stream
+from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import compile as compile_lib
 from irl.train import losses
@@ -197,10 +198,11 @@ def _make_trainer(config_json: str) -> Trainer:
   model = compile_lib.CompILE(compile_config(config))
   cfg = model.config
   layer, num = cfg.layer, cfg.max_segments
+  env = registry.from_config(config)
   env_params = config_lib.env_params(config)
-  sample = stream.make_expert_stream(env_params, c.batch_size, c.seq_len,
-                                     (0.0,), jit=False)
-  sample_eval = stream.make_expert_stream(env_params, c.eval_batch_size,
+  sample = stream.make_expert_stream(env, env_params, c.batch_size,
+                                     c.seq_len, (0.0,), jit=False)
+  sample_eval = stream.make_expert_stream(env, env_params, c.eval_batch_size,
                                           c.seq_len, (0.0,), jit=False)
   tx = optim.section_optimizer(c, c.num_steps)
 

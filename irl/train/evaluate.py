@@ -25,7 +25,7 @@ import numpy as np
 from irl import acting
 from irl import config as config_lib
 from irl.data import stream
-from irl.envs import gridworld_pinpad as gw
+from irl.envs import registry
 from irl.models import BaseModel, init_cache
 from irl.train import losses
 
@@ -61,9 +61,9 @@ def action_prediction(model: BaseModel, params: Any, sample, key: jax.Array,
   return {n: float(v / count) for n, v in totals.items()}
 
 
-def closed_loop(model: BaseModel, params: Any, env_params: gw.EnvParams,
-                key: jax.Array, num_episodes: int, temperature: float = 1.0
-                ) -> dict[str, np.ndarray]:
+def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
+                env_params: Any, key: jax.Array, num_episodes: int,
+                temperature: float = 1.0) -> dict[str, np.ndarray]:
   """Samples actions from the model in the environment, with the cache.
 
   Returns host arrays: success [E], length [E], visits [E, max_visits],
@@ -74,14 +74,14 @@ def closed_loop(model: BaseModel, params: Any, env_params: gw.EnvParams,
     raise ValueError(f'model.max_len={model.config.max_len} is shorter than '
                      f'the episode (env.max_steps={num_steps})')
 
-  env = acting.batched(gw.reset, gw.step, env_params)
+  batched = env.batched(env_params)
   policy = acting.model_policy(model, params, temperature)
 
   @jax.jit
   def run(key):
     k_reset, k_act = jax.random.split(key)
-    state, obs = env.reset(k_reset, num_episodes)
-    state, _, _, _ = acting.unroll(env, policy, state, obs,
+    state, obs = batched.reset(k_reset, num_episodes)
+    state, _, _, _ = acting.unroll(batched, policy, state, obs,
                                    init_cache(model.config, num_episodes),
                                    k_act, num_steps)
     return {'success': state.success, 'length': state.time,
@@ -111,7 +111,8 @@ def evaluate_base_model(config: ml_collections.ConfigDict, model: BaseModel,
   lengths = {len(t) for t in pretrain_params.tasks}
   free = pretrain_params.replace(terminate_on_wrong_colour=False,
                                  max_visits=max(lengths))
-  roll = closed_loop(model, params, free, k_free, ec.num_episodes,
+  env = registry.from_config(config)
+  roll = closed_loop(model, params, env, free, k_free, ec.num_episodes,
                      ec.temperature)
   result['closed_loop/complete_pretrain_task'] = complete_task_fraction(
       roll['visits'], pretrain_params.tasks)
@@ -123,7 +124,7 @@ def evaluate_base_model(config: ml_collections.ConfigDict, model: BaseModel,
       for v, i in zip(roll['visits'], roll['task_id'])]))
 
   post = config_lib.env_params(config, post=True)
-  roll = closed_loop(model, params, post, k_post, ec.num_episodes,
+  roll = closed_loop(model, params, env, post, k_post, ec.num_episodes,
                      ec.temperature)
   result['closed_loop/post_task_success'] = float(roll['success'].mean())
   return result

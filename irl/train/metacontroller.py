@@ -45,6 +45,7 @@ from absl import logging
 from irl import config as config_lib
 from irl.analysis import segmentation
 from irl.data import stream
+from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
 from irl.train import losses
@@ -224,10 +225,11 @@ def _make_trainer(config_json: str) -> Trainer:
   layer = metacontroller.config.layer
   latent_dim = metacontroller.config.latent_dim
   frozen = m.base_model == 'frozen'
+  env = registry.from_config(config)
   env_params = config_lib.env_params(config)
-  sample = stream.make_expert_stream(env_params, m.batch_size, m.seq_len,
-                                     (0.0,), jit=False)
-  sample_eval = stream.make_expert_stream(env_params, m.eval_batch_size,
+  sample = stream.make_expert_stream(env, env_params, m.batch_size,
+                                     m.seq_len, (0.0,), jit=False)
+  sample_eval = stream.make_expert_stream(env, env_params, m.eval_batch_size,
                                           m.seq_len, (0.0,), jit=False)
   tx = optim.section_optimizer(m, m.num_steps)
 

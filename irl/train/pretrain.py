@@ -28,6 +28,7 @@ from absl import logging
 
 from irl import config as config_lib
 from irl.data import stream
+from irl.envs import registry
 from irl.models import BaseModel, ModelConfig
 from irl.train import evaluate
 from irl.train import losses
@@ -75,16 +76,21 @@ class Pretrainer(NamedTuple):
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """The base model of `config.model`, sized for the environment."""
   m = config.model
+  env = registry.from_config(config)
   params = config_lib.env_params(config)
+  action = env.action_spec(params)
+  size = ({'num_actions': action.size} if action.kind == 'discrete'
+          else {'action_dim': action.size})
   return ModelConfig(
       backbone=m.backbone, num_layers=m.num_layers, width=m.width,
-      num_heads=m.num_heads, mlp_dim=m.mlp_dim, obs_dim=params.obs_dim,
-      action_type='discrete', num_actions=4, num_buckets=m.num_buckets,
+      num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+      obs_dim=env.observation_size(params), action_type=action.kind,
+      num_buckets=m.num_buckets,
       max_distance=m.max_distance, conv_width=m.conv_width,
       attention_window=m.attention_window,
       attention_window_blocks=tuple(m.attention_window_blocks),
       max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
-      grid_size=params.grid_size, future_actions=m.future_actions)
+      future_actions=m.future_actions, **size, **env.encoder_fields(params))
 
 
 def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
