@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from irl.rl import fig8
+from irl.analysis import fig8
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/gridworld.py:cpu', 'Config file and preset.')

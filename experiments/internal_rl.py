@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irl.analysis import fig8
 from irl.rl import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,6 +37,7 @@ _METHOD = flags.DEFINE_enum('method', None, list(train.METHODS),
 def main(argv):
   del argv
   summary = train.train(_CONFIG.value, _WORKDIR.value, _METHOD.value)
+  fig8.run_curve(_CONFIG.value, _WORKDIR.value, _METHOD.value)
   print(json.dumps(summary, indent=2))
 
 

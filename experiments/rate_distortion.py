@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from irl.train import metacontroller
+from irl.analysis import rate_distortion
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
@@ -30,7 +30,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained base '
 
 def main(argv):
   del argv
-  records = metacontroller.rate_distortion(_CONFIG.value, _WORKDIR.value)
+  records = rate_distortion.run(_CONFIG.value, _WORKDIR.value)
   keys = ('base_model', 'kl_weight', 'seed', 'action_nll', 'kl', 'f1',
           'median_switches_per_episode', 'median_boundaries_per_episode')
   for r in records:

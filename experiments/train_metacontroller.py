@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irl.analysis import reports
 from irl.train import metacontroller
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,6 +32,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained base '
 def main(argv):
   del argv
   summary = metacontroller.train(_CONFIG.value, _WORKDIR.value)
+  summary['figure'] = reports.metacontroller_traces(_CONFIG.value,
+                                                    _WORKDIR.value)
   print(json.dumps(summary, indent=2))
 
 

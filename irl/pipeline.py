@@ -6,9 +6,11 @@ Phases, in order (each reads what the earlier ones wrote to the workdir):
   probes           linear subgoal probes, Fig. 3 (irl/analysis/probes.py)
   controllability  ground-truth controllers, Fig. 4 (irl/analysis/controllability.py)
   metacontroller   the method's metacontroller and the two baseline variants
-                   (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py)
+                   (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py,
+                   figures by irl/analysis/reports.py)
   compile          the CompILE baseline (irl/train/compile.py)
-  internal_rl      internal RL and the four baselines, Fig. 8 (irl/rl/)
+  internal_rl      internal RL and the four baselines, Fig. 8 (irl/rl/,
+                   irl/analysis/fig8.py)
 
 A finished phase writes `<workdir>/pipeline/<phase>.json` (its summary and the
 config it ran with); a rerun skips it. Every phase also resumes on its own from
@@ -74,18 +76,26 @@ def _controllability(config, workdir):
 
 
 def _metacontroller(config, workdir):
+  from irl.analysis import reports
   from irl.train import metacontroller
-  return {name: metacontroller.train(variant_config(config, name), workdir)
-          for name in METACONTROLLER_VARIANTS}
+  summaries = {}
+  for name in METACONTROLLER_VARIANTS:
+    variant = variant_config(config, name)
+    summaries[name] = metacontroller.train(variant, workdir)
+    reports.metacontroller_traces(variant, workdir)
+  return summaries
 
 
 def _compile(config, workdir):
+  from irl.analysis import reports
   from irl.train import compile as compile_lib
-  return compile_lib.train(config, workdir)
+  summary = compile_lib.train(config, workdir)
+  reports.compile_traces(config, workdir)
+  return summary
 
 
 def _internal_rl(config, workdir):
-  from irl.rl import fig8
+  from irl.analysis import fig8
   return fig8.run(config, workdir)
 
 

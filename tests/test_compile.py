@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from configs import gridworld
+from irl.analysis import reports
 from irl.data import stream
 from irl.models import BaseModel
 from irl.models import compile as cl
@@ -272,6 +273,8 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
     assert np.isfinite(summary[k]), k
   out_dir = os.path.join(straight, 'compile')
   assert os.path.exists(os.path.join(out_dir, 'segmentation.json'))
+  assert reports.compile_traces(c, straight) == os.path.join(
+      out_dir, 'beta_traces.png')
   assert os.path.exists(os.path.join(out_dir, 'beta_traces.png'))
   assert os.path.exists(os.path.join(straight, 'metrics', 'compile.jsonl'))
 

@@ -17,6 +17,7 @@ import pytest
 
 from configs import gridworld
 from irl import config as config_lib
+from irl.analysis import fig8
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import registry
 from irl.models import BaseModel, init_cache
@@ -472,7 +473,7 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
               fig8_methods=['internal', 'raw_action', 'compile'])
   workdir = str(tmp_path)
   _fake_runs(c, workdir)
-  summary = rlt.fig8(c, workdir)
+  summary = fig8.run(c, workdir)
   # No CompILE run in this workdir: skipped.
   assert summary['methods'] == ['internal', 'raw_action']
   assert summary['skipped'] == ['compile']
@@ -499,4 +500,8 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
   other.env.post_task = '1-0'
   fresh = rlt.train(other, workdir, 'internal')
   assert fresh['resumed_from'] == 0 and fresh['num_updates'] == 2
+  assert not (tmp_path / 'rl_internal_task_1-0' / 'success.csv').exists()
+  curve = fig8.run_curve(other, workdir, 'internal')
+  assert curve['update'].tolist() == [2]
+  np.testing.assert_allclose(curve['success'][-1], fresh['final_success'])
   assert (tmp_path / 'rl_internal_task_1-0' / 'success.csv').exists()

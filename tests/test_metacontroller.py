@@ -13,6 +13,8 @@ import pytest
 
 from configs import gridworld
 from irl.analysis import figures
+from irl.analysis import rate_distortion
+from irl.analysis import reports
 from irl.analysis import segmentation as seg
 from irl.models import metacontroller as mc_lib
 from irl.train import metacontroller as mct
@@ -260,6 +262,10 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
     assert k in summary
   assert summary['heldout/median_boundaries_per_episode'] >= 1
   out_dir = os.path.join(straight, 'metacontroller')
+  # The trainer writes arrays; the figure is drawn from them.
+  assert not os.path.exists(os.path.join(out_dir, 'beta_traces.png'))
+  assert reports.metacontroller_traces(c, straight) == os.path.join(
+      out_dir, 'beta_traces.png')
   assert os.path.exists(os.path.join(out_dir, 'beta_traces.png'))
   assert os.path.exists(os.path.join(out_dir, 'segmentation.json'))
   assert os.path.exists(os.path.join(straight, 'metrics',
@@ -382,7 +388,7 @@ def test_rate_distortion_job_writes_every_run(tmp_path):
   c = gridworld.get_config('test')
   c.rate_distortion.base_models = ('frozen',)
   _fake_pretrained(c, str(tmp_path))
-  mct.rate_distortion(c, str(tmp_path))
+  rate_distortion.run(c, str(tmp_path))
   with open(tmp_path / 'rate_distortion' / 'results.csv') as f:
     rows = list(csv.DictReader(f))
   runs = {(float(r['kl_weight']), int(r['seed'])) for r in rows}

@@ -23,6 +23,7 @@ host. Pure metrics: the figures of β are drawn by irl/analysis/figures.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -183,3 +184,28 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
   return {'code_subgoal_acc': float(np.mean(pred == y[test])),
           'code_subgoal_chance': float(np.mean(y[test] == majority)),
           'code_subgoal_samples': int(len(y))}
+
+
+# What the segmentation figures read: the first episodes' β and subgoals.
+EVAL_ARRAYS = 'beta_traces.npz'
+_TRACE_FIELDS = ('beta', 'valid', 'subgoal_index', 'subgoal')
+
+
+def save_eval_arrays(out_dir: str, arrays: dict, num_episodes: int) -> str:
+  """Writes the first `num_episodes` held-out episodes' β [E, T], valid,
+  subgoal_index and subgoal to `<out_dir>/EVAL_ARRAYS` (none if 0)."""
+  path = os.path.join(out_dir, EVAL_ARRAYS)
+  if num_episodes:
+    np.savez_compressed(path + '.tmp.npz', **{
+        k: np.asarray(arrays[k])[:num_episodes] for k in _TRACE_FIELDS})
+    os.replace(path + '.tmp.npz', path)
+  return path
+
+
+def load_eval_arrays(out_dir: str) -> dict[str, np.ndarray] | None:
+  """What `save_eval_arrays` wrote to `out_dir`, or None."""
+  path = os.path.join(out_dir, EVAL_ARRAYS)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}

@@ -356,7 +356,8 @@ def summarise_eval(config: ml_collections.ConfigDict,
 def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
-  """Held-out segmentation scores (and β traces in `out_dir`)."""
+  """Held-out segmentation scores; with `out_dir`, also writes them and the
+  β traces' arrays (as `irl.train.metacontroller.evaluate`)."""
   c = config.compile
   num_batches = -(-c.eval_episodes // c.eval_batch_size)
   parts = [jax.device_get(trainer.evaluate_jit(params, base_params, k))
@@ -364,15 +365,7 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   arrays = {n: np.concatenate([p[n] for p in parts], 0) for n in parts[0]}
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
-    if c.trace_episodes:
-      from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
-      figures.beta_traces(
-          os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
-          arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
-          num_episodes=c.trace_episodes, threshold=c.switch_threshold,
-          title=(f'CompILE causal β: α_z={c.z_kl_weight:g}, α_β='
-                 f"{c.b_kl_weight:g}; F1 (segments)={summary['f1']:.2f}, "
-                 f"F1 (β)={summary['causal_f1']:.2f}"))
+    segmentation.save_eval_arrays(out_dir, arrays, c.trace_episodes)
     config_utils.atomic_write_text(
         os.path.join(out_dir, 'segmentation.json'),
         json.dumps(summary, indent=2) + '\n')

@@ -26,7 +26,6 @@ RL.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -460,7 +459,9 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
 def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
-  """Held-out segmentation scores (and the β-trace figure in `out_dir`).
+  """Held-out segmentation scores; with `out_dir`, also writes them
+  (`segmentation.json`) and the first `trace_episodes` episodes' β traces
+  (`segmentation.EVAL_ARRAYS`, drawn by `irl.analysis.reports`).
 
   params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
   """
@@ -469,16 +470,8 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
       eval_key())
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
-    m = config.metacontroller
-    if m.trace_episodes:
-      from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
-      figures.beta_traces(
-          os.path.join(out_dir, 'beta_traces.png'), arrays['beta'],
-          arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
-          num_episodes=m.trace_episodes, threshold=m.switch_threshold,
-          title=(f"{run_name(config)}: α={m.kl_weight:g}, F1="
-                 f"{summary['f1']:.2f} on {summary['num_episodes']} held-out "
-                 'episodes'))
+    segmentation.save_eval_arrays(out_dir, arrays,
+                                  config.metacontroller.trace_episodes)
     config_utils.atomic_write_text(
         os.path.join(out_dir, 'segmentation.json'),
         json.dumps(summary, indent=2) + '\n')
@@ -492,7 +485,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   Reads θ from `<workdir>/checkpoints/pretrain` (unless co-trained from
   scratch); writes `<workdir>/checkpoints/<run_name>`, metrics
   `<workdir>/metrics/<run_name>*.json*`, and the segmentation analysis
-  (`segmentation.json`, `beta_traces.png`) in `<workdir>/<run_name>/`.
+  (`segmentation.json` and the β traces' arrays, which
+  `irl.analysis.reports.beta_traces` draws) in `<workdir>/<run_name>/`.
   """
   validate(config)
   m = config.metacontroller
@@ -543,106 +537,28 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
 
 # --------------------------------------------------------------------------
-# Rate-distortion sweep (Fig. 7).
-
-RESULT_FIELDS = (
-    'base_model', 'kl_weight', 'seed', 'num_steps', 'action_nll', 'kl',
-    'kl_per_episode', 'action_nll_posterior_mean', 'action_nll_no_control',
-    'f1', 'precision', 'recall', 'median_switches_per_episode',
-    'median_boundaries_per_episode', 'median_count_error',
-    'beta_binary_fraction', 'code_subgoal_acc', 'code_subgoal_chance',
-    'aligned')
+# Rate-distortion runs (Fig. 7; the sweep is irl/analysis/rate_distortion.py).
 
 
-def _groups(runs: list[tuple[float, int]], size: int
-            ) -> list[list[tuple[float, int]]]:
-  size = size or len(runs)
-  return [runs[i:i + size] for i in range(0, len(runs), size)]
-
-
-def _group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
-                ) -> str:
+def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
+               ) -> str:
+  """The checkpoint name of a group of rate-distortion runs."""
   digest = hashlib.sha1(json.dumps([mode, runs, num_steps]).encode()
                         ).hexdigest()[:10]
   return f'{mode}_{digest}'
 
 
-def _write_results(out_dir: str, records: list[dict], f1_threshold: float
-                   ) -> None:
-  records = sorted(records, key=lambda r: (r['base_model'], r['kl_weight'],
-                                           r['seed']))
-  config_utils.atomic_write_text(os.path.join(out_dir, 'results.json'),
-                                 json.dumps(records, indent=2) + '\n')
-  path = os.path.join(out_dir, 'results.csv')
-  with open(path + '.tmp', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
-    w.writeheader()
-    w.writerows(records)
-  os.replace(path + '.tmp', path)
-  from irl.analysis import figures  # noqa: PLC0415 (matplotlib only to draw)
-  figures.rate_distortion_figure(
-      os.path.join(out_dir, 'rate_distortion.png'), records, f1_threshold)
-
-
-def rate_distortion(config: ml_collections.ConfigDict, workdir: str
-                    ) -> list[dict]:
-  """Sweeps α × seeds per base-model mode; writes CSV, JSON and the figure.
-
-  The runs of a group (`rate_distortion.runs_per_group`, default all α ×
-  seeds of one mode) train together under one `jax.vmap`; each group has its
-  own resumable checkpoint (`<workdir>/checkpoints/rate_distortion/<group>`),
-  and a group whose results are on record is skipped. Outputs:
-  `<workdir>/rate_distortion/results.{json,csv}`, `rate_distortion.png`.
-  Run r of a group uses metacontroller.seed = its seed and kl_weight = its α,
-  exactly as a single `train` run would.
-  """
-  validate(config)
-  rd = config.rate_distortion
-  num_steps = rd.num_steps or config.metacontroller.num_steps
-  out_dir = os.path.join(workdir, 'rate_distortion')
-  os.makedirs(out_dir, exist_ok=True)
-  config_utils.save_config(config, out_dir)
-  results_path = os.path.join(out_dir, 'results.json')
-  records = []
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      records = json.load(f)
-  done = {(r['base_model'], float(r['kl_weight']), int(r['seed']),
-           int(r['num_steps'])) for r in records}
-  runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
-  base_params = None
-  for mode in rd.base_models:
-    cfg = config.copy_and_resolve_references()
-    cfg.metacontroller.base_model = mode
-    cfg.metacontroller.num_steps = num_steps
-    for group in _groups(runs, rd.runs_per_group):
-      if all((mode, a, s, num_steps) in done for a, s in group):
-        logging.info('rate_distortion: %s %s already done', mode, group)
-        continue
-      if mode != 'cotrain_scratch' and base_params is None:
-        base_params = _base_params(cfg, workdir)
-      new = _train_group(cfg, workdir, mode, group, num_steps,
-                         None if mode == 'cotrain_scratch' else base_params)
-      for r in new:
-        r['aligned'] = bool(r['f1'] >= rd.f1_threshold)
-      records = [r for r in records
-                 if (r['base_model'], float(r['kl_weight']), int(r['seed']),
-                     int(r['num_steps'])) not in
-                 {(x['base_model'], x['kl_weight'], x['seed'], num_steps)
-                  for x in new}] + new
-      _write_results(out_dir, records, rd.f1_threshold)
-  if records:
-    _write_results(out_dir, records, rd.f1_threshold)
-  return records
-
-
-def _train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
+def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
                  group: list[tuple[float, int]], num_steps: int,
                  base_params: Any) -> list[dict]:
-  """Trains the runs of one group together (vmapped); returns their records."""
+  """Trains the runs (α, seed) of one group together under one `jax.vmap`,
+  resuming from `<workdir>/checkpoints/rate_distortion/<group_name>`, and
+  returns their held-out records (`summarise_eval` plus the run's mode, α,
+  seed and steps). A run uses metacontroller.seed = its seed and kl_weight
+  = its α, exactly as a single `train` run would."""
   m = config.metacontroller
   trainer = make_trainer(config)
-  name = _group_name(mode, group, num_steps)
+  name = group_name(mode, group, num_steps)
   alphas = jnp.asarray([a for a, _ in group], jnp.float32)
   keys = jnp.stack([jax.random.key(s) for _, s in group])
   init = jax.vmap(trainer.init, in_axes=(0, None, 0))(keys, base_params,

@@ -1,0 +1,170 @@
+"""Fig. 8: internal RL against its baselines, success against episodes
+(PAPER.md §8), drawn from the RL runs' metrics.
+
+`run(config, workdir)` trains (or resumes, or just reads) every method of
+`rl.fig8_methods` over `rl.seeds` through `irl.rl.train.train`, then draws
+each method's curve (`run_curve`) and the figure of all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from irl.analysis.figures import plt, save_figure
+from irl.rl import train as rl_train
+from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
+
+
+def success_curve(jsonl_path: str, seeds: list[int]) -> dict[str, np.ndarray]:
+  """{'update': [N], 'success': [N, S]} from a run's metrics JSONL."""
+  records = metrics_lib.read_jsonl(jsonl_path) if os.path.exists(
+      jsonl_path) else []
+  by_step = {int(rec['step']): rec for rec in records}
+  steps = sorted(by_step)
+  success = np.array([[by_step[s].get(f'success/seed_{seed}', np.nan)
+                       for seed in seeds] for s in steps], np.float64)
+  return {'update': np.array(steps, np.int64),
+          'success': success.reshape(len(steps), len(seeds))}
+
+
+def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
+  """Rows (update, episodes, seed index, success)."""
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['update', 'episodes', 'seed_index', 'success'])
+    for i, u in enumerate(curve['update']):
+      for j, v in enumerate(curve['success'][i]):
+        w.writerow([int(u), int(u) * batch_size, j, f'{v:.6g}'])
+
+
+_STYLES = (('-', 'o'), ('--', 's'), (':', '^'), ('-.', 'v'), ((0, (5, 1)), 'D'))
+
+
+def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
+                log_x: bool = False, title: str = '') -> str:
+  """Median and 25–75% band over seeds of success vs episodes, per method
+  (left), and each method's final median with its 25–75% range (right), so
+  methods whose curves coincide (all at 0, say) stay distinguishable."""
+  fig, (ax, ax_end) = plt.subplots(
+      1, 2, figsize=(8.0, 3.8), gridspec_kw={'width_ratios': [3, 1.3]})
+  finals = []
+  for i, (name, (curve, batch_size)) in enumerate(curves.items()):
+    if not len(curve['update']):
+      continue
+    x = curve['update'] * batch_size
+    s = curve['success']
+    med = np.nanmedian(s, 1)
+    lo, hi = np.nanpercentile(s, 25, 1), np.nanpercentile(s, 75, 1)
+    style, marker = _STYLES[i % len(_STYLES)]
+    every = max(len(x) // 6, 1)   # staggered, so equal curves show each
+    line, = ax.plot(x, med, linestyle=style, marker=marker,
+                    markevery=(i % every, every), markersize=4,
+                    label=f'{name} ({med[-1]:.2f})', zorder=3 + (i == 0))
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+    finals.append((name, med[-1], lo[-1], hi[-1], line.get_color(), marker))
+  if log_x:
+    ax.set_xscale('log')
+  ax.set_xlabel('episodes')
+  ax.set_ylabel('success rate (median over seeds)')
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  if finals:
+    ax.legend(fontsize=7, title='method (final)', title_fontsize=7)
+  for j, (name, med, lo, hi, color, marker) in enumerate(finals):
+    ax_end.errorbar([med], [j], xerr=[[med - lo], [hi - med]], fmt=marker,
+                    color=color, capsize=3)
+  ax_end.set_yticks(range(len(finals)), [f[0] for f in finals], fontsize=7)
+  ax_end.set_xlim(-0.02, 1.02)
+  ax_end.invert_yaxis()
+  ax_end.set_xlabel('final success')
+  ax_end.grid(alpha=0.3, axis='x')
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return save_figure(fig, path)
+
+
+def run_curve(config: ml_collections.ConfigDict, workdir: str,
+              method: str | None = None) -> dict[str, np.ndarray]:
+  """One method's curve from its metrics: `success.csv` (update, episodes,
+  seed, success averaged over the chunk of `rl.log_every` updates) and
+  `success.png` in its run folder; returns the curve."""
+  cfg = rl_train.method_config(config, method)
+  out_dir = os.path.join(workdir, rl_train.run_name(cfg))
+  os.makedirs(out_dir, exist_ok=True)
+  curve = success_curve(_jsonl(cfg, workdir), [int(s) for s in cfg.rl.seeds])
+  write_curve_csv(os.path.join(out_dir, 'success.csv'), curve,
+                  cfg.rl.batch_size)
+  plot_curves(os.path.join(out_dir, 'success.png'),
+              {cfg.rl.method: (curve, cfg.rl.batch_size)})
+  return curve
+
+
+def _jsonl(config: ml_collections.ConfigDict, workdir: str) -> str:
+  return os.path.join(workdir, 'metrics', f'{rl_train.run_name(config)}.jsonl')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        methods: list[str] | None = None, skip_missing: bool = True
+        ) -> dict[str, Any]:
+  """Trains (or resumes, or just reads) every method of `rl.fig8_methods`.
+
+  A method whose inputs are missing (no metacontroller / CompILE run in the
+  workdir) is skipped with a warning when `skip_missing`. Writes to
+  `<workdir>/fig8/` (`fig8_task_<task>/` for another post-training task):
+  `fig8.csv` (method, update, episodes, median, q25, q75 of success over
+  seeds), `fig8_success.png`, `fig8_success_log.png`
+  (log-scale episodes) and `summary.json` ({'final_success': {method:
+  {median, q25, q75, episodes}}, ...}, success of the last logged chunk).
+  """
+  methods = list(methods or config.rl.fig8_methods)
+  out_dir = os.path.join(workdir, rl_train.fig8_dir(config))
+  os.makedirs(out_dir, exist_ok=True)
+  curves, summaries = {}, {}
+  for method in methods:
+    try:
+      summaries[method] = rl_train.train(config, workdir, method)
+    except (FileNotFoundError, ImportError, AttributeError) as e:
+      if not skip_missing:
+        raise
+      logging.warning('fig8: skipping %s: %s', method, e)
+      continue
+    cfg = rl_train.method_config(config, method)
+    curves[method] = (run_curve(config, workdir, method), cfg.rl.batch_size)
+  with open(os.path.join(out_dir, 'fig8.csv'), 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['method', 'update', 'episodes', 'median', 'q25', 'q75'])
+    for method, (curve, batch_size) in curves.items():
+      s = curve['success']
+      for i, u in enumerate(curve['update']):
+        w.writerow([method, int(u), int(u) * batch_size,
+                    f'{np.nanmedian(s[i]):.6g}',
+                    f'{np.nanpercentile(s[i], 25):.6g}',
+                    f'{np.nanpercentile(s[i], 75):.6g}'])
+  title = f'post-training task {config.env.post_task}'
+  plot_curves(os.path.join(out_dir, 'fig8_success.png'), curves, title=title)
+  plot_curves(os.path.join(out_dir, 'fig8_success_log.png'), curves,
+              log_x=True, title=title)
+  final = {}
+  for method, (curve, batch_size) in curves.items():
+    last = curve['success'][-1] if len(curve['update']) else np.full(1, np.nan)
+    final[method] = {
+        'median': float(np.nanmedian(last)),
+        'q25': float(np.nanpercentile(last, 25)),
+        'q75': float(np.nanpercentile(last, 75)),
+        'episodes': int(curve['update'][-1] * batch_size
+                        if len(curve['update']) else 0)}
+  summary = {'final_success': final, 'methods': list(curves),
+             'skipped': [m for m in methods if m not in curves],
+             'post_task': config.env.post_task}
+  config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),
+                                 json.dumps(summary, indent=2) + '\n')
+  return summary
