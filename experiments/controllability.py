@@ -19,7 +19,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irl import pipeline
 from irl.analysis import controllability
+from irl.train import pretrain
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
@@ -31,6 +33,9 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
   del argv
   try:
+    controllability.validate(_CONFIG.value)
+    pretrain.load_pretrained(_CONFIG.value, _WORKDIR.value, 'controllability')
+    pipeline.pretrain_depth_variants(_CONFIG.value, _WORKDIR.value)
     summary = controllability.run(_CONFIG.value, _WORKDIR.value)
   except FileNotFoundError as e:
     raise app.UsageError(str(e)) from None

@@ -55,6 +55,29 @@ def variant_config(config: ml_collections.ConfigDict, variant: str
   return config
 
 
+def pretrain_depth_variants(config: ml_collections.ConfigDict, workdir: str
+                            ) -> list[str]:
+  """Pretrains (resuming) every base model of `control.depths` other than
+  the main one into `<workdir>/depth_<L>/`, for Fig. 4's depth axis; returns
+  the workdirs trained or found."""
+  from irl.analysis import controllability
+  from irl.train import pretrain
+  done = []
+  for depth in sorted({int(d) for d in config.control.depths}):
+    wd = controllability.depth_workdir(config, workdir, depth)
+    if wd == workdir:
+      continue
+    cfg = controllability.depth_config(config, depth)
+    try:
+      pretrain.load_params(cfg, wd)
+    except FileNotFoundError:
+      logging.info('pretraining the depth-%d base model in %s for %d steps',
+                   depth, wd, cfg.pretrain.num_steps)
+      pretrain.train(cfg, wd, run_eval=False)
+    done.append(wd)
+  return done
+
+
 def _pretrain(config, workdir):
   from irl.train import pretrain
   return pretrain.train(config, workdir)

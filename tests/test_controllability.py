@@ -13,6 +13,7 @@ import pytest
 
 from configs import gridworld
 from irl import config as config_lib
+from irl import pipeline
 from irl.analysis import controllability as ctl
 from irl.envs import registry
 from irl.train import pretrain
@@ -174,12 +175,19 @@ def test_depth_variants_are_pretrained_in_their_own_workdir(tmp_path,
 
   monkeypatch.setattr(pretrain, 'load_params', load_params)
   monkeypatch.setattr(pretrain, 'train', train)
-  cfg, params = ctl.base_model_params(c, str(tmp_path), 3)
+  c.control.depths = (2, 3)
+  # The analysis refuses a missing depth variant; the pipeline trains it.
+  with pytest.raises(FileNotFoundError, match='experiments/controllability'):
+    ctl.base_model_params(c, str(tmp_path), 3)
+  assert not calls
+  assert pipeline.pretrain_depth_variants(c, str(tmp_path)) == [
+      os.path.join(str(tmp_path), 'depth_3')]
   assert calls == [(3, 10, os.path.join(str(tmp_path), 'depth_3'), False)]
+  cfg, params = ctl.base_model_params(c, str(tmp_path), 3)
   assert params == {'depth': 3} and cfg.model.num_layers == 3
   assert c.model.num_layers == 2 and c.pretrain.num_steps == 20
   # Once pretrained, it is loaded, not trained again.
-  ctl.base_model_params(c, str(tmp_path), 3)
+  pipeline.pretrain_depth_variants(c, str(tmp_path))
   assert len(calls) == 1
 
 

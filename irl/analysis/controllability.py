@@ -43,9 +43,11 @@ Choices where the paper is silent:
   Once the last pair is complete the episode is over (success), so the
   "stay on the last controller" rule never acts.
 - Depth sweep: the main model (`model.num_layers`) is the finished run in the
-  workdir; other depths are pretrained for `control.depth_pretrain_steps`
-  steps with otherwise the same config (shorter on the CPU preset, so depth
-  and training length are confounded there).
+  workdir; other depths are pretrained (by `irl.pipeline.
+  pretrain_depth_variants`, which experiments/controllability.py calls) for
+  `control.depth_pretrain_steps` steps with otherwise the same config
+  (shorter on the CPU preset, so depth and training length are confounded
+  there).
 """
 
 from __future__ import annotations
@@ -611,8 +613,9 @@ def depth_workdir(config: ml_collections.ConfigDict, workdir: str,
 
 def base_model_params(config: ml_collections.ConfigDict, workdir: str,
                       depth: int) -> tuple[ml_collections.ConfigDict, Any]:
-  """(config, params) of the depth-`depth` base model; pretrains it (resuming)
-  into `<workdir>/depth_<depth>/` if it is not the main model and missing."""
+  """(config, params) of the depth-`depth` base model: the main model in
+  `workdir`, another depth in `<workdir>/depth_<depth>/`
+  (`irl.pipeline.pretrain_depth_variants` trains those)."""
   cfg = depth_config(config, depth)
   wd = depth_workdir(config, workdir, depth)
   if wd == workdir:
@@ -620,10 +623,11 @@ def base_model_params(config: ml_collections.ConfigDict, workdir: str,
   try:
     return cfg, pretrain.load_params(cfg, wd)
   except FileNotFoundError:
-    logging.info('control: pretraining the depth-%d base model in %s for %d '
-                 'steps', depth, wd, cfg.pretrain.num_steps)
-    pretrain.train(cfg, wd, run_eval=False)
-    return cfg, pretrain.load_params(cfg, wd)
+    raise FileNotFoundError(
+        f'control.depths lists {depth}, but {wd} holds no depth-{depth} base '
+        f'model of {cfg.pretrain.num_steps} steps: experiments/'
+        'controllability.py pretrains it first (irl.pipeline.'
+        'pretrain_depth_variants).') from None
 
 
 def _result_fingerprint(config, depth: int) -> dict:
