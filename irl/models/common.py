@@ -98,3 +98,16 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """[..., width] -> [..., width]."""
     return self.out(nn.relu(self.hidden(x)))
+
+
+def read_residual(e: jax.Array) -> jax.Array:
+  """e / rms(e) in float32: how every component that reads the residual
+  stream (metacontroller, CompILE, the RL policy) sees it."""
+  e = e.astype(jnp.float32)
+  return e * jax.lax.rsqrt(jnp.mean(jnp.square(e), -1, keepdims=True) + 1e-6)
+
+
+def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+  """KL(N(μ, diag σ²) ‖ N(0, I)), summed over the last axis (nats)."""
+  return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var,
+                       axis=-1)

@@ -82,7 +82,7 @@ from irl.models.controller import ControllerDecoder
 from irl.models.encoders import ObservationEncoder
 from irl.models.hawk import HawkBlock, init_recurrent_cache
 from irl.models.intervention import Intervention
-from irl.models.metacontroller import gaussian_kl, read_residual
+from irl.models.common import gaussian_kl, read_residual
 from irl.models.transformer import TransformerBlock, init_attention_cache
 
 LOG_VAR_MIN = -10.0

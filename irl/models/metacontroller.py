@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from irl.models import common
+from irl.models.common import gaussian_kl, read_residual
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperLowRank, Intervention
@@ -200,18 +201,6 @@ class MetacontrollerOutput:
   sequence_embedding: jax.Array
   controller: tuple[jax.Array, ...] | HyperLowRank
   state: MetacontrollerState
-
-
-def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
-  """KL(N(μ, diag σ²) ‖ N(0, I)), summed over the last axis (nats)."""
-  return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var,
-                       axis=-1)
-
-
-def read_residual(e: jax.Array) -> jax.Array:
-  """e / rms(e) in float32: how every component reads the stream."""
-  e = e.astype(jnp.float32)
-  return e * jax.lax.rsqrt(jnp.mean(jnp.square(e), -1, keepdims=True) + 1e-6)
 
 
 def reverse_valid(x: jax.Array, valid: jax.Array) -> jax.Array:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.hawk import HawkBlock, RecurrentCache, init_recurrent_cache
-from irl.models.metacontroller import read_residual
+from irl.models.common import read_residual
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
