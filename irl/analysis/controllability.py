@@ -76,6 +76,7 @@ from irl.data import stream
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, Intervention, init_cache
+from irl.train import loop
 from irl.train import losses
 from irl.train import optim
 from irl.train import pretrain
@@ -536,15 +537,12 @@ def train_controllers(config: ml_collections.ConfigDict, base_params: Any,
   if cc.pool_episodes:
     pool = trainer.collect(base_params, k_pool, cc.pool_episodes)
   history = []
-  t0 = time.time()
-  with progress_lib.Progress(cc.num_steps, desc=progress_desc) as bar:
-    for step in range(cc.log_every, cc.num_steps + 1, cc.log_every):
-      state, metrics = trainer.train_chunk(state, base_params, pool)
-      if writer is not None:
-        writer.write_scalars(step, metrics)
-      history.append(float(metrics['action_nll']))
-      bar.update(step, {k: metrics[k] for k in ('action_nll', 'action_acc')})
-  train_seconds = time.time() - t0
+  state, done = loop.run(
+      lambda s: trainer.train_chunk(s, base_params, pool), state,
+      num_steps=cc.num_steps, log_every=cc.log_every, desc=progress_desc,
+      writer=writer, show=('action_nll', 'action_acc'),
+      progress_fn=lambda step, m: history.append(float(m['action_nll'])))
+  train_seconds = done.seconds
   totals: dict[str, float] = {}
   for k in jax.random.split(k_heldout, cc.eval_batches):
     for name, v in jax.device_get(trainer.heldout(state.params, base_params,

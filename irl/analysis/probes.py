@@ -47,7 +47,6 @@ import csv
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -61,11 +60,11 @@ from absl import logging
 from irl import config as config_lib
 from irl.data import stream
 from irl.models import BaseModel
+from irl.train import loop
 from irl.train import optim
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 SPLITS = ('expert', 'pretrain')
@@ -391,17 +390,14 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
         base_params, k_pool, pc.eval_batch_size))
   state = trainer.init(k_init, norm)
   history = []
-  t0 = time.time()
-  with progress_lib.Progress(pc.num_steps, desc=progress_desc) as bar:
-    for step in range(pc.log_every, pc.num_steps + 1, pc.log_every):
-      state, metrics = trainer.train_chunk(state, source)
-      scalars = {'loss': metrics['loss'],
-                 **{f'acc_layer{l}': a for l, a in enumerate(metrics['acc'])}}
-      if writer is not None:
-        writer.write_scalars(step, scalars)
-      history.append(float(metrics['loss']))
-      bar.update(step, {'loss': metrics['loss']})
-  train_seconds = time.time() - t0
+  state, done = loop.run(
+      lambda s: trainer.train_chunk(s, source), state,
+      num_steps=pc.num_steps, log_every=pc.log_every, desc=progress_desc,
+      writer=writer, show=('loss',),
+      scalars=lambda m, _: {'loss': m['loss'], **{
+          f'acc_layer{l}': a for l, a in enumerate(m['acc'])}},
+      progress_fn=lambda step, m: history.append(float(m['loss'])))
+  train_seconds = done.seconds
   if heldout is None:
     heldout = trainer.heldout_parts(base_params, k_heldout,
                                     pc.eval_episodes)

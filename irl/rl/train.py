@@ -47,7 +47,6 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -68,12 +67,12 @@ from irl.rl import internal_env as ienv
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
 from irl.train import metacontroller as mct
+from irl.train import loop
 from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 # Checkpoints written before these fields existed trained under these values
@@ -563,7 +562,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
-          method: str | None = None) -> dict:
+          method: str | None = None,
+          progress_fn: loop.ProgressFn | None = None) -> dict:
   """Runs `rl.method` (or `method`) for all `rl.seeds` at once, resuming.
 
   Writes `<workdir>/checkpoints/rl_<method>`, metrics
@@ -595,29 +595,27 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if start:
     logging.info('resuming %s from update %d', name, start)
   writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
-  step = start
-  t_start = time.time()
-  with progress_lib.Progress(r.num_updates, start=start, desc=name) as bar:
-    while step < r.num_updates:
-      t0 = time.time()
-      states, metrics = learner.train_chunk(states, frozen)
-      metrics = jax.device_get(metrics)                # [S, N] each
-      step += r.log_every
-      dt = time.time() - t0
-      scalars = {k: float(np.mean(v)) for k, v in metrics.items()}
-      per_seed = metrics['success'].mean(1)
-      scalars.update({f'success/seed_{s}': float(v)
-                      for s, v in zip(seeds, per_seed)})
-      scalars['success_median'] = float(np.median(per_seed))
-      scalars['episodes'] = step * r.batch_size
-      scalars['updates_per_sec'] = r.log_every / dt
-      scalars['episodes_per_sec'] = r.log_every * r.batch_size * len(seeds) / dt
-      writer.write_scalars(step, scalars)
-      bar.update(step, {k: scalars[k] for k in
-                        ('success_median', 'decisions', 'raw_steps',
-                         'episodes_per_sec')})
-      ckpt.maybe_save(step, states, force=step >= r.num_updates)
-  ckpt.wait()
+  chunks = [start]
+
+  def scalars(metrics, seconds):                     # metrics [S, N] each
+    chunks[0] += r.log_every
+    out = {k: float(np.mean(v)) for k, v in metrics.items()}
+    per_seed = metrics['success'].mean(1)
+    out.update({f'success/seed_{s}': float(v)
+                for s, v in zip(seeds, per_seed)})
+    out['success_median'] = float(np.median(per_seed))
+    out['episodes'] = chunks[0] * r.batch_size
+    out['episodes_per_sec'] = (r.log_every * r.batch_size * len(seeds)
+                               / seconds)
+    return out
+
+  states, done = loop.run(
+      lambda s: learner.train_chunk(s, frozen), states,
+      num_steps=r.num_updates, log_every=r.log_every, start=start, desc=name,
+      writer=writer, checkpointer=ckpt,
+      show=('success_median', 'decisions', 'raw_steps', 'episodes_per_sec'),
+      scalars=scalars, rate_key='updates_per_sec', progress_fn=progress_fn)
+  step = done.step
   ckpt.close()
   writer.flush()
   final = _last_success(writer.jsonl_path, seeds)
@@ -625,7 +623,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
              'episodes_per_seed': int(step * r.batch_size),
              'seeds': seeds, 'final_success': [float(x) for x in final],
              'final_success_median': float(np.median(final)),
-             'train_seconds_this_run': time.time() - t_start,
+             'train_seconds_this_run': done.seconds,
              'resumed_from': int(start)}
   writer.write_summary(summary)
   writer.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -42,6 +41,7 @@ from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import compile as compile_lib
+from irl.train import loop
 from irl.train import losses
 from irl.train import metacontroller as mct
 from irl.train import optim
@@ -49,7 +49,6 @@ from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 RUN_NAME = 'compile'
@@ -419,7 +418,8 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
-          run_eval: bool = True) -> dict:
+          run_eval: bool = True,
+          progress_fn: loop.ProgressFn | None = None) -> dict:
   """Trains CompILE against the frozen θ (resuming from `workdir`).
 
   Reads θ from `<workdir>/checkpoints/pretrain`; writes
@@ -441,23 +441,15 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if start:
     logging.info('resuming %s from step %d', RUN_NAME, start)
   writer = metrics_lib.MetricsWriter(workdir, RUN_NAME, resume_step=start)
-  step = start
-  t_start = time.time()
-  with progress_lib.Progress(c.num_steps, start=start, desc=RUN_NAME) as bar:
-    while step < c.num_steps:
-      t0 = time.time()
-      state, metrics = trainer.train_chunk(state, base_params)
-      metrics = jax.device_get(metrics)
-      step += c.log_every
-      metrics['steps_per_sec'] = c.log_every / (time.time() - t0)
-      writer.write_scalars(step, metrics)
-      bar.update(step, {k: metrics[k] for k in
-                        ('loss', 'action_nll', 'kl_z', 'kl_b',
-                         'segments_per_episode', 'steps_per_sec')})
-      ckpt.maybe_save(step, state, force=step >= c.num_steps)
-  ckpt.wait()
+  state, done = loop.run(
+      lambda s: trainer.train_chunk(s, base_params), state,
+      num_steps=c.num_steps, log_every=c.log_every, start=start,
+      desc=RUN_NAME, writer=writer, checkpointer=ckpt,
+      show=('loss', 'action_nll', 'kl_z', 'kl_b', 'segments_per_episode',
+            'steps_per_sec'), progress_fn=progress_fn)
+  step = done.step
   summary = {'num_steps': int(step),
-             'train_seconds_this_run': time.time() - t_start,
+             'train_seconds_this_run': done.seconds,
              'resumed_from': int(start),
              'z_kl_weight': float(c.z_kl_weight),
              'b_kl_weight': float(c.b_kl_weight)}

@@ -30,7 +30,6 @@ import functools
 import hashlib
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -47,13 +46,13 @@ from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
+from irl.train import loop
 from irl.train import losses
 from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 BASE_MODEL_MODES = ('frozen', 'cotrain', 'cotrain_scratch')
@@ -479,7 +478,8 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
-          run_eval: bool = True) -> dict:
+          run_eval: bool = True,
+          progress_fn: loop.ProgressFn | None = None) -> dict:
   """Trains the metacontroller (resuming from `workdir`), evaluates it.
 
   Reads θ from `<workdir>/checkpoints/pretrain` (unless co-trained from
@@ -507,23 +507,15 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if start:
     logging.info('resuming %s from step %d', name, start)
   writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
-  step = start
-  t_start = time.time()
-  with progress_lib.Progress(m.num_steps, start=start, desc=name) as bar:
-    while step < m.num_steps:
-      t0 = time.time()
-      state, metrics = trainer.train_chunk(state, frozen_params)
-      metrics = jax.device_get(metrics)
-      step += m.log_every
-      metrics['steps_per_sec'] = m.log_every / (time.time() - t0)
-      writer.write_scalars(step, metrics)
-      bar.update(step, {k: metrics[k] for k in
-                        ('loss', 'action_nll', 'kl', 'switches_per_episode',
-                         'steps_per_sec')})
-      ckpt.maybe_save(step, state, force=step >= m.num_steps)
-  ckpt.wait()
+  state, done = loop.run(
+      lambda s: trainer.train_chunk(s, frozen_params), state,
+      num_steps=m.num_steps, log_every=m.log_every, start=start, desc=name,
+      writer=writer, checkpointer=ckpt,
+      show=('loss', 'action_nll', 'kl', 'switches_per_episode',
+            'steps_per_sec'), progress_fn=progress_fn)
+  step = done.step
   summary = {'num_steps': int(step),
-             'train_seconds_this_run': time.time() - t_start,
+             'train_seconds_this_run': done.seconds,
              'resumed_from': int(start), 'kl_weight': float(m.kl_weight),
              'switching': m.switching, 'base_model': m.base_model}
   if run_eval:
@@ -575,24 +567,21 @@ def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
       (state, base_params if mode == 'frozen' else None))
   writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
                                      resume_step=start)
-  step = start
   tags = [f'a{a:g}_s{s}' for a, s in group]
-  with progress_lib.Progress(num_steps, start=start,
-                             desc=f'rate_distortion {mode} ({len(group)} '
-                             'runs)') as bar:
-    while step < num_steps:
-      t0 = time.time()
-      state, metrics = chunk(state, frozen_params)
-      metrics = jax.device_get(metrics)
-      step += m.log_every
-      scalars = {'steps_per_sec': m.log_every / (time.time() - t0)}
-      for i, tag in enumerate(tags):
-        for k in ('action_nll', 'kl', 'switches_per_episode'):
-          scalars[f'{tag}/{k}'] = metrics[k][i]
-      writer.write_scalars(step, scalars)
-      bar.update(step, {'action_nll': metrics['action_nll'].mean(),
-                        'kl': metrics['kl'].mean()})
-      ckpt.maybe_save(step, state, force=step >= num_steps)
+
+  def scalars(metrics, seconds):
+    del seconds
+    out = {k: float(metrics[k].mean()) for k in ('action_nll', 'kl')}
+    for i, tag in enumerate(tags):
+      for k in ('action_nll', 'kl', 'switches_per_episode'):
+        out[f'{tag}/{k}'] = metrics[k][i]
+    return out
+
+  state, _ = loop.run(
+      lambda s: chunk(s, frozen_params), state, num_steps=num_steps,
+      log_every=m.log_every, start=start,
+      desc=f'rate_distortion {mode} ({len(group)} runs)', writer=writer,
+      checkpointer=ckpt, show=('action_nll', 'kl'), scalars=scalars)
   ckpt.close()
   writer.close()
 

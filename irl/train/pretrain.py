@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -31,12 +30,12 @@ from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel, ModelConfig
 from irl.train import evaluate
+from irl.train import loop
 from irl.train import losses
 from irl.train import optim
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils import progress as progress_lib
 
 # Config fields that define what a pretraining checkpoint means; a checkpoint
 # written under different values is refused rather than silently reused.
@@ -213,8 +212,10 @@ def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
-          run_eval: bool = True) -> dict:
-  """Pretrains (resuming from `workdir`), evaluates, writes the summary."""
+          run_eval: bool = True,
+          progress_fn: loop.ProgressFn | None = None) -> dict:
+  """Pretrains (resuming from `workdir`), evaluates, writes the summary.
+  `progress_fn(step, metrics)` sees every logged chunk."""
   pc = config.pretrain
   trainer = make_pretrainer(config)
   os.makedirs(workdir, exist_ok=True)
@@ -227,24 +228,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     logging.info('resuming pretraining from step %d', start)
   writer = metrics_lib.MetricsWriter(workdir, 'pretrain', resume_step=start)
   tokens = config.data.batch_size * config.data.seq_len * pc.log_every
-  step = start
-  t_start = time.time()
-  with progress_lib.Progress(pc.num_steps, start=start, desc='pretrain') as bar:
-    while step < pc.num_steps:
-      t0 = time.time()
-      state, metrics = trainer.train_chunk(state)
-      metrics = jax.device_get(metrics)
-      step += pc.log_every
-      metrics['steps_per_sec'] = pc.log_every / (time.time() - t0)
-      metrics['tokens_per_sec'] = tokens / (time.time() - t0)
-      writer.write_scalars(step, metrics)
-      bar.update(step, {k: metrics[k] for k in
-                        ('loss', 'action_acc', 'steps_per_sec')})
-      ckpt.maybe_save(step, state, force=step >= pc.num_steps)
-  ckpt.wait()
-  train_seconds = time.time() - t_start
-
-  summary = {'num_steps': int(step), 'train_seconds_this_run': train_seconds,
+  state, done = loop.run(
+      trainer.train_chunk, state, num_steps=pc.num_steps,
+      log_every=pc.log_every, start=start, desc='pretrain', writer=writer,
+      checkpointer=ckpt, show=('loss', 'action_acc', 'steps_per_sec'),
+      scalars=lambda m, seconds: {**m, 'tokens_per_sec': tokens / seconds},
+      progress_fn=progress_fn)
+  step = done.step
+  summary = {'num_steps': int(step), 'train_seconds_this_run': done.seconds,
              'resumed_from': int(start)}
   if run_eval:
     summary.update(evaluate.evaluate_base_model(

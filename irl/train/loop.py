@@ -1,0 +1,83 @@
+"""The one job loop every phase runs through.
+
+A phase supplies a pure, jitted `chunk(state) -> (state, metrics)` that runs
+`log_every` training steps (a `lax.scan`), and the loop does the rest, the
+same way for pretraining, probes, ground-truth controllers, the
+metacontroller and its variants, the rate-distortion groups, CompILE and
+internal RL: metrics to the host, the step rate, TensorBoard + JSONL
+(`MetricsWriter`), the progress line, checkpoints at their cadence (always
+at the end), and a brax-style `progress_fn(step, metrics)` hook for callers
+that want the numbers as they come (a notebook, a sweep driver).
+
+Restoring is the phase's business (what to restore and up to which step is
+phase-specific); the loop starts at `start`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+
+from irl.utils import checkpoint as ckpt_lib
+from irl.utils import metrics as metrics_lib
+from irl.utils import progress as progress_lib
+
+# (step, host metrics) -> None, called after every chunk.
+ProgressFn = Callable[[int, dict], None]
+
+
+class LoopResult(NamedTuple):
+  step: int         # the step reached
+  start: int        # the step the loop started from
+  seconds: float    # wall time of this call's loop
+
+
+def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,
+        num_steps: int, log_every: int, desc: str, start: int = 0,
+        writer: metrics_lib.MetricsWriter | None = None,
+        checkpointer: ckpt_lib.Checkpointer | None = None,
+        show: Sequence[str] = (),
+        scalars: Callable[[dict, float], dict] | None = None,
+        rate_key: str = 'steps_per_sec',
+        progress_fn: ProgressFn | None = None) -> tuple[Any, LoopResult]:
+  """Runs `chunk` from step `start` until `num_steps`, `log_every` at a time.
+
+  Args:
+    chunk: state -> (state, metrics); one call is `log_every` steps.
+    state: the state at `start`.
+    desc: the progress line's name.
+    writer: where each chunk's scalars go (at the step reached).
+    checkpointer: saves at its cadence and at `num_steps` (then waits).
+    show: metric names shown on the progress line.
+    scalars: (host metrics, seconds of the chunk) -> the scalars to write,
+      show and hand to `progress_fn` (default: the metrics as they are);
+      `rate_key` (log_every / seconds) is added either way.
+    progress_fn: called with (step, scalars) after every chunk.
+
+  Returns:
+    (state at the end, LoopResult).
+  """
+  step = start
+  t_start = time.time()
+  with progress_lib.Progress(num_steps, start=start, desc=desc) as bar:
+    while step < num_steps:
+      t0 = time.time()
+      state, metrics = chunk(state)
+      metrics = jax.device_get(metrics)
+      seconds = time.time() - t0
+      step += log_every
+      metrics = dict(scalars(metrics, seconds) if scalars else metrics)
+      metrics[rate_key] = log_every / seconds
+      if writer is not None:
+        writer.write_scalars(step, metrics)
+      bar.update(step, {k: metrics[k] for k in show if k in metrics})
+      if progress_fn is not None:
+        progress_fn(step, metrics)
+      if checkpointer is not None:
+        checkpointer.maybe_save(step, state, force=step >= num_steps)
+  if checkpointer is not None:
+    checkpointer.wait()
+  return state, LoopResult(step=step, start=start,
+                           seconds=time.time() - t_start)
