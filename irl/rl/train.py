@@ -55,7 +55,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from irl import acting
 from irl import config as config_lib
@@ -589,12 +588,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
       max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config),
       added_fields=ADDED_FIELDS)
-  states, start = ckpt.restore_up_to(r.num_updates, init_states,
-                                     'rl.num_updates')
-  states, frozen = ckpt_lib.on_device((states, frozen))
-  if start:
-    logging.info('resuming %s from update %d', name, start)
-  writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
+  states, frozen, start, writer = loop.resume(
+      ckpt, r.num_updates, init_states, 'rl.num_updates', workdir, name,
+      frozen)
   chunks = [start]
 
   def scalars(metrics, seconds):                     # metrics [S, N] each

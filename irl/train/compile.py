@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from irl import config as config_lib
 from irl.analysis import segmentation
@@ -48,7 +47,6 @@ from irl.train import optim
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils import metrics as metrics_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 RUN_NAME = 'compile'
@@ -404,16 +402,11 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   validate(config)
   trainer = make_trainer(config)
   base_params = _base_params(config, workdir)
-  ckpt = checkpointer(config, workdir)
-  state, step = ckpt.restore_up_to(
-      config.compile.num_steps,
-      _initial_state(trainer, config, base_params), 'compile.num_steps')
-  ckpt.close()
-  if step < config.compile.num_steps:
-    raise FileNotFoundError(
-        f'{workdir} holds no finished CompILE run (latest step {step}, '
-        f'config.compile.num_steps={config.compile.num_steps}); train it '
-        'with irl.train.compile.train first.')
+  state = loop.load_finished(
+      checkpointer(config, workdir), config.compile.num_steps,
+      _initial_state(trainer, config, base_params), 'compile.num_steps',
+      'CompILE run', 'train it with irl.train.compile.train (the pipeline\'s '
+      'compile phase) first')
   return state.params['compile'], base_params
 
 
@@ -434,13 +427,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)
   ckpt = checkpointer(config, workdir)
-  state, start = ckpt.restore_up_to(
-      c.num_steps, _initial_state(trainer, config, base_params),
-      'compile.num_steps')
-  state, base_params = ckpt_lib.on_device((state, base_params))
-  if start:
-    logging.info('resuming %s from step %d', RUN_NAME, start)
-  writer = metrics_lib.MetricsWriter(workdir, RUN_NAME, resume_step=start)
+  state, base_params, start, writer = loop.resume(
+      ckpt, c.num_steps, _initial_state(trainer, config, base_params),
+      'compile.num_steps', workdir, RUN_NAME, base_params)
   state, done = loop.run(
       lambda s: trainer.train_chunk(s, base_params), state,
       num_steps=c.num_steps, log_every=c.log_every, start=start,

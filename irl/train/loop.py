@@ -9,8 +9,9 @@ internal RL: metrics to the host, the step rate, TensorBoard + JSONL
 at the end), and a brax-style `progress_fn(step, metrics)` hook for callers
 that want the numbers as they come (a notebook, a sweep driver).
 
-Restoring is the phase's business (what to restore and up to which step is
-phase-specific); the loop starts at `start`.
+`resume` starts or resumes a job (restore up to the run length, move to the
+device, open the metrics writer at the restored step); `load_finished`
+restores a finished run for the phases that build on it, or says what to run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+from absl import logging
 
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import metrics as metrics_lib
@@ -32,6 +34,44 @@ class LoopResult(NamedTuple):
   step: int         # the step reached
   start: int        # the step the loop started from
   seconds: float    # wall time of this call's loop
+
+
+def resume(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
+           init_state: Any, field: str, workdir: str, name: str,
+           frozen: Any = None
+           ) -> tuple[Any, Any, int, metrics_lib.MetricsWriter]:
+  """Starts or resumes the job `name`: restores the latest checkpoint up to
+  `num_steps` (`field` names that run length in errors), puts the state and
+  `frozen` (inputs that are not trained, e.g. θ) on the device, and opens
+  the metrics writer at the restored step.
+
+  Returns:
+    (state, frozen, start step, writer).
+  """
+  state, start = checkpointer.restore_up_to(num_steps, init_state, field)
+  state, frozen = ckpt_lib.on_device((state, frozen))
+  if start:
+    logging.info('resuming %s from step %d', name, start)
+  writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
+  return state, frozen, start, writer
+
+
+def load_finished(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
+                  init_state: Any, field: str, what: str, how: str) -> Any:
+  """The state of a finished run (step `num_steps`), for the phases that
+  build on it; closes the checkpointer.
+
+  Raises:
+    FileNotFoundError: the run has not reached `num_steps`; the message
+      names `what` it is and `how` to make it.
+  """
+  with checkpointer:
+    state, step = checkpointer.restore_up_to(num_steps, init_state, field)
+  if step < num_steps:
+    raise FileNotFoundError(
+        f'{checkpointer.directory} holds no finished {what} (latest step '
+        f'{step}, config.{field}={num_steps}); {how}.')
+  return state
 
 
 def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,

@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from irl import config as config_lib
 from irl.analysis import segmentation
@@ -440,17 +439,11 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   validate(config)
   trainer = make_trainer(config)
   base_params = _base_params(config, workdir)
-  ckpt = checkpointer(config, workdir)
-  state, step = ckpt.restore_up_to(
-      config.metacontroller.num_steps,
-      _initial_state(trainer, config, base_params), 'metacontroller.num_steps')
-  ckpt.close()
-  if step < config.metacontroller.num_steps:
-    raise FileNotFoundError(
-        f'{workdir} holds no finished {run_name(config)} run (latest step '
-        f'{step}, config.metacontroller.num_steps='
-        f'{config.metacontroller.num_steps}); run experiments/'
-        'train_metacontroller.py with this config and workdir first.')
+  state = loop.load_finished(
+      checkpointer(config, workdir), config.metacontroller.num_steps,
+      _initial_state(trainer, config, base_params), 'metacontroller.num_steps',
+      f'{run_name(config)} run', 'run experiments/train_metacontroller.py '
+      'with this config and workdir first')
   theta = state.params.get('base_model', base_params)
   return state.params['metacontroller'], theta
 
@@ -500,13 +493,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)
   ckpt = checkpointer(config, workdir)
-  state, start = ckpt.restore_up_to(
-      m.num_steps, _initial_state(trainer, config, base_params),
-      'metacontroller.num_steps')
-  state, frozen_params = ckpt_lib.on_device((state, frozen_params))
-  if start:
-    logging.info('resuming %s from step %d', name, start)
-  writer = metrics_lib.MetricsWriter(workdir, name, resume_step=start)
+  state, frozen_params, start, writer = loop.resume(
+      ckpt, m.num_steps, _initial_state(trainer, config, base_params),
+      'metacontroller.num_steps', workdir, name, frozen_params)
   state, done = loop.run(
       lambda s: trainer.train_chunk(s, frozen_params), state,
       num_steps=m.num_steps, log_every=m.log_every, start=start, desc=name,

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from absl import logging
 
 from irl import config as config_lib
 from irl.data import stream
@@ -35,7 +34,6 @@ from irl.train import losses
 from irl.train import optim
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils import metrics as metrics_lib
 
 # Config fields that define what a pretraining checkpoint means; a checkpoint
 # written under different values is refused rather than silently reused.
@@ -180,16 +178,11 @@ def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
     CheckpointMismatchError: it was written under another config.
   """
   trainer = make_pretrainer(config)
-  want = int(config.pretrain.num_steps)
-  with checkpointer(config, workdir) as ckpt:
-    state, step = ckpt.restore_up_to(
-        want, trainer.init(jax.random.key(config.seed)), 'pretrain.num_steps')
-  if step < want:
-    raise FileNotFoundError(
-        f'{workdir} holds no finished pretraining run (latest step {step}, '
-        f'config.pretrain.num_steps={want}); run experiments/pretrain.py '
-        'with this config and workdir first.')
-  return state.params
+  return loop.load_finished(
+      checkpointer(config, workdir), int(config.pretrain.num_steps),
+      trainer.init(jax.random.key(config.seed)), 'pretrain.num_steps',
+      'pretraining run', 'run experiments/pretrain.py with this config and '
+      'workdir first').params
 
 
 def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
@@ -221,12 +214,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   config_utils.save_config(config, workdir)
   ckpt = checkpointer(config, workdir)
-  state, start = ckpt.restore_up_to(
-      pc.num_steps, trainer.init(jax.random.key(config.seed)),
-      'pretrain.num_steps')
-  if start:
-    logging.info('resuming pretraining from step %d', start)
-  writer = metrics_lib.MetricsWriter(workdir, 'pretrain', resume_step=start)
+  state, _, start, writer = loop.resume(
+      ckpt, pc.num_steps, trainer.init(jax.random.key(config.seed)),
+      'pretrain.num_steps', workdir, 'pretrain')
   tokens = config.data.batch_size * config.data.seq_len * pc.log_every
   state, done = loop.run(
       trainer.train_chunk, state, num_steps=pc.num_steps,
