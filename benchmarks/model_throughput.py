@@ -68,10 +68,10 @@ import numpy as np
 import optax
 
 from configs import gridworld as gridworld_configs
+from irl import optim
 from irl.models import BaseModel, ModelConfig, init_cache
 from irl.models import presets as model_presets
 from irl.train import losses
-from irl.train import optim
 from irl.train import pretrain
 from irl.utils import machine as machine_lib
 

@@ -11,9 +11,9 @@ docs/cpu_scale.md), `test` (seconds).
 
 import ml_collections
 
-from irl.models import presets as models
+from irl import optim
 from irl.envs import registry
-from irl.train import optim
+from irl.models import presets as models
 from irl.utils import config_utils
 
 
@@ -47,7 +47,7 @@ def _base() -> ml_collections.ConfigDict:
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.num_steps = 256_000
   c.pretrain.learning_rate = 3e-4     # AdamW peak rate (PAPER.md: constant)
-  # 'constant' | 'cosine' | 'wsd' (irl/train/optim.py), with these warm-up
+  # 'constant' | 'cosine' | 'wsd' (irl/optim.py), with these warm-up
   # and final-decay lengths in optimiser steps; every trainer has the three.
   optim.add_schedule_fields(c.pretrain)
   c.pretrain.weight_decay = 0.03
@@ -147,7 +147,7 @@ def _base() -> ml_collections.ConfigDict:
   c.metacontroller.log_every = 100      # optimiser steps per jitted chunk
   c.metacontroller.save_every = 2000    # a multiple of log_every
   c.metacontroller.keep_checkpoints = 3
-  # Held-out segmentation analysis (irl/analysis/segmentation.py).
+  # Held-out segmentation analysis (irl/train/segmentation.py).
   c.metacontroller.switch_threshold = 0.5
   c.metacontroller.boundary_tolerance = 1
   c.metacontroller.eval_episodes = 2048

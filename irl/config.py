@@ -6,9 +6,9 @@ import ml_collections
 
 from typing import Any
 
+from irl import optim
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
-from irl.train import optim
 from irl.utils.config_utils import (ConfigError, check, check_choice,
                                     check_int, check_range)
 

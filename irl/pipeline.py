@@ -156,7 +156,7 @@ def added_fields() -> dict[str, Any]:
   value those runs had (as JSON): a marker without one matches that value
   (`checkpoint.fingerprint_diff`, as for checkpoints)."""
   from irl.rl import train as rl_train
-  from irl.train import optim
+  from irl import optim
   fields = {**rl_train.ADDED_FIELDS, **optim.added_fields('probe'),
             **optim.added_fields('control'), 'eval.temperature': 1.0}
   return json.loads(json.dumps(fields))

@@ -15,11 +15,11 @@ from configs import gridworld
 from irl.analysis import figures
 from irl.analysis import rate_distortion
 from irl.analysis import reports
-from irl.analysis import segmentation as seg
 from irl.models import common
 from irl.models import metacontroller as mc_lib
 from irl.train import metacontroller as mct
 from irl.train import pretrain
+from irl.train import segmentation as seg
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of every trainer (irl/train/optim.py)."""
+"""Learning-rate schedules of every trainer (irl/optim.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ import optax
 import pytest
 
 from configs import gridworld
+from irl import optim
 from irl.train import compile as compile_train
 from irl.train import metacontroller as mct
-from irl.train import optim
 from irl.train import pretrain
 from irl.utils.config_utils import ConfigError
 

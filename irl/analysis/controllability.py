@@ -71,6 +71,7 @@ from absl import logging
 
 from irl import acting
 from irl import config as config_lib
+from irl import optim
 from irl.analysis import probes
 from irl.data import stream
 from irl.envs import registry
@@ -78,7 +79,6 @@ from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, Intervention, init_cache
 from irl.train import loop
 from irl.train import losses
-from irl.train import optim
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib

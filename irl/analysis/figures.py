@@ -12,7 +12,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from irl.analysis.segmentation import (  # noqa: E402
+from irl.train.segmentation import (  # noqa: E402
     SWITCH_THRESHOLD, boundary_scores, switches, true_boundaries)
 from irl.envs import registry  # noqa: E402
 

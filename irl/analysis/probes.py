@@ -58,10 +58,10 @@ import optax
 from absl import logging
 
 from irl import config as config_lib
+from irl import optim
 from irl.data import stream
 from irl.models import BaseModel
 from irl.train import loop
-from irl.train import optim
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib

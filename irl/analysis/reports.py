@@ -14,7 +14,7 @@ import os
 import ml_collections
 
 from irl.analysis import figures
-from irl.analysis import segmentation
+from irl.train import segmentation
 
 
 def _traces(run_dir: str, threshold: float, title: str) -> str | None:

@@ -58,6 +58,7 @@ import optax
 
 from irl import acting
 from irl import config as config_lib
+from irl import optim
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, init_cache
@@ -65,9 +66,8 @@ from irl.models import metacontroller as mc_lib
 from irl.rl import internal_env as ienv
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
-from irl.train import metacontroller as mct
 from irl.train import loop
-from irl.train import optim
+from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from irl import config as config_lib
-from irl.analysis import segmentation
+from irl import optim
 from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel
@@ -43,8 +43,8 @@ from irl.models import compile as compile_lib
 from irl.train import loop
 from irl.train import losses
 from irl.train import metacontroller as mct
-from irl.train import optim
 from irl.train import pretrain
+from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils.config_utils import check, check_choice, check_int, check_range

@@ -25,13 +25,13 @@ import ml_collections
 import optax
 
 from irl import config as config_lib
+from irl import optim
 from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel, ModelConfig
 from irl.train import evaluate
 from irl.train import loop
 from irl.train import losses
-from irl.train import optim
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
