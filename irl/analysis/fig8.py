@@ -20,19 +20,6 @@ from absl import logging
 from irl.analysis.figures import plt, save_figure
 from irl.rl import train as rl_train
 from irl.utils import config_utils
-from irl.utils import metrics as metrics_lib
-
-
-def success_curve(jsonl_path: str, seeds: list[int]) -> dict[str, np.ndarray]:
-  """{'update': [N], 'success': [N, S]} from a run's metrics JSONL."""
-  records = metrics_lib.read_jsonl(jsonl_path) if os.path.exists(
-      jsonl_path) else []
-  by_step = {int(rec['step']): rec for rec in records}
-  steps = sorted(by_step)
-  success = np.array([[by_step[s].get(f'success/seed_{seed}', np.nan)
-                       for seed in seeds] for s in steps], np.float64)
-  return {'update': np.array(steps, np.int64),
-          'success': success.reshape(len(steps), len(seeds))}
 
 
 def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
@@ -100,7 +87,8 @@ def run_curve(config: ml_collections.ConfigDict, workdir: str,
   cfg = rl_train.method_config(config, method)
   out_dir = os.path.join(workdir, rl_train.run_name(cfg))
   os.makedirs(out_dir, exist_ok=True)
-  curve = success_curve(_jsonl(cfg, workdir), [int(s) for s in cfg.rl.seeds])
+  curve = rl_train.success_curve(_jsonl(cfg, workdir),
+                                 [int(s) for s in cfg.rl.seeds])
   write_curve_csv(os.path.join(out_dir, 'success.csv'), curve,
                   cfg.rl.batch_size)
   plot_curves(os.path.join(out_dir, 'success.png'),

@@ -394,7 +394,7 @@ def train_probes(config: ml_collections.ConfigDict, base_params: Any,
       lambda s: trainer.train_chunk(s, source), state,
       num_steps=pc.num_steps, log_every=pc.log_every, desc=progress_desc,
       writer=writer, show=('loss',),
-      scalars=lambda m, _: {'loss': m['loss'], **{
+      scalars=lambda m, *_: {'loss': m['loss'], **{
           f'acc_layer{l}': a for l, a in enumerate(m['acc'])}},
       progress_fn=lambda step, m: history.append(float(m['loss'])))
   train_seconds = done.seconds

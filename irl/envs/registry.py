@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from irl import acting
 from irl.envs import gridworld_expert
 from irl.envs import gridworld_pinpad
 from irl.envs import tasks as tasks_lib
@@ -76,7 +77,6 @@ class Environment:
 
   def batched(self, params: Any):
     """The environment over a leading batch axis (`irl.acting.BatchedEnv`)."""
-    from irl import acting   # acting is above the environments
     return acting.batched(self.reset, self.step, params)
 
 

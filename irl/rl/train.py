@@ -591,16 +591,13 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   states, frozen, start, writer = loop.resume(
       ckpt, r.num_updates, init_states, 'rl.num_updates', workdir, name,
       frozen)
-  chunks = [start]
-
-  def scalars(metrics, seconds):                     # metrics [S, N] each
-    chunks[0] += r.log_every
+  def scalars(metrics, seconds, step):               # metrics [S, N] each
     out = {k: float(np.mean(v)) for k, v in metrics.items()}
     per_seed = metrics['success'].mean(1)
     out.update({f'success/seed_{s}': float(v)
                 for s, v in zip(seeds, per_seed)})
     out['success_median'] = float(np.median(per_seed))
-    out['episodes'] = chunks[0] * r.batch_size
+    out['episodes'] = step * r.batch_size
     out['episodes_per_sec'] = (r.log_every * r.batch_size * len(seeds)
                                / seconds)
     return out
@@ -614,7 +611,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   step = done.step
   ckpt.close()
   writer.flush()
-  final = _last_success(writer.jsonl_path, seeds)
+  curve = success_curve(writer.jsonl_path, seeds)
+  final = curve['success'][-1] if len(curve['update']) else np.zeros(len(seeds))
   summary = {'method': r.method, 'num_updates': int(step),
              'episodes_per_seed': int(step * r.batch_size),
              'seeds': seeds, 'final_success': [float(x) for x in final],
@@ -626,11 +624,13 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def _last_success(jsonl_path: str, seeds: list[int]) -> np.ndarray:
-  """[S] each seed's success in the last logged chunk (zeros if none)."""
+def success_curve(jsonl_path: str, seeds: list[int]) -> dict[str, np.ndarray]:
+  """{'update': [N], 'success': [N, S]} from a run's metrics JSONL."""
   records = metrics_lib.read_jsonl(jsonl_path) if os.path.exists(
       jsonl_path) else []
-  if not records:
-    return np.zeros(len(seeds))
-  last = max(records, key=lambda rec: int(rec['step']))
-  return np.array([last.get(f'success/seed_{s}', np.nan) for s in seeds])
+  by_step = {int(rec['step']): rec for rec in records}
+  steps = sorted(by_step)
+  success = np.array([[by_step[s].get(f'success/seed_{seed}', np.nan)
+                       for seed in seeds] for s in steps], np.float64)
+  return {'update': np.array(steps, np.int64),
+          'success': success.reshape(len(steps), len(seeds))}

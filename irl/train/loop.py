@@ -79,7 +79,7 @@ def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,
         writer: metrics_lib.MetricsWriter | None = None,
         checkpointer: ckpt_lib.Checkpointer | None = None,
         show: Sequence[str] = (),
-        scalars: Callable[[dict, float], dict] | None = None,
+        scalars: Callable[[dict, float, int], dict] | None = None,
         rate_key: str = 'steps_per_sec',
         progress_fn: ProgressFn | None = None) -> tuple[Any, LoopResult]:
   """Runs `chunk` from step `start` until `num_steps`, `log_every` at a time.
@@ -91,7 +91,8 @@ def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,
     writer: where each chunk's scalars go (at the step reached).
     checkpointer: saves at its cadence and at `num_steps` (then waits).
     show: metric names shown on the progress line.
-    scalars: (host metrics, seconds of the chunk) -> the scalars to write,
+    scalars: (host metrics, seconds of the chunk, step reached) -> the
+      scalars to write,
       show and hand to `progress_fn` (default: the metrics as they are);
       `rate_key` (log_every / seconds) is added either way.
     progress_fn: called with (step, scalars) after every chunk.
@@ -108,7 +109,8 @@ def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,
       metrics = jax.device_get(metrics)
       seconds = time.time() - t0
       step += log_every
-      metrics = dict(scalars(metrics, seconds) if scalars else metrics)
+      metrics = dict(scalars(metrics, seconds, step) if scalars
+                     else metrics)
       metrics[rate_key] = log_every / seconds
       if writer is not None:
         writer.write_scalars(step, metrics)

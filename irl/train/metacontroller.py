@@ -558,8 +558,7 @@ def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
                                      resume_step=start)
   tags = [f'a{a:g}_s{s}' for a, s in group]
 
-  def scalars(metrics, seconds):
-    del seconds
+  def scalars(metrics, *_):
     out = {k: float(metrics[k].mean()) for k in ('action_nll', 'kl')}
     for i, tag in enumerate(tags):
       for k in ('action_nll', 'kl', 'switches_per_episode'):

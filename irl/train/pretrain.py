@@ -222,7 +222,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       trainer.train_chunk, state, num_steps=pc.num_steps,
       log_every=pc.log_every, start=start, desc='pretrain', writer=writer,
       checkpointer=ckpt, show=('loss', 'action_acc', 'steps_per_sec'),
-      scalars=lambda m, seconds: {**m, 'tokens_per_sec': tokens / seconds},
+      scalars=lambda m, seconds, _: {**m,
+                                      'tokens_per_sec': tokens / seconds},
       progress_fn=progress_fn)
   step = done.step
   summary = {'num_steps': int(step), 'train_seconds_this_run': done.seconds,
