@@ -15,32 +15,26 @@ success.csv and the heat map. A rerun skips what is already computed.
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl import pipeline
 from irl.analysis import controllability
 from irl.train import pretrain
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Workdir of a finished experiments/pretrain.py run; '
-    'results go to <workdir>/control/.', required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Workdir of a finished experiments/pretrain.py run; results go '
+    'to <workdir>/control/.')
 
 
 def main(argv):
   del argv
-  try:
-    controllability.validate(_CONFIG.value)
-    pretrain.load_pretrained(_CONFIG.value, _WORKDIR.value, 'controllability')
-    pipeline.pretrain_depth_variants(_CONFIG.value, _WORKDIR.value)
-    summary = controllability.run(_CONFIG.value, _WORKDIR.value)
-  except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from None
+  controllability.validate(_CONFIG.value)
+  pretrain.load_pretrained(_CONFIG.value, _WORKDIR.value, 'controllability')
+  pipeline.pretrain_depth_variants(_CONFIG.value, _WORKDIR.value)
+  summary = controllability.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

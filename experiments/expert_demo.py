@@ -8,14 +8,12 @@ and on the post-training task, and writes a PNG strip of one post-training
 episode and `expert_demo.json` to the workdir.
 """
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import expert_demo
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
+_CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/irl_expert_demo',
                                'Where the figure and JSON go.')
 
@@ -26,4 +24,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,4 @@
-r"""Fig. 8: success vs episodes of internal RL and the baselines (PAPER.md §8).
+r"""Fig. 8: success vs episodes of internal RL and the baselines (docs/method.md §8).
 
   python experiments/fig8.py --config=configs/gridworld.py:cpu \
       --workdir=/tmp/irl/cpu
@@ -15,17 +15,14 @@ warning (--noskip_missing makes that an error).
 
 import json
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import fig8
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The workdir of the '
-                               'pretrained models and of every method.',
-                               required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'The workdir of the pretrained models and of every method.')
 _METHODS = flags.DEFINE_list('methods', None, 'Overrides rl.fig8_methods.')
 _SKIP = flags.DEFINE_bool('skip_missing', True, 'Skip methods whose inputs '
                           'are missing.')
@@ -39,4 +36,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,4 @@
-r"""Internal RL (PAPER.md §7) and its baselines (§8) on the post-training task.
+r"""Internal RL (docs/method.md §7) and its baselines (§8) on the post-training task.
 
   python experiments/internal_rl.py --config=configs/gridworld.py:cpu \
       --workdir=/tmp/irl/cpu --method=internal
@@ -18,18 +18,16 @@ named rl_<method>_task_<task>, beside those of the paper's task.
 
 import json
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import fig8
 from irl.rl import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained models; '
-                               'checkpoints, metrics and figures go here; a '
-                               'rerun resumes.', required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Holds the pretrained models; checkpoints, metrics and figures '
+    'go here; a rerun resumes.')
 _METHOD = flags.DEFINE_enum('method', None, list(train.METHODS),
                             'Overrides config.rl.method.')
 
@@ -42,4 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -8,17 +8,13 @@ Rerunning with the same workdir resumes from the last checkpoint.
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.train import pretrain
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics, '
-                               'figures; a rerun resumes from here.',
-                               required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Checkpoints, metrics, figures; a rerun resumes from here.')
 
 
 def main(argv):
@@ -28,4 +24,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

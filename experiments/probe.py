@@ -11,27 +11,21 @@ Fig. 3 style figure. A rerun skips the checkpoints already probed.
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import probes
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Workdir of a finished experiments/pretrain.py run; '
-    'results go to <workdir>/probe/.', required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Workdir of a finished experiments/pretrain.py run; results go '
+    'to <workdir>/probe/.')
 
 
 def main(argv):
   del argv
-  try:
-    summary = probes.run(_CONFIG.value, _WORKDIR.value)
-  except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from None
+  summary = probes.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,4 @@
-r"""Rate-distortion sweep of the metacontroller (PAPER.md §6, Fig. 7).
+r"""Rate-distortion sweep of the metacontroller (docs/method.md §6, Fig. 7).
 
   python experiments/rate_distortion.py --config=configs/gridworld.py:cpu \
       --workdir=/tmp/irl/cpu
@@ -14,18 +14,14 @@ A rerun resumes unfinished groups and skips finished ones.
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import rate_distortion
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained base '
-                               'model; results go to <workdir>/'
-                               'rate_distortion; a rerun resumes.',
-                               required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Holds the pretrained base model; results go to '
+    '<workdir>/rate_distortion; a rerun resumes.')
 
 
 def main(argv):
@@ -38,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -13,30 +13,25 @@ skipped and a killed run resumes inside the phase it was in. Writes
 
 import json
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Everything goes here; a '
-                               'rerun skips finished phases.', required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Everything goes here; a rerun skips finished phases.')
 _PHASES = flags.DEFINE_list('phases', list(pipeline.PHASES),
                             f'Subset of {", ".join(pipeline.PHASES)}.')
 
 
 def main(argv):
   del argv
-  try:
-    results = pipeline.run(_CONFIG.value, _WORKDIR.value, _PHASES.value)
-  except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from None
+  results = pipeline.run(_CONFIG.value, _WORKDIR.value, _PHASES.value)
   print(json.dumps({p: round(r['seconds'], 1) for p, r in results.items()},
                    indent=2))
   print(f'Report: {_WORKDIR.value}/REPORT.md')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

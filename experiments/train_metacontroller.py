@@ -1,4 +1,4 @@
-r"""Trains the metacontroller on a frozen pretrained base model (PAPER.md §6).
+r"""Trains the metacontroller on a frozen pretrained base model (docs/method.md §6).
 
   python experiments/train_metacontroller.py --config=configs/gridworld.py:cpu \
       --workdir=/tmp/irl/cpu
@@ -15,18 +15,15 @@ experiments/pretrain.py with the same --config and --workdir first). Writes
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
+from irl import cli
 from irl.analysis import reports
 from irl.train import metacontroller
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/gridworld.py:cpu', 'Config file and preset.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Holds the pretrained base '
-                               'model; checkpoints, metrics and figures go '
-                               'here; a rerun resumes.', required=True)
+_CONFIG = cli.config_flag()
+_WORKDIR = cli.workdir_flag(
+    'Holds the pretrained base model; checkpoints, metrics and '
+    'figures go here; a rerun resumes.')
 
 
 def main(argv):
@@ -38,4 +35,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -33,13 +33,14 @@ def validate_gridworld(config: ml_collections.ConfigDict
                        ) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the field and the allowed values."""
   check_choice(config.env.name, 'env.name', registry.names())
-  for i, t in enumerate(config.env.pretrain_tasks):
+  named = [(f'env.pretrain_tasks[{i}]', t)
+           for i, t in enumerate(config.env.pretrain_tasks)]
+  for field, t in named + [('env.post_task', config.env.post_task)]:
     try:
       tasks_lib.parse_task(t)
     except ValueError:
-      raise ConfigError(f"config.env.pretrain_tasks[{i}]={t!r} is invalid: "
-                        "write a task as colours joined by '-', e.g. '0-1-4-5'"
-                        ) from None
+      raise ConfigError(f"config.{field}={t!r} is invalid: write a task as "
+                        "colours joined by '-', e.g. '0-1-4-5'") from None
   params = env_params(config)
   post = env_params(config, post=True)
   d = config.data

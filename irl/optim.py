@@ -1,6 +1,6 @@
 """The optimiser every trainer uses: AdamW with a learning-rate schedule.
 
-The paper trains every phase at a constant rate (PAPER.md §4-7), which stays
+The paper trains every phase at a constant rate (docs/method.md §4-7), which stays
 the default. A trainer's config section may choose a schedule instead
 (`<section>.lr_schedule`), with the peak at `<section>.learning_rate`:
 
@@ -89,7 +89,7 @@ def schedule(peak: float, kind: str, total_steps: int, warmup_steps: int = 0,
 
 def make_optimizer(learning_rate: float | optax.Schedule, weight_decay: float,
                    grad_clip: float) -> optax.GradientTransformation:
-  """AdamW (PAPER.md §4), with optional global-norm clipping."""
+  """AdamW (docs/method.md §4), with optional global-norm clipping."""
   adamw = optax.adamw(learning_rate, weight_decay=weight_decay)
   if grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)

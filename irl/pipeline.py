@@ -40,7 +40,7 @@ PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
 METACONTROLLER_VARIANTS = {
     'method': {},
     'no_temporal_abstraction': {'switching': 'always'},
-    # PAPER.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
+    # docs/method.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
     'cotrained': {'base_model': lambda c: c.rl.cotrained_base_model},
 }
 
@@ -164,7 +164,10 @@ def added_fields() -> dict[str, Any]:
 
 def check_phases(phases: list[str]) -> list[str]:
   for phase in phases:
-    config_utils.check_choice(phase, 'phases', PHASES)
+    if phase not in PHASES:
+      raise config_utils.ConfigError(
+          f'--phases lists {phase!r}, which is not a phase; the phases are '
+          f'{",".join(PHASES)}')
   return [p for p in PHASES if p in phases]
 
 
@@ -312,7 +315,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
 
   if 'pretrain' in done:
     s = done['pretrain']['summary']
-    lines += ['## Base model (PAPER.md §4)', ''] + _table(_pick(s, [
+    lines += ['## Base model (docs/method.md §4)', ''] + _table(_pick(s, [
         'num_steps', 'train_seconds_this_run', 'heldout/action_acc',
         'heldout/ceiling_action_acc', 'heldout/optimal_move_acc',
         'heldout/action_nll', 'heldout/ceiling_action_nll', 'closed_loop/complete_pretrain_task',
@@ -329,7 +332,16 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   if 'controllability' in done:
     s = done['controllability']['summary']
     lines += ['## Ground-truth controllers (Fig. 4)', '',
-              '```', json.dumps(s, indent=1)[:3000], '```', '']
+              'Post-task success by base-model depth (rows) and controlled '
+              'layer (columns); "none" is the base model uncontrolled.', '']
+    layers = sorted({int(l) for row in s['success'].values() for l in row})
+    lines += ['| depth | none | ' + ' | '.join(f'layer {l}' for l in layers)
+              + ' |', '|---' * (len(layers) + 2) + '|']
+    for depth, row in sorted(s['success'].items(), key=lambda kv: int(kv[0])):
+      cells = [_fmt(row.get(str(l), '')) for l in layers]
+      lines.append(f"| {depth} | {_fmt(s.get('base_success', {}).get(depth, ''))} | "
+                   + ' | '.join(cells) + ' |')
+    lines.append('')
     lines += _figure(workdir, 'control/success_by_layer.png',
                      'post-task success by controlled layer')
     lines += _figure(workdir, 'control/fig4_controllability.png',
@@ -374,6 +386,16 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
     from irl.rl import train as rl_train
     lines += _figure(workdir, f'{rl_train.fig8_dir(config)}/fig8_success.png',
                      'success vs episodes')
+  shown = {l[l.index('](') + 2:-1] for l in lines if l.startswith('![')}
+  others = sorted(
+      os.path.relpath(os.path.join(d, f), workdir)
+      for d, _, files in os.walk(workdir) for f in files
+      if f.endswith('.png'))
+  others = [p for p in others if p not in shown]
+  if others:
+    lines += ['## Every other figure of this workdir', '']
+    for rel in others:
+      lines += _figure(workdir, rel, rel)
   path = os.path.join(workdir, 'REPORT.md')
   config_utils.atomic_write_text(path, '\n'.join(lines) + '\n')
   return path

@@ -265,7 +265,7 @@ def test_task_tables():
   seen = set().union(*(tasks.subgoal_transitions(t, 2)
                        for t in tasks.GRID_PRETRAIN_TASKS))
   post = tasks.subgoal_transitions(tasks.GRID_POST_TASK, 2)
-  # PAPER.md: 01->23, 23->45, 45->67, 67->01 never occur in pretraining.
+  # docs/method.md: 01->23, 23->45, 45->67, 67->01 never occur in pretraining.
   assert post == {(0, 1), (1, 2), (2, 3), (3, 0)} and not post & seen
   ant_seen = set().union(*(tasks.subgoal_transitions(t, 1)
                            for t in tasks.ANT_PRETRAIN_TASKS))

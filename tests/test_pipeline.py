@@ -11,7 +11,7 @@ from irl.utils import config_utils
 
 
 def test_unknown_phase_names_the_allowed_ones():
-  with pytest.raises(config_utils.ConfigError, match='config.phases'):
+  with pytest.raises(config_utils.ConfigError, match="--phases lists 'nope'"):
     pipeline.check_phases(['pretrain', 'nope'])
   assert pipeline.check_phases(['probes', 'pretrain']) == ['pretrain',
                                                            'probes']
@@ -107,3 +107,19 @@ def test_report_puts_every_link_beside_its_target(tmp_path):
   assert 'RL: internal, median final success | 0.75 | >= 0.7' in table
   assert 'RL: raw_action, median final success | 0 | <= 0.1' in table
   assert '0.95, 0.85 (0.25)' in table
+  # Fig. 4's numbers as a table, not JSON; a figure no section names is
+  # still shown.
+  assert '| depth | none | layer 0 | layer 1 | layer 2 |' in report
+  assert '| 2 |  | 0.1 | 0.4 | 0 |' in report
+  assert '```' not in report
+
+
+def test_report_shows_every_figure_of_the_workdir(tmp_path):
+  config = gridworld.get_config('test')
+  os.makedirs(tmp_path / 'probe')
+  os.makedirs(tmp_path / 'control' / 'depth_2')
+  for rel in ('probe/fig3_probe_accuracy.png', 'control/depth_2/extra.png'):
+    open(tmp_path / rel, 'wb').close()
+  report = open(pipeline.write_report(config, str(tmp_path))).read()
+  assert report.count('](control/depth_2/extra.png)') == 1
+  assert '](probe/fig3_probe_accuracy.png)' in report

@@ -1,4 +1,4 @@
-"""Linear controllability of the residual stream (PAPER.md §5, Fig. 4).
+"""Linear controllability of the residual stream (docs/method.md §5, Fig. 4).
 
 One controller per ground-truth subgoal: the metacontroller's decoder
 (`ControllerDecoder`, the hypernetwork z -> U) with β ≡ 1 and z = one-hot(g),
@@ -81,6 +81,7 @@ from irl.train import loop
 from irl.train import losses
 from irl.train import pretrain
 from irl.utils import config_utils
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import metrics as metrics_lib
 from irl.utils import progress as progress_lib
 from irl.utils.config_utils import check, check_int, check_range
@@ -621,7 +622,7 @@ def base_model_params(config: ml_collections.ConfigDict, workdir: str,
   try:
     return cfg, pretrain.load_params(cfg, wd)
   except FileNotFoundError:
-    raise FileNotFoundError(
+    raise ckpt_lib.MissingInputError(
         f'control.depths lists {depth}, but {wd} holds no depth-{depth} base '
         f'model of {cfg.pretrain.num_steps} steps: experiments/'
         'controllability.py pretrains it first (irl.pipeline.'

@@ -1,5 +1,5 @@
 """Fig. 8: internal RL against its baselines, success against episodes
-(PAPER.md §8), drawn from the RL runs' metrics.
+(docs/method.md §8), drawn from the RL runs' metrics.
 
 `run(config, workdir)` trains (or resumes, or just reads) every method of
 `rl.fig8_methods` over `rl.seeds` through `irl.rl.train.train`, then draws
@@ -19,6 +19,7 @@ from absl import logging
 
 from irl.analysis.figures import plt, save_figure
 from irl.rl import train as rl_train
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
 
@@ -114,19 +115,24 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   {median, q25, q75, episodes}}, ...}, success of the last logged chunk).
   """
   methods = list(methods or config.rl.fig8_methods)
-  out_dir = os.path.join(workdir, rl_train.fig8_dir(config))
-  os.makedirs(out_dir, exist_ok=True)
-  curves, summaries = {}, {}
+  curves, missing = {}, {}
   for method in methods:
     try:
-      summaries[method] = rl_train.train(config, workdir, method)
-    except (FileNotFoundError, ImportError, AttributeError) as e:
+      rl_train.train(config, workdir, method)
+    except ckpt_lib.MissingInputError as e:
       if not skip_missing:
         raise
       logging.warning('fig8: skipping %s: %s', method, e)
+      missing[method] = str(e)
       continue
     cfg = rl_train.method_config(config, method)
     curves[method] = (run_curve(config, workdir, method), cfg.rl.batch_size)
+  if not curves:
+    raise ckpt_lib.MissingInputError(
+        f'no method of Fig. 8 ({", ".join(missing)}) has its inputs in this '
+        f'workdir; the first, {methods[0]}: {missing[methods[0]]}')
+  out_dir = os.path.join(workdir, rl_train.fig8_dir(config))
+  os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'fig8.csv'), 'w', newline='') as f:
     w = csv.writer(f)
     w.writerow(['method', 'update', 'episodes', 'median', 'q25', 'q75'])

@@ -1,4 +1,4 @@
-"""Linear subgoal probes on the residual stream (PAPER.md §5, Fig. 3 / A1).
+"""Linear subgoal probes on the residual stream (docs/method.md §5, Fig. 3 / A1).
 
 For every residual index l = 0..L of a frozen, pretrained base model, a linear
 probe p(g_t | e_{t,l}) = softmax(W_l e_{t,l} + b_l) predicts the subgoal g_t

@@ -1,4 +1,4 @@
-"""Fresh batches of expert episodes, generated under jit (PAPER.md §3).
+"""Fresh batches of expert episodes, generated under jit (docs/method.md §3).
 
 Data is never stored: `make_expert_stream(...)` returns a pure
 `sample(key) -> Rollout` that rolls out a batch of expert episodes. It is cheap

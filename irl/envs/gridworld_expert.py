@@ -1,4 +1,4 @@
-"""Shortest-path expert for gridworld-pinpad (PAPER.md §3).
+"""Shortest-path expert for gridworld-pinpad (docs/method.md §3).
 
 The expert heads for the next colour of its task along a shortest path in which
 walls and every other colour cell are obstacles (entering another colour would

@@ -1,4 +1,4 @@
-"""Gridworld-pinpad (PAPER.md §2.1) as a pure-JAX environment.
+"""Gridworld-pinpad (docs/method.md §2.1) as a pure-JAX environment.
 
 A G×G grid holds O coloured cells, W wall cells and the agent. A task is a
 sequence of colours to visit in order; a colour is *visited* when the agent

@@ -4,7 +4,7 @@ Data, trainers and the pipeline reach an environment only through
 `get(config.env.name)` (or `from_config(config)`): an `Environment` bundles
 its pure reset/step, the sizes a model needs, its expert, its task tables,
 its renderer and its default config section. A new environment (the ant of
-PAPER.md §2.2, say) registers one more `Environment` here and every phase
+docs/method.md §2.2, say) registers one more `Environment` here and every phase
 runs on it.
 
 An environment's functions work on one episode and are batched with
@@ -108,7 +108,7 @@ def from_config(config: ml_collections.ConfigDict) -> Environment:
 
 
 # ---------------------------------------------------------------------------
-# Gridworld-pinpad (PAPER.md §2.1).
+# Gridworld-pinpad (docs/method.md §2.1).
 
 
 def _gridworld_config() -> ml_collections.ConfigDict:

@@ -1,4 +1,4 @@
-"""Task tables of the paper (PAPER.md §2): the one place they are written down.
+"""Task tables of the paper (docs/method.md §2): the one place they are written down.
 
 A task is a sequence of colour ids that must be visited in order. In the
 gridworld a subgoal is a pair of colours (0-1, 2-3, 4-5, 6-7); in the ant

@@ -1,4 +1,4 @@
-"""CompILE (Kipf et al. 2019) in place of the metacontroller (PAPER.md §8.2).
+"""CompILE (Kipf et al. 2019) in place of the metacontroller (docs/method.md §8.2).
 
 CompILE segments an episode into at most N (= 4) segments, infers one latent
 code z_i ∈ R^8 per segment and reconstructs the behaviour of each segment from
@@ -94,7 +94,7 @@ _SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
 
 @dataclasses.dataclass(frozen=True)
 class CompileConfig:
-  """Sizes of the CompILE baseline (defaults: PAPER.md §8.2, gridworld).
+  """Sizes of the CompILE baseline (defaults: docs/method.md §8.2, gridworld).
 
   Attributes:
     model: the base model's `ModelConfig`; the encoder copies its lower half.

@@ -1,4 +1,4 @@
-"""The controller decoder: a hypernetwork from a latent code z to U (PAPER.md §6.6).
+"""The controller decoder: a hypernetwork from a latent code z to U (docs/method.md §6.6).
 
 It turns z_t into the residual-stream edit e ← e + U_t e of the base model:
 rank-r (U = A Bᵀ, the gridworld) or full (U ∈ R^{n_e×n_e}, the ant). The same

@@ -1,4 +1,4 @@
-"""The metacontroller (PAPER.md §6): reads e_{t,L/2}, writes U_t back into it.
+"""The metacontroller (docs/method.md §6): reads e_{t,L/2}, writes U_t back into it.
 
 Components, each its own module:
 
@@ -72,7 +72,7 @@ _SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
 
 @dataclasses.dataclass(frozen=True)
 class MetacontrollerConfig:
-  """Sizes of the metacontroller (defaults: PAPER.md §6, gridworld).
+  """Sizes of the metacontroller (defaults: docs/method.md §6, gridworld).
 
   Attributes:
     width: residual-stream width n_e of the base model.
@@ -344,7 +344,7 @@ class _PosteriorStep(nn.Module):
 
 
 class Metacontroller(nn.Module):
-  """e_{1:T} at layer `config.layer` -> controllers U_{1:T} (PAPER.md §6).
+  """e_{1:T} at layer `config.layer` -> controllers U_{1:T} (docs/method.md §6).
 
   Parameters: {'embedder', 'posterior': {'encoder', 'cell': {'history',
   'switch_gate'}}, 'decoder'}.

@@ -1,4 +1,4 @@
-"""Base-model config presets shared by the environments (PAPER.md §4).
+"""Base-model config presets shared by the environments (docs/method.md §4).
 
 `transformer(preset)`: the gridworld model; `hawk(preset)`: the ant model
 (RG-LRU blocks of the Griffin paper), ready for the ant environment.

@@ -1,4 +1,4 @@
-"""The internal environment of internal RL (PAPER.md §7).
+"""The internal environment of internal RL (docs/method.md §7).
 
 The frozen base model θ (cached single-step decoding), a frozen
 abstract-action module (the metacontroller's switching unit and controller

@@ -1,4 +1,4 @@
-"""The internal-RL policy π(z_t | e_{1:t}) (PAPER.md §7).
+"""The internal-RL policy π(z_t | e_{1:t}) (docs/method.md §7).
 
 One Hawk layer (RG-LRU block, irl/models/hawk.py) over the residuals e_t read
 at the agent's decision steps (where the switching gate fired), and a
@@ -36,7 +36,7 @@ _SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
-  """Sizes of the policy (defaults: PAPER.md §7).
+  """Sizes of the policy (defaults: docs/method.md §7).
 
   Attributes:
     latent_dim: n_z.

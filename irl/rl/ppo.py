@@ -1,4 +1,4 @@
-"""Critic-free PPO-clip (PAPER.md §7): pure loss functions.
+"""Critic-free PPO-clip (docs/method.md §7): pure loss functions.
 
 One advantage per episode, A = (R − mean_batch R) / (std_batch R + ε) with
 ε = 1e-3, applied to every decision of that episode (abstract decisions for

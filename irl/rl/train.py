@@ -1,4 +1,4 @@
-"""Internal RL and its baselines: the PureJaxRL-style training loop (PAPER.md §7-8).
+"""Internal RL and its baselines: the PureJaxRL-style training loop (docs/method.md §7-8).
 
 `make_learner(config, method)` returns pure functions:
   init(key, source) -> RLState                     one seed (source: θ for

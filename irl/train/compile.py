@@ -1,4 +1,4 @@
-"""CompILE baseline training (PAPER.md §8.2; model: irl/models/compile.py).
+"""CompILE baseline training (docs/method.md §8.2; model: irl/models/compile.py).
 
 Loss per episode: Σ_t Σ_i seg_i(t) NLL_i(t) + α_z Σ_i KL(z_i) + α_β KL_b
 (CompILE's objective with the frozen base model as the decoder's likelihood),
@@ -404,7 +404,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   base_params = _base_params(config, workdir)
   state = loop.load_finished(
       checkpointer(config, workdir), config.compile.num_steps,
-      _initial_state(trainer, config, base_params), 'compile.num_steps',
+      lambda: _initial_state(trainer, config, base_params), 'compile.num_steps',
       'CompILE run', 'train it with irl.train.compile.train (the pipeline\'s '
       'compile phase) first')
   return state.params['compile'], base_params

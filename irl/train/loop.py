@@ -16,6 +16,7 @@ restores a finished run for the phases that build on it, or says what to run.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -57,21 +58,33 @@ def resume(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
 
 
 def load_finished(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
-                  init_state: Any, field: str, what: str, how: str) -> Any:
+                  init_state: Callable[[], Any], field: str, what: str,
+                  how: str) -> Any:
   """The state of a finished run (step `num_steps`), for the phases that
-  build on it; closes the checkpointer.
+  build on it; closes the checkpointer. `init_state()` builds the state's
+  structure, only once the run is known to have finished.
 
   Raises:
-    FileNotFoundError: the run has not reached `num_steps`; the message
+    MissingInputError: the run has not reached `num_steps`; the message
       names `what` it is and `how` to make it.
   """
   with checkpointer:
-    state, step = checkpointer.restore_up_to(num_steps, init_state, field)
-  if step < num_steps:
-    raise FileNotFoundError(
-        f'{checkpointer.directory} holds no finished {what} (latest step '
-        f'{step}, config.{field}={num_steps}); {how}.')
+    steps = checkpointer.all_steps()
+    if not any(s >= num_steps for s in steps):
+      _remove_if_empty(checkpointer.directory)
+      raise ckpt_lib.MissingInputError(
+          f'{checkpointer.directory} holds no finished {what} (latest step '
+          f'{max(steps, default=0)}, config.{field}={num_steps}); {how}.')
+    state, _ = checkpointer.restore_up_to(num_steps, init_state(), field)
   return state
+
+
+def _remove_if_empty(directory: str) -> None:
+  # Opening a Checkpointer creates its folder; asking for a run that was never
+  # started must leave the workdir as it was.
+  for d in (directory, os.path.dirname(directory)):
+    if os.path.isdir(d) and not os.listdir(d):
+      os.rmdir(d)
 
 
 def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,

@@ -1,4 +1,4 @@
-"""Pure loss functions of the base model (PAPER.md §4).
+"""Pure loss functions of the base model (docs/method.md §4).
 
 Per step: −ln p(a_t | o_{1:t}) − λ·ln p(o_{t+1} | o_{1:t}), averaged over the
 valid steps of the batch. Discrete actions are categorical; continuous actions

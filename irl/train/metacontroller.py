@@ -1,4 +1,4 @@
-"""Metacontroller training: discovering temporal abstractions (PAPER.md §6).
+"""Metacontroller training: discovering temporal abstractions (docs/method.md §6).
 
 Loss per episode: Σ_t [−ln p(a_t | o_{1:t}, z_{1:t}) + α KL(N(μ_t, Σ_t) ‖ N(0, I))]
 over valid steps, on fresh ε = 0 expert data (D*). Implemented as the mean
@@ -10,8 +10,8 @@ The base model θ is frozen by construction: in the default mode
 `train_chunk`, not part of `TrainState`, so the optimiser never holds them,
 and the residual e_{L/2} is computed under `stop_gradient`. The baselines:
   'cotrain'          θ starts from the pretrained model and is in the state;
-  'cotrain_scratch'  θ starts from a fresh init (PAPER.md §8.4, the grid);
-  switching='always' β ≡ 1, no temporal abstraction (PAPER.md §8.3).
+  'cotrain_scratch'  θ starts from a fresh init (docs/method.md §8.4, the grid);
+  switching='always' β ≡ 1, no temporal abstraction (docs/method.md §8.3).
 The co-trained θ is trained with the same loss (no next-observation term)
 and the same AdamW as φ.
 
@@ -441,7 +441,8 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   base_params = _base_params(config, workdir)
   state = loop.load_finished(
       checkpointer(config, workdir), config.metacontroller.num_steps,
-      _initial_state(trainer, config, base_params), 'metacontroller.num_steps',
+      lambda: _initial_state(trainer, config, base_params),
+      'metacontroller.num_steps',
       f'{run_name(config)} run', 'run experiments/train_metacontroller.py '
       'with this config and workdir first')
   theta = state.params.get('base_model', base_params)

@@ -1,4 +1,4 @@
-"""Pretraining of the base model on fresh expert data (PAPER.md §4).
+"""Pretraining of the base model on fresh expert data (docs/method.md §4).
 
 `make_pretrainer(config)` returns pure functions: `init(key) -> TrainState` and
 `train_chunk(state) -> (state, metrics)`, which runs `pretrain.log_every`
@@ -180,7 +180,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   trainer = make_pretrainer(config)
   return loop.load_finished(
       checkpointer(config, workdir), int(config.pretrain.num_steps),
-      trainer.init(jax.random.key(config.seed)), 'pretrain.num_steps',
+      lambda: trainer.init(jax.random.key(config.seed)), 'pretrain.num_steps',
       'pretraining run', 'run experiments/pretrain.py with this config and '
       'workdir first').params
 
@@ -191,13 +191,13 @@ def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
   phases that build on it.
 
   Raises:
-    FileNotFoundError: there is none; the message names `needed_by` and the
+    MissingInputError: there is none; the message names `needed_by` and the
       command that makes it.
   """
   directory = os.path.join(workdir, 'checkpoints', 'pretrain')
   # Checked before building a Checkpointer, which would create the folder.
   if not os.path.isdir(directory) or not os.listdir(directory):
-    raise FileNotFoundError(
+    raise ckpt_lib.MissingInputError(
         f'no pretrained base model in {directory}, which {needed_by} reads; '
         'run `python experiments/pretrain.py --config=configs/gridworld.py:'
         f'{config.preset or "<preset>"} --workdir={workdir}` first.')

@@ -1,4 +1,4 @@
-"""Does the switching gate β segment behaviour at subgoal boundaries? (PAPER.md §6)
+"""Does the switching gate β segment behaviour at subgoal boundaries? (docs/method.md §6)
 
 Definitions (the paper counts switches at β > 0.5 and is silent on the rest):
 - A true boundary is a valid step t ≥ 1 whose subgoal index (the position of

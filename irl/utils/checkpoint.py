@@ -138,6 +138,11 @@ class StepNotKeptError(ValueError):
   """A run went past the step asked for and did not keep its checkpoint."""
 
 
+class MissingInputError(FileNotFoundError):
+  """A phase's input (a finished earlier run) is not in the workdir; the
+  message names the command that makes it."""
+
+
 class Checkpointer:
   """Saves and restores one training-state pytree under `directory` with orbax.
 
