@@ -1,4 +1,4 @@
-"""Gridworld-pinpad configs (PAPER.md §2.1, §3, §4).
+"""Gridworld-pinpad configs (docs/method.md §2.1, §3, §4).
 
 Choose a preset on the command line, override any field:
   python experiments/expert_demo.py --config=configs/gridworld.py:cpu \
@@ -32,7 +32,7 @@ def _base() -> ml_collections.ConfigDict:
   # last ~32 steps (max ~65 with ε = 0.2), so 64 wastes little on padding.
   c.data.seq_len = 64
   c.data.post_seq_len = 100    # the 12-colour post-training task needs ~63
-  # D: each episode's expert draws ε from this list (PAPER.md §3 sweeps 0..0.2).
+  # D: each episode's expert draws ε from this list (docs/method.md §3 sweeps 0..0.2).
   c.data.epsilons = (0.0, 0.05, 0.1, 0.2)
   # Pretraining rows hold this many whole episodes back to back, attention
   # kept within each (irl/data/stream.py: PackedRollout); the last one is cut
@@ -46,7 +46,7 @@ def _base() -> ml_collections.ConfigDict:
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.num_steps = 256_000
-  c.pretrain.learning_rate = 3e-4     # AdamW peak rate (PAPER.md: constant)
+  c.pretrain.learning_rate = 3e-4     # AdamW peak rate (docs/method.md: constant)
   # 'constant' | 'cosine' | 'wsd' (irl/optim.py), with these warm-up
   # and final-decay lengths in optimiser steps; every trainer has the three.
   optim.add_schedule_fields(c.pretrain)
@@ -73,7 +73,7 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.temperature = 1.0
 
   # --- probe + control sections (issue 4) ---
-  # Linear subgoal probes, one per residual index l = 0..L (PAPER.md §5).
+  # Linear subgoal probes, one per residual index l = 0..L (docs/method.md §5).
   c.probe = ml_collections.ConfigDict()
   c.probe.num_steps = 8000            # AdamW steps (all layers at once)
   c.probe.batch_size = 512            # episodes per step
@@ -92,7 +92,7 @@ def _base() -> ml_collections.ConfigDict:
   # probe: the same linear family, comparable optimisation across layers.
   c.probe.standardize = True
 
-  # Ground-truth linear controllers, one per subgoal (PAPER.md §5).
+  # Ground-truth linear controllers, one per subgoal (docs/method.md §5).
   c.control = ml_collections.ConfigDict()
   c.control.layers = ()               # residual indices to control; () = 0..L
   c.control.rank = 16                 # U = A B^T of rank r; 0 = full rank
@@ -117,7 +117,7 @@ def _base() -> ml_collections.ConfigDict:
   # --- end probe + control sections ---
 
   # --- metacontroller sections (issue 5) ---
-  # PAPER.md §6; choices where the paper is silent: irl/models/metacontroller.py.
+  # docs/method.md §6; choices where the paper is silent: irl/models/metacontroller.py.
   c.metacontroller = ml_collections.ConfigDict()
   c.metacontroller.seed = 0             # init and data; config.seed names the base model
   c.metacontroller.layer = -1           # residual index read and written; -1: L // 2
@@ -135,7 +135,7 @@ def _base() -> ml_collections.ConfigDict:
   # 'learned' β, or 'always' (β ≡ 1: the no-temporal-abstraction baseline).
   c.metacontroller.switching = 'learned'
   # 'frozen' θ (the method), 'cotrain' (θ from the pretrained model, trained
-  # jointly) or 'cotrain_scratch' (θ from a fresh init: PAPER.md §8.4, grid).
+  # jointly) or 'cotrain_scratch' (θ from a fresh init: docs/method.md §8.4, grid).
   c.metacontroller.base_model = 'frozen'
   c.metacontroller.num_steps = 64_000
   c.metacontroller.batch_size = 512
@@ -165,7 +165,7 @@ def _base() -> ml_collections.ConfigDict:
   # --- end metacontroller sections ---
 
   # --- compile sections (issue 6) ---
-  # CompILE baseline (PAPER.md §8.2) in place of the metacontroller, writing
+  # CompILE baseline (docs/method.md §8.2) in place of the metacontroller, writing
   # the same layer; choices where the paper is silent: irl/models/compile.py.
   c.compile = ml_collections.ConfigDict()
   c.compile.seed = 0
@@ -203,7 +203,7 @@ def _base() -> ml_collections.ConfigDict:
   # --- end compile sections ---
 
   # --- rl sections (issue 6) ---
-  # Internal RL and the Fig. 8 baselines on env.post_task (PAPER.md §7-8);
+  # Internal RL and the Fig. 8 baselines on env.post_task (docs/method.md §7-8);
   # choices where the paper is silent: irl/rl/train.py, irl/rl/internal_env.py.
   c.rl = ml_collections.ConfigDict()
   # 'internal' | 'raw_action' | 'no_temporal_abstraction' | 'cotrained' |
@@ -227,7 +227,7 @@ def _base() -> ml_collections.ConfigDict:
   # Methods deciding at every raw step use env.max_steps (never truncated).
   c.rl.max_decisions = 32
   c.rl.temperature = 1.0                # base model's action sampling
-  c.rl.policy_width = 256               # one Hawk layer (PAPER.md §7)
+  c.rl.policy_width = 256               # one Hawk layer (docs/method.md §7)
   c.rl.policy_heads = 4
   c.rl.policy_mlp_dim = 512
   c.rl.init_log_std = 0.0               # initial π = N(0, I), the prior of z
@@ -256,7 +256,7 @@ def _paper() -> ml_collections.ConfigDict:
   # --- compile overrides (issue 6, paper) ---
   # --- end compile overrides ---
   # --- rl overrides (issue 6, paper) ---
-  # PAPER.md §7: 100k updates of 1024 episodes, lr 3e-5 (the _base values).
+  # docs/method.md §7: 100k updates of 1024 episodes, lr 3e-5 (the _base values).
   # --- end rl overrides ---
   return c
 
