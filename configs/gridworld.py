@@ -72,7 +72,6 @@ def _base() -> ml_collections.ConfigDict:
   # every method samples the base model alike.
   c.eval.temperature = 1.0
 
-  # --- probe + control sections (issue 4) ---
   # Linear subgoal probes, one per residual index l = 0..L (docs/method.md §5).
   c.probe = ml_collections.ConfigDict()
   c.probe.num_steps = 8000            # AdamW steps (all layers at once)
@@ -114,9 +113,7 @@ def _base() -> ml_collections.ConfigDict:
   # depth_pretrain_steps steps (0: pretrain.num_steps).
   c.control.depths = (4, 6, 8)
   c.control.depth_pretrain_steps = 0
-  # --- end probe + control sections ---
 
-  # --- metacontroller sections (issue 5) ---
   # docs/method.md §6; choices where the paper is silent: irl/models/metacontroller.py.
   c.metacontroller = ml_collections.ConfigDict()
   c.metacontroller.seed = 0             # init and data; config.seed names the base model
@@ -162,9 +159,7 @@ def _base() -> ml_collections.ConfigDict:
   c.rate_distortion.num_steps = 0       # 0: metacontroller.num_steps
   c.rate_distortion.runs_per_group = 0  # runs per vmap; 0: all α × seeds at once
   c.rate_distortion.f1_threshold = 0.8  # "switching aligned with subgoals"
-  # --- end metacontroller sections ---
 
-  # --- compile sections (issue 6) ---
   # CompILE baseline (docs/method.md §8.2) in place of the metacontroller, writing
   # the same layer; choices where the paper is silent: irl/models/compile.py.
   c.compile = ml_collections.ConfigDict()
@@ -200,9 +195,7 @@ def _base() -> ml_collections.ConfigDict:
   c.compile.eval_episodes = 2048
   c.compile.eval_batch_size = 512
   c.compile.trace_episodes = 8
-  # --- end compile sections ---
 
-  # --- rl sections (issue 6) ---
   # Internal RL and the Fig. 8 baselines on env.post_task (docs/method.md §7-8);
   # choices where the paper is silent: irl/rl/train.py, irl/rl/internal_env.py.
   c.rl = ml_collections.ConfigDict()
@@ -238,7 +231,6 @@ def _base() -> ml_collections.ConfigDict:
   c.rl.keep_checkpoints = 2
   c.rl.fig8_methods = ('internal', 'raw_action', 'no_temporal_abstraction',
                        'cotrained', 'compile')
-  # --- end rl sections ---
 
   c.expert_demo = ml_collections.ConfigDict()
   c.expert_demo.num_episodes = 4096
@@ -249,26 +241,14 @@ def _base() -> ml_collections.ConfigDict:
 def _paper() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'paper'
-  # --- probe + control overrides (issue 4, paper) ---
-  # --- end probe + control overrides ---
-  # --- metacontroller overrides (issue 5, paper) ---
-  # --- end metacontroller overrides ---
-  # --- compile overrides (issue 6, paper) ---
-  # --- end compile overrides ---
-  # --- rl overrides (issue 6, paper) ---
-  # docs/method.md §7: 100k updates of 1024 episodes, lr 3e-5 (the _base values).
-  # --- end rl overrides ---
   return c
 
 
 def _cpu() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'cpu'
-  # --- probe + control overrides (issue 4, cpu) ---
-  # Sized for a 2-core CPU (measured in the issue-4 notes): all probes of
-  # the 6 kept checkpoints in ~3 min, one controllability layer sweep
-  # (layers 0..4) in ~10 min. Both train on fixed pools of expert episodes
-  # (see probe.pool_episodes, control.pool_episodes).
+  # Probes and controllers sized for minutes on a 2-core CPU, on fixed pools
+  # of expert episodes (probe.pool_episodes, control.pool_episodes).
   c.probe.num_steps = 1000
   c.probe.batch_size = 64
   c.probe.learning_rate = 3e-3        # converged in 1000 steps (paper: 8000)
@@ -283,13 +263,8 @@ def _cpu() -> ml_collections.ConfigDict:
   c.control.pool_episodes = 2048
   # Depth variants (L = 6, 8) get short pretraining runs (main model: 10,000).
   c.control.depth_pretrain_steps = 1500
-  # --- end probe + control overrides ---
-  # --- metacontroller overrides (issue 5, cpu) ---
-  # ~0.1 s per step on 2 cores with the cpu base model (factored
-  # controllers; 0.22 s before): ~7 minutes for the method, ~11 for the
-  # co-trained variant. Switching at the pair boundaries emerges late and
-  # abruptly (README: no switches up to ~2000-3000 steps, F1 0.92 and 0.99
-  # at 4000 for two seeds), so 1000 steps learned a single code instead.
+  # Switching at the pair boundaries emerges late and abruptly (after
+  # 2000-3000 steps; docs/results.md), so fewer steps learn one code only.
   c.metacontroller.num_steps = 4000
   c.metacontroller.batch_size = 64
   c.metacontroller.seq_len = 48         # holds ~97% of ε = 0 episodes whole
@@ -299,9 +274,7 @@ def _cpu() -> ml_collections.ConfigDict:
   c.metacontroller.eval_episodes = 1024
   c.metacontroller.eval_batch_size = 256
   c.rate_distortion.seeds = (0, 1)
-  # --- end metacontroller overrides ---
-  # --- compile overrides (issue 6, cpu) ---
-  # Sized for <= 4 minutes on 2 cores with the cpu base model.
+  # Sized for minutes on 2 cores.
   c.compile.num_steps = 400
   c.compile.batch_size = 32
   c.compile.seq_len = 48
@@ -309,12 +282,9 @@ def _cpu() -> ml_collections.ConfigDict:
   c.compile.save_every = 200
   c.compile.eval_episodes = 512
   c.compile.eval_batch_size = 256
-  # --- end compile overrides ---
-  # --- rl overrides (issue 6, cpu) ---
-  # Sized for a few minutes per method on 2 cores, 3 seeds vmapped
-  # (benchmarks/internal_rl_throughput.py: ~0.8 s per update and seed at
-  # B = 64 on a loaded machine): a policy at the cpu model's width, fewer
-  # and smaller batches, a larger step size than the paper's 3e-5.
+  # Sized for minutes per method on 2 cores, the seeds vmapped: a policy at
+  # the cpu model's width, fewer and smaller batches, and so a larger step
+  # size than the paper's 3e-5.
   c.rl.num_updates = 150
   c.rl.batch_size = 64
   c.rl.learning_rate = 1e-3
@@ -322,31 +292,22 @@ def _cpu() -> ml_collections.ConfigDict:
   c.rl.policy_mlp_dim = 256
   c.rl.log_every = 10
   c.rl.save_every = 50
-  # --- end rl overrides ---
   c.model = models.transformer('cpu')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 64
-  # Pretraining episodes last 35 steps on average (95% <= 52): 48 steps keep
-  # 98% of the valid tokens at 1.4x the steps/s of 64 (less padding).
+  # Keeps nearly every pretraining episode whole with less padding than 64.
   c.data.seq_len = 48
-  # ~18.5 min at 9.0 steps/s on 2 cores (measured), evaluation included
-  # <= 20 min. The closed-loop task structure is the last thing learned and
-  # keeps improving with steps (README: 0.48 at 8000, 0.56 at 9000, 0.64 at
-  # 10,000), so the preset spends the whole budget on steps.
+  # The 20-minute budget, all of it on steps: the closed-loop task structure
+  # is the last thing learned and still improves at the end.
   c.pretrain.num_steps = 10_000
-  # One episode per row. Two (--config.data.episodes_per_row=2
-  # --config.pretrain.num_steps=9400: the same time) give a better base model
-  # (complete tasks 0.71 against 0.64, README) on which the metacontroller's
-  # switches did not align within its 4000 steps (F1 0.03 against 0.92).
+  # One episode per row: packing two gives a better base model on which the
+  # metacontroller's switches did not align (docs/results.md).
   c.data.episodes_per_row = 1
-  # 2e-3 learns the task structure faster than 1e-3 (0.49 against 0.42
-  # complete tasks at 8500 steps) and the paper's 3e-4 in a short run; 3e-3
-  # is worse.
+  # The best rate of a small sweep for a short run (1e-3, 2e-3, 3e-3 and
+  # the paper's 3e-4; docs/results.md).
   c.pretrain.learning_rate = 2e-3
-  # λ = 0, the low end of the paper's search [0, 0.01]: the 637-way
-  # observation head was 15-20% of the step and made no difference to the
-  # closed loop at equal steps (0.48 at 8000 steps against 0.49 at 8500 with
-  # λ = 0.01), so the budget buys 10,000 steps instead of 8500.
+  # λ = 0, the low end of the paper's search [0, 0.01]: the observation head
+  # costs a sixth of the step and did not help the closed loop.
   c.pretrain.obs_loss_weight = 0.0
   c.pretrain.log_every = 50
   c.pretrain.save_every = 1000        # 10 checkpoints for the probes of Fig. 3
@@ -371,14 +332,12 @@ def _cpu5() -> ml_collections.ConfigDict:
   # Four pairs, each transition unseen in pretraining (01→23, 23→45, 45→67),
   # longer than every pretraining task.
   c.env.post_task = '0-1-2-3-4-5-6-7'
-  # Warmup-stable-decay: 2e-3 finds the task structure, the final linear
-  # decay sharpens navigation. 20.1 min at ~10 steps/s on 2 cores; closed
-  # loop 0.893 (7×7 `cpu`: 0.641).
+  # Warmup-stable-decay: the high constant rate finds the task structure,
+  # the final linear decay sharpens navigation.
   c.pretrain.num_steps = 12_000
   c.pretrain.lr_schedule = 'wsd'
   c.pretrain.lr_decay_steps = 2500
-  # Longer controllers on a larger pool: L/2 success on the four-pair task
-  # 0.094 against 0.023 with the `cpu` recipe (800 steps, pool 2048).
+  # Longer controllers on a larger pool steer the unseen transitions better.
   c.control.num_steps = 3200
   c.control.pool_episodes = 8192
   return c
@@ -435,7 +394,6 @@ def _gpu() -> ml_collections.ConfigDict:
 def _test() -> ml_collections.ConfigDict:
   c = _base()
   c.preset = 'test'
-  # --- probe + control overrides (issue 4, test) ---
   c.probe.num_steps = 40
   c.probe.batch_size = 8
   c.probe.log_every = 20
@@ -453,8 +411,6 @@ def _test() -> ml_collections.ConfigDict:
   c.control.pool_episodes = 32
   c.control.depths = (2,)
   c.control.depth_pretrain_steps = 10
-  # --- end probe + control overrides ---
-  # --- metacontroller overrides (issue 5, test) ---
   c.metacontroller.num_steps = 10
   c.metacontroller.batch_size = 8
   c.metacontroller.seq_len = 48
@@ -474,8 +430,6 @@ def _test() -> ml_collections.ConfigDict:
   c.rate_distortion.kl_weights = (0.0, 0.5)
   c.rate_distortion.seeds = (0, 1)
   c.rate_distortion.num_steps = 5
-  # --- end metacontroller overrides ---
-  # --- compile overrides (issue 6, test) ---
   c.compile.num_steps = 10
   c.compile.batch_size = 8
   c.compile.seq_len = 48
@@ -487,8 +441,6 @@ def _test() -> ml_collections.ConfigDict:
   c.compile.eval_episodes = 16
   c.compile.eval_batch_size = 8
   c.compile.trace_episodes = 2
-  # --- end compile overrides ---
-  # --- rl overrides (issue 6, test) ---
   c.rl.seeds = (0, 1)
   c.rl.num_updates = 4
   c.rl.batch_size = 8
@@ -499,7 +451,6 @@ def _test() -> ml_collections.ConfigDict:
   c.rl.policy_mlp_dim = 32
   c.rl.log_every = 2
   c.rl.save_every = 2
-  # --- end rl overrides ---
   c.model = models.transformer('test')
   c.model.obs_encoder = 'egocentric_grid'
   c.data.batch_size = 8

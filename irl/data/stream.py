@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import chex
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -21,7 +21,7 @@ from irl.envs import registry
 Rollout = gridworld_expert.Rollout
 
 
-@chex.dataclass(frozen=True)
+@flax.struct.dataclass
 class PackedRollout:
   """Rows that hold several whole expert episodes back to back.
 

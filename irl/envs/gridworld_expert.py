@@ -22,7 +22,7 @@ in one broadcast (the layout part is constant within an episode).
 
 from __future__ import annotations
 
-import chex
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -106,7 +106,7 @@ def optimal_actions(state: gw.EnvState, dist: jax.Array,
   return cost == jnp.min(cost)
 
 
-@chex.dataclass(frozen=True)
+@flax.struct.dataclass
 class Rollout:
   """One batch of expert episodes, time-major inside the scan, batch-major out."""
   obs: jax.Array          # [B, S, obs_dim] o_t

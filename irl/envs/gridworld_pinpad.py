@@ -33,10 +33,10 @@ import types
 from typing import Any, Sequence
 
 import chex
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from irl.envs import tasks as tasks_lib
 
@@ -47,7 +47,7 @@ _MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 EMPTY = -1  # grid value of a cell without colour or wall.
 
 
-@struct.dataclass
+@flax.struct.dataclass
 class EnvParams:
   """Static environment parameters (a pytree without leaves).
 
@@ -64,15 +64,15 @@ class EnvParams:
       `terminate_on_wrong_colour` is False the episode also ends once the log
       is full.
   """
-  grid_size: int = struct.field(pytree_node=False, default=7)
-  num_colours: int = struct.field(pytree_node=False, default=8)
-  num_walls: int = struct.field(pytree_node=False, default=4)
-  max_steps: int = struct.field(pytree_node=False, default=100)
-  tasks: tuple[tuple[int, ...], ...] = struct.field(
+  grid_size: int = flax.struct.field(pytree_node=False, default=7)
+  num_colours: int = flax.struct.field(pytree_node=False, default=8)
+  num_walls: int = flax.struct.field(pytree_node=False, default=4)
+  max_steps: int = flax.struct.field(pytree_node=False, default=100)
+  tasks: tuple[tuple[int, ...], ...] = flax.struct.field(
       pytree_node=False, default=tasks_lib.GRID_PRETRAIN_TASKS)
-  subgoal_size: int = struct.field(pytree_node=False, default=2)
-  terminate_on_wrong_colour: bool = struct.field(pytree_node=False, default=True)
-  max_visits: int = struct.field(pytree_node=False, default=16)
+  subgoal_size: int = flax.struct.field(pytree_node=False, default=2)
+  terminate_on_wrong_colour: bool = flax.struct.field(pytree_node=False, default=True)
+  max_visits: int = flax.struct.field(pytree_node=False, default=16)
 
   @property
   def num_cells(self) -> int:
@@ -136,7 +136,7 @@ class EnvParams:
     return self
 
 
-@struct.dataclass
+@flax.struct.dataclass
 class Layout:
   """Where things are. grid[c] is EMPTY, a colour id, or O + wall id."""
   grid: chex.Array        # [N] int32
@@ -144,7 +144,7 @@ class Layout:
   agent_cell: chex.Array   # [] int32, the agent's start cell
 
 
-@struct.dataclass
+@flax.struct.dataclass
 class EnvState:
   grid: chex.Array         # [N] int32
   colour_cell: chex.Array  # [O] int32
