@@ -3,7 +3,7 @@
 
 Every closed loop in the project goes through `unroll`: the base model's
 closed-loop evaluation (`irl.train.evaluate`), the ground-truth controllers'
-evaluation (`irl.analysis.controllability`), raw-action RL and internal RL
+evaluation (`irl.analysis.control_rollouts`), raw-action RL and internal RL
 (`irl.rl.train`, whose "environment" is the internal environment's raw step).
 What differs between them is only the policy, a pure function
 

@@ -14,7 +14,9 @@ import pytest
 from configs import gridworld
 from irl import config as config_lib
 from irl import pipeline
+from irl.analysis import control_rollouts
 from irl.analysis import controllability as ctl
+from irl.analysis import controllers
 from irl.envs import registry
 from irl.train import pretrain
 from irl.utils.config_utils import ConfigError
@@ -42,13 +44,13 @@ def test_locked_config_from_flags_is_accepted():
   # absl's config flags hand over a locked ConfigDict.
   locked = _config()
   locked.lock()
-  assert ctl.make_control_trainer(locked, 1) is ctl.make_control_trainer(
+  assert controllers.make_control_trainer(locked, 1) is controllers.make_control_trainer(
       _config(), 1)
 
 
 def test_training_lowers_nll_with_base_model_frozen(pretrained):
   c, _, params = pretrained
-  trainer = ctl.make_control_trainer(c, 1)
+  trainer = controllers.make_control_trainer(c, 1)
   state = trainer.init(jax.random.key(0))
   # Only the decoder is optimised: the optimiser state mirrors its params.
   num_decoder = sum(x.size for x in jax.tree.leaves(state.params))
@@ -105,15 +107,15 @@ _FAKE_ENV = dataclasses.replace(registry.GRIDWORLD, reset=_fake_reset,
 
 def test_controller_switches_when_a_pair_is_complete():
   c = _config()
-  trainer = ctl.make_control_trainer(c, 1)
+  trainer = controllers.make_control_trainer(c, 1)
   base_params = pretrain.make_pretrainer(c).init(jax.random.key(0)).params
-  factors = ctl.controller_factors(
+  factors = controllers.controller_factors(
       trainer.decoder, trainer.init(jax.random.key(1)).params, 4)
   env = config_lib.env_params(c, post=True).replace(max_steps=40)
-  pairs = ctl.post_task_pairs(c)
+  pairs = controllers.post_task_pairs(c)
   assert pairs == [0, 1, 2, 3, 0, 1]
   key = jax.random.key(3)
-  roll = ctl.controlled_rollout(
+  roll = control_rollouts.controlled_rollout(
       trainer.model, base_params, trainer.decoder, factors, 1, _FAKE_ENV,
       env, pairs, key, num_episodes=6)
   # The speeds the rollout's resets drew.
@@ -129,7 +131,7 @@ def test_controller_switches_when_a_pair_is_complete():
       expected.append(-1 if done else pairs[pos // 2])
     np.testing.assert_array_equal(roll['controller'][e], expected)
     assert roll['success'][e] == (12 * speed <= env.max_steps)
-  assert ctl.controller_index(jnp.array([0, 1, 2, 7, 8, 11, 12]),
+  assert control_rollouts.controller_index(jnp.array([0, 1, 2, 7, 8, 11, 12]),
                               jnp.array(pairs), 2).tolist() == [
                                   0, 0, 1, 3, 0, 1, 1]
 
@@ -221,7 +223,7 @@ def test_subgoal_controllers_equal_the_gathered_intervention():
   b = jax.random.normal(k_b, (4, 8, 3))
   e = jax.random.normal(k_e, (2, 5, 8))
   subgoal = jax.random.randint(k_g, (2, 5), -1, 4)
-  fast = ctl.SubgoalControllers(2, a, b, subgoal)
+  fast = controllers.SubgoalControllers(2, a, b, subgoal)
   # One compiled function rather than many eager ops.
   both = jax.jit(lambda f, e: (f.apply(e), f.to_intervention().apply(e)))
   np.testing.assert_allclose(*both(fast, e), rtol=1e-5, atol=1e-5)
@@ -229,15 +231,15 @@ def test_subgoal_controllers_equal_the_gathered_intervention():
 
 
 def test_pair_pass_rates():
-  np.testing.assert_allclose(ctl.pair_pass_rates([15, 51, 122, 44, 24]),
+  np.testing.assert_allclose(control_rollouts.pair_pass_rates([15, 51, 122, 44, 24]),
                              [241 / 256, 190 / 241, 68 / 190, 24 / 68])
-  assert np.isnan(ctl.pair_pass_rates([4, 0, 0])[1])
+  assert np.isnan(control_rollouts.pair_pass_rates([4, 0, 0])[1])
 
 
 def test_failure_kinds_tell_the_prior_from_navigation():
   from irl.envs import tasks
   table = tasks.GRID_PRETRAIN_TASKS
-  assert ctl.seen_successors(table, 2) == {0: {2, 3}, 1: {0, 3}, 2: {0, 1},
+  assert control_rollouts.seen_successors(table, 2) == {0: {2, 3}, 1: {0, 3}, 2: {0, 1},
                                            3: {1, 2}}
   task = [0, 1, 2, 3, 4, 5]
   visits = np.array([
@@ -249,6 +251,6 @@ def test_failure_kinds_tell_the_prior_from_navigation():
       [3, -1, -1, -1, -1, -1, -1],  # a wrong first colour
       [0, 1, 2, -1, -1, -1, -1],   # no wrong colour: T ran out
   ])
-  assert ctl.failure_kinds(visits, task, table, 2) == {
+  assert control_rollouts.failure_kinds(visits, task, table, 2) == {
       'start': 1, 'within_pair': 1, 'boundary_prior': 2, 'boundary_other': 1,
       'timeout': 1}

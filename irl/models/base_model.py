@@ -1,4 +1,4 @@
-"""The base autoregressive model (paper §4), splittable at any layer.
+"""The base autoregressive model (docs/method.md §4), splittable at any layer.
 
 The residual stream e_l (l = 0..L; l = 0 the observation embedding, l = k the
 output of block k) is returned as data, and an `Intervention` edits it at one

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# "Variance scaling 0.1" (paper §4), used for every dense kernel.
+# "Variance scaling 0.1" (docs/method.md §4), used for every dense kernel.
 KERNEL_INIT = nn.initializers.variance_scaling(0.1, 'fan_in',
                                                'truncated_normal')
 

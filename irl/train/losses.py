@@ -55,7 +55,7 @@ def future_action_nll(out: ModelOutput, actions: jax.Array, valid: jax.Array
   off in every preset) predict the expert's next K actions. Right after a
   subgoal is reached the next action alone says little about which subgoal
   comes next (several targets share a first move); the next K actions say
-  more. Measured on the cpu preset (README), K = 8 did not speed up learning
+  more. Measured on the cpu preset (docs/results.md), K = 8 did not speed up learning
   the task structure.
   """
   logits = out.future_logits
