@@ -20,7 +20,7 @@ import difflib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import app
 from absl import flags
@@ -41,7 +41,7 @@ def config_flag(default: str = DEFAULT_CONFIG) -> flags.FlagHolder:
                                          'Config file and preset.')
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
@@ -117,9 +117,9 @@ def _parse(argv: list[str]) -> list[str]:
   return rest
 
 
-def workdir_flag(help: str) -> flags.FlagHolder:
+def workdir_flag(help_text: str) -> flags.FlagHolder:
   """The required `--workdir`, refused when empty."""
-  holder = flags.DEFINE_string('workdir', None, help, required=True)
+  holder = flags.DEFINE_string('workdir', None, help_text, required=True)
   flags.register_validator('workdir', bool,
                            message='--workdir must name a folder')
   return holder

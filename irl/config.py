@@ -9,6 +9,7 @@ from typing import Any
 from irl import optim
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
+from irl.utils import config_utils
 from irl.utils.config_utils import (ConfigError, check, check_choice,
                                     check_int, check_range)
 
@@ -29,6 +30,7 @@ def env_params(config: ml_collections.ConfigDict, post: bool = False) -> Any:
     raise ConfigError(f'config.{msg}') from None
 
 
+@config_utils.validated_once
 def validate_gridworld(config: ml_collections.ConfigDict
                        ) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the field and the allowed values."""

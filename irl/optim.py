@@ -115,10 +115,9 @@ def run_length_matters(section: ml_collections.ConfigDict) -> bool:
   return section.lr_schedule != 'constant'
 
 
-def drop_run_length(section: ml_collections.ConfigDict,
-                    field: str = 'num_steps') -> None:
-  """Zeroes `section.<field>` (the run's length) in a factory's cache key,
-  unless the schedule depends on it: runs of any length then share one
-  compilation."""
-  if not run_length_matters(section):
-    section[field] = 0
+def run_length(section: ml_collections.ConfigDict, name: str,
+               field: str = 'num_steps') -> list[str]:
+  """`['<name>.<field>']`, the run's length, for a factory's cache key to
+  leave out (`config_utils.factory_key(zero=...)`) unless the schedule
+  depends on it: runs of any length then share one compilation."""
+  return [] if run_length_matters(section) else [f'{name}.{field}']

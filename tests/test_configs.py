@@ -83,3 +83,23 @@ def test_packing_refuses_what_would_read_across_episodes(field, value, match):
   with pytest.raises(ConfigError,
                      match=r'config\.data\.episodes_per_row.*' + match):
     config_lib.validate_gridworld(c)
+
+
+def test_a_config_is_validated_once_and_a_bad_one_every_time():
+  from irl.utils import config_utils
+  calls = []
+
+  @config_utils.validated_once
+  def validate(c):
+    calls.append(c.data.batch_size)
+    config_utils.check_int(c.data.batch_size, 'data.batch_size', minimum=1)
+
+  c = gridworld.get_config('test')
+  validate(c)
+  validate(gridworld.get_config('test'))     # equal content: no work
+  assert len(calls) == 1
+  c.data.batch_size = 0
+  for _ in range(2):
+    with pytest.raises(ConfigError, match='data.batch_size=0'):
+      validate(c)
+  assert calls[1:] == [0, 0]

@@ -29,7 +29,6 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -47,10 +46,12 @@ from irl.models import BaseModel, ControllerDecoder, Intervention
 from irl.train import loop
 from irl.train import losses
 from irl.train import pretrain
+from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 from irl.utils.config_utils import check, check_int, check_range
 
 
+@config_utils.validated_once
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad `control.*` field."""
   config_lib.validate_gridworld(config)
@@ -210,18 +211,15 @@ def make_control_trainer(config: ml_collections.ConfigDict,
   """Pure training functions for controllers at `layer`, shared (with their
   compilations) between calls with equal configs."""
   validate(config)
-  key = config.copy_and_resolve_references()
-  key.unlock()   # configs from absl flags are locked
-  # Fields that do not enter the jitted functions.
-  for name in ('layers', 'depths', 'depth_pretrain_steps', 'num_episodes',
-               'temperature'):
-    del key.control[name]
-  return _make_control_trainer(key.to_json(sort_keys=True), int(layer))
+  return _make_control_trainer(config_utils.factory_key(
+      config, drop=[f'control.{name}' for name in (
+          'layers', 'depths', 'depth_pretrain_steps', 'num_episodes',
+          'temperature')]), int(layer))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_control_trainer(config_json: str, layer: int) -> ControlTrainer:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _make_control_trainer(config: ml_collections.FrozenConfigDict,
+                          layer: int) -> ControlTrainer:
   cc = config.control
   model = BaseModel(pretrain.model_config(config))
   if not 0 <= layer <= model.config.num_layers:

@@ -72,6 +72,7 @@ SPLITS = ('expert', 'pretrain')
 RESULT_KEYS = ('seed', 'env', 'model', 'data.seq_len', 'probe')
 
 
+@config_utils.validated_once
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad `probe.*` field."""
   config_lib.validate_gridworld(config)
@@ -105,14 +106,14 @@ def expert_sampler(config: ml_collections.ConfigDict, split: str,
                    batch_size: int) -> Callable[[jax.Array], stream.Rollout]:
   """A jitted `key -> Rollout` of expert episodes, shared (with its
   compilation) by every caller asking for the same data and batch size."""
-  data = {'env': config_utils.to_jsonable(config.env),
-          'data': config_utils.to_jsonable(config.data)}
-  return _expert_sampler(json.dumps(data, sort_keys=True), split, batch_size)
+  return _expert_sampler(
+      config_utils.factory_key(config, sections=('env', 'data')), split,
+      batch_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _expert_sampler(data_json: str, split: str, batch_size: int):
-  config = ml_collections.ConfigDict(json.loads(data_json))
+def _expert_sampler(config: ml_collections.FrozenConfigDict, split: str,
+                    batch_size: int):
   return stream.stream_from_config(config, split, batch_size=batch_size)
 
 
@@ -223,12 +224,12 @@ def probe_loss(params: Any, residuals: jax.Array, subgoal: jax.Array,
 def make_probe_trainer(config: ml_collections.ConfigDict) -> ProbeTrainer:
   """Pure probe functions for `config`, shared between equal configs."""
   validate(config)
-  return _make_probe_trainer(config.to_json(sort_keys=True))
+  return _make_probe_trainer(config_utils.factory_key(config))
 
 
 @functools.lru_cache(maxsize=4)
-def _make_probe_trainer(config_json: str) -> ProbeTrainer:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _make_probe_trainer(config: ml_collections.FrozenConfigDict
+                        ) -> ProbeTrainer:
   pc = config.probe
   model = BaseModel(pretrain.model_config(config))
   mc = model.config

@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -89,6 +88,7 @@ _NOISE_OFFSET = 1 << 20
 # Config.
 
 
+@config_utils.validated_once
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad `rl.*` field."""
   config_lib.validate_gridworld(config)
@@ -348,23 +348,19 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
   validate(config)
   if module is None and config.rl.method == 'compile':
     module = compile_module(config)
-  key = config.copy_and_resolve_references()
-  key.unlock()
-  for name in ('save_every', 'keep_checkpoints', 'seeds', 'fig8_methods'):
-    del key.rl[name]
-  optim.drop_run_length(key.rl, 'num_updates')
-  for section in ('pretrain', 'eval', 'expert_demo', 'rate_distortion',
-                  'probe', 'control'):
-    if section in key:
-      del key[section]
-  env = env or registry.from_config(config)
-  return _make_learner(key.to_json(sort_keys=True), module, env)
+  key = config_utils.factory_key(
+      config, sections=set(config) - {'pretrain', 'eval', 'expert_demo',
+                                      'rate_distortion', 'probe', 'control'},
+      drop=[f'rl.{name}' for name in ('save_every', 'keep_checkpoints',
+                                      'seeds', 'fig8_methods')],
+      zero=optim.run_length(config.rl, 'rl', 'num_updates'))
+  return _make_learner(key, module, env or registry.from_config(config))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_learner(config_json: str, module: ienv.AbstractActionModule | None,
+def _make_learner(config: ml_collections.FrozenConfigDict,
+                  module: ienv.AbstractActionModule | None,
                   env: registry.Environment) -> Learner:
-  config = ml_collections.ConfigDict(json.loads(config_json))
   r = config.rl
   method = r.method
   env_params = config_lib.env_params(config, post=True)
@@ -527,9 +523,9 @@ def frozen_params(config: ml_collections.ConfigDict, workdir: str
 
 
 @functools.lru_cache(maxsize=4)
-def _compile_module(config_json: str) -> ienv.AbstractActionModule:
+def _compile_module(config: ml_collections.FrozenConfigDict
+                    ) -> ienv.AbstractActionModule:
   from irl.train import compile as compile_lib  # noqa: PLC0415
-  config = ml_collections.ConfigDict(json.loads(config_json))
   return ienv.compile_module(compile_lib.make_adapter(config))
 
 
@@ -537,7 +533,7 @@ def compile_module(config: ml_collections.ConfigDict
                    ) -> ienv.AbstractActionModule:
   """CompILE's abstract-action module of `config.compile` (one object per
   config, so learners and their compilations are shared)."""
-  return _compile_module(config.to_json(sort_keys=True))
+  return _compile_module(config_utils.factory_key(config))
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:

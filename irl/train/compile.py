@@ -86,6 +86,7 @@ class Trainer(NamedTuple):
 # Config.
 
 
+@config_utils.validated_once
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad compile field."""
   config_lib.validate_gridworld(config)
@@ -173,23 +174,18 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  key = config.copy_and_resolve_references()
-  key.unlock()
-  c = key.compile
-  c.save_every = c.keep_checkpoints = 0
-  optim.drop_run_length(c)
-  c.z_kl_weight = c.b_kl_weight = 0.0
-  c.seed = c.trace_episodes = c.eval_episodes = c.rl_max_segments = 0
-  for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo',
-                  'metacontroller', 'probe', 'control', 'rl'):
-    if section in key:
-      del key[section]
-  return _make_trainer(key.to_json(sort_keys=True))
+  c = [f'compile.{name}' for name in (
+      'save_every', 'keep_checkpoints', 'z_kl_weight', 'b_kl_weight', 'seed',
+      'trace_episodes', 'eval_episodes', 'rl_max_segments')]
+  return _make_trainer(config_utils.factory_key(
+      config, sections=set(config) - {
+          'rate_distortion', 'pretrain', 'eval', 'expert_demo',
+          'metacontroller', 'probe', 'control', 'rl'},
+      zero=c + optim.run_length(config.compile, 'compile')))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config_json: str) -> Trainer:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
   c = config.compile
   base_model = BaseModel(pretrain.model_config(config))
   model = compile_lib.CompILE(compile_config(config))

@@ -70,13 +70,13 @@ def load_finished(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
   """
   with checkpointer:
     steps = checkpointer.all_steps()
-    if not any(s >= num_steps for s in steps):
-      _remove_if_empty(checkpointer.directory)
-      raise ckpt_lib.MissingInputError(
-          f'{checkpointer.directory} holds no finished {what} (latest step '
-          f'{max(steps, default=0)}, config.{field}={num_steps}); {how}.')
-    state, _ = checkpointer.restore_up_to(num_steps, init_state(), field)
-  return state
+    if any(s >= num_steps for s in steps):
+      state, _ = checkpointer.restore_up_to(num_steps, init_state(), field)
+      return state
+  _remove_if_empty(checkpointer.directory)   # closed: orbax is done with it
+  raise ckpt_lib.MissingInputError(
+      f'{checkpointer.directory} holds no finished {what} (latest step '
+      f'{max(steps, default=0)}, config.{field}={num_steps}); {how}.')
 
 
 def _remove_if_empty(directory: str) -> None:

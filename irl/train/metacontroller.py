@@ -91,6 +91,7 @@ class Trainer(NamedTuple):
 # Config.
 
 
+@config_utils.validated_once
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad metacontroller field."""
   config_lib.validate_gridworld(config)
@@ -200,22 +201,17 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  key = config.copy_and_resolve_references()
-  key.unlock()   # configs from absl flags are locked
-  key.metacontroller.save_every = 0
-  optim.drop_run_length(key.metacontroller)
-  key.metacontroller.keep_checkpoints = key.metacontroller.kl_weight = 0
-  key.metacontroller.seed = key.metacontroller.trace_episodes = 0
-  key.metacontroller.eval_episodes = 0
-  for section in ('rate_distortion', 'pretrain', 'eval', 'expert_demo'):
-    if section in key:
-      del key[section]
-  return _make_trainer(key.to_json(sort_keys=True))
+  m = [f'metacontroller.{name}' for name in (
+      'save_every', 'keep_checkpoints', 'kl_weight', 'seed', 'trace_episodes',
+      'eval_episodes')]
+  return _make_trainer(config_utils.factory_key(
+      config, sections=set(config) - {'rate_distortion', 'pretrain', 'eval',
+                                      'expert_demo'},
+      zero=m + optim.run_length(config.metacontroller, 'metacontroller')))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config_json: str) -> Trainer:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
   m = config.metacontroller
   base_model = BaseModel(pretrain.model_config(config))
   metacontroller = mc_lib.Metacontroller(metacontroller_config(config))

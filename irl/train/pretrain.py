@@ -14,7 +14,6 @@ TensorBoard + JSONL metrics, a progress bar, and a final evaluation.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -94,15 +93,13 @@ def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
   """Pure init/train functions; shared (with their compilations) between
   calls whose configs differ only in run length or checkpoint cadence."""
   config_lib.validate_gridworld(config)
-  key = config.copy_and_resolve_references()
-  key.pretrain.save_every = 0
-  optim.drop_run_length(key.pretrain)
-  return _make_pretrainer(key.to_json(sort_keys=True))
+  return _make_pretrainer(config_utils.factory_key(
+      config, zero=['pretrain.save_every',
+                    *optim.run_length(config.pretrain, 'pretrain')]))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_pretrainer(config_json: str) -> Pretrainer:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
   pc = config.pretrain
   model = BaseModel(model_config(config))
   sample = stream.stream_from_config(config, 'pretrain', jit=False,

@@ -8,9 +8,11 @@ a jitted function.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import enum
+import functools
 import json
 import math
 import os
@@ -210,3 +212,65 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
       os.replace(path, os.path.join(workdir, f'config.{stamp}.json'))
   atomic_write_text(path, text)
   return path
+
+
+def factory_key(config: ml_collections.ConfigDict, *,
+                sections: Iterable[str] | None = None,
+                drop: Iterable[str] = (), zero: Iterable[str] = ()
+                ) -> ml_collections.FrozenConfigDict:
+  """A frozen, hashable view of what enters a factory's jitted functions.
+
+  `functools.lru_cache`d factories take it, so configs that differ only in
+  fields left out here (run length, checkpoint cadence, other phases'
+  sections) share the factory and its compilations.
+
+  Args:
+    sections: the top-level entries to keep (None: all).
+    drop: dotted fields to remove ('control.layers').
+    zero: dotted fields to set to 0 (kept, so the factory may read them).
+  """
+  if isinstance(config, ml_collections.FrozenConfigDict):
+    # A factory asking another for its part; as_configdict shares the frozen
+    # key's storage, which must not change under its cache.
+    key = copy.deepcopy(config.as_configdict())
+  else:
+    key = config.copy_and_resolve_references()
+  key.unlock()   # configs from absl flags are locked
+  if sections is not None:
+    keep = set(sections)
+    for name in list(key.keys()):
+      if name not in keep:
+        del key[name]
+  for path, value in [(p, None) for p in drop] + [(p, 0) for p in zero]:
+    *parents, leaf = path.split('.')
+    node = key
+    for part in parents:
+      node = node[part]
+    if value is None:
+      del node[leaf]
+    else:
+      node[leaf] = value
+  return ml_collections.FrozenConfigDict(key)
+
+
+def validated_once(validate: Callable[[Any], Any]) -> Callable[[Any], Any]:
+  """Runs `validate(config)` once per distinct config content.
+
+  Every phase validates its config at each public entry (a run, a loader, a
+  factory), so one RL run reaches the same checks many times; the first
+  call for a config does the work and the rest return at once. A config
+  that fails is not remembered, so it fails again wherever it is used.
+  """
+  passed: dict[Any, None] = {}
+
+  @functools.wraps(validate)
+  def wrapper(config):
+    key = factory_key(config)
+    if key not in passed:
+      validate(config)
+      passed[key] = None
+      if len(passed) > 256:
+        passed.pop(next(iter(passed)))
+    return config
+
+  return wrapper
