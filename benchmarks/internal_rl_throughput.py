@@ -1,6 +1,6 @@
 r"""Internal-RL rollout throughput: abstract decisions/s and raw env steps/s.
 
-The real rollout of training (`irl.rl.train.internal_rollout`: the base
+The real rollout of training (`irl.rl.rollouts.internal_rollout`: the base
 model with cached single-step decoding, the metacontroller's switching unit
 and decoder, the gridworld and the one-Hawk-layer policy, one flat
 `lax.scan` over the T raw steps) and the whole update (rollout, advantages,

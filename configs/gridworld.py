@@ -197,7 +197,7 @@ def _base() -> ml_collections.ConfigDict:
   c.compile.trace_episodes = 8
 
   # Internal RL and the Fig. 8 baselines on env.post_task (docs/method.md §7-8);
-  # choices where the paper is silent: irl/rl/train.py, irl/rl/internal_env.py.
+  # choices where the paper is silent: irl/rl/train.py, irl/rl/rollouts.py, irl/rl/internal_env.py.
   c.rl = ml_collections.ConfigDict()
   # 'internal' | 'raw_action' | 'no_temporal_abstraction' | 'cotrained' |
   # 'compile' (experiments/internal_rl.py --method overrides it).

@@ -20,6 +20,7 @@ import json
 
 from absl import flags
 
+from irl.rl import methods as rl_methods
 from irl import cli
 from irl.analysis import fig8
 from irl.rl import train
@@ -28,7 +29,7 @@ _CONFIG = cli.config_flag()
 _WORKDIR = cli.workdir_flag(
     'Holds the pretrained models; checkpoints, metrics and figures '
     'go here; a rerun resumes.')
-_METHOD = flags.DEFINE_enum('method', None, list(train.METHODS),
+_METHOD = flags.DEFINE_enum('method', None, list(rl_methods.METHODS),
                             'Overrides config.rl.method.')
 
 

@@ -4,7 +4,7 @@
 Every closed loop in the project goes through `unroll`: the base model's
 closed-loop evaluation (`irl.train.evaluate`), the ground-truth controllers'
 evaluation (`irl.analysis.control_rollouts`), raw-action RL and internal RL
-(`irl.rl.train`, whose "environment" is the internal environment's raw step).
+(`irl.rl.rollouts`, whose "environment" is the internal environment's raw step).
 What differs between them is only the policy, a pure function
 
   policy(policy_state, obs [B, ...], env_state, key) -> (action [B, ...],

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from absl import logging
 import ml_collections
 
+from irl.rl import methods as rl_methods
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
@@ -383,8 +384,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
         lines.append(f"| {method} | {_fmt(r['median'])} | {_fmt(r['q25'])} "
                      f"| {_fmt(r['q75'])} | {r['episodes']} |")
       lines.append('')
-    from irl.rl import train as rl_train
-    lines += _figure(workdir, f'{rl_train.fig8_dir(config)}/fig8_success.png',
+    lines += _figure(workdir, f'{rl_methods.fig8_dir(config)}/fig8_success.png',
                      'success vs episodes')
   shown = {l[l.index('](') + 2:-1] for l in lines if l.startswith('![')}
   others = sorted(

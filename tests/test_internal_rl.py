@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from configs import gridworld
+from irl.rl import rollouts as rl_rollouts
+from irl.rl import methods as rl_methods
 from irl import config as config_lib
 from irl.analysis import fig8
 from irl.envs import gridworld_pinpad as gw
@@ -267,7 +269,7 @@ def test_episode_that_ends_mid_abstract_action_stops():
 @functools.lru_cache(maxsize=None)
 def _policy():
   c = _config()
-  return policy_lib.LatentPolicy(rlt.policy_config(c, 8))
+  return policy_lib.LatentPolicy(rl_methods.policy_config(c, 8))
 
 
 @functools.lru_cache(maxsize=None)
@@ -277,7 +279,7 @@ def _policy_params():
 
 
 def _rollout(env, batch, key):
-  return jax.jit(functools.partial(rlt.internal_rollout, env, _policy(),
+  return jax.jit(functools.partial(rl_rollouts.internal_rollout, env, _policy(),
                                    batch))(_policy_params(), _frozen(), key)
 
 
@@ -322,7 +324,7 @@ def test_flat_rollout_is_the_abstract_step_schedule():
     live = ~state.done
     cache = ienv.select_where(live, new_cache, cache)
     keys = jax.vmap(jax.random.fold_in)(state.key,
-                                        rlt._NOISE_OFFSET + state.decisions)
+                                        rl_rollouts.NOISE_OFFSET + state.decisions)
     noise = jax.vmap(lambda k_: jax.random.normal(k_, (8,)))(keys)
     z = mean[:, 0] + jnp.exp(log_std[:, 0]) * noise
     proposals.append(np.where(live[:, None], z, 0.0))
@@ -414,7 +416,7 @@ def test_bad_rl_fields_raise(field, value, match):
   c = _config()
   c.rl[field] = value
   with pytest.raises(config_utils.ConfigError, match=match):
-    rlt.validate(c)
+    rl_methods.validate(c)
 
 
 def test_presets_validate():
@@ -422,8 +424,8 @@ def test_presets_validate():
     c = gridworld.get_config(preset)
     for method in ('internal', 'raw_action', 'no_temporal_abstraction',
                    'cotrained'):
-      rlt.validate(rlt.method_config(c, method))
-  assert rlt.decision_slots(rlt.method_config(c, 'no_temporal_abstraction')
+      rl_methods.validate(rl_methods.method_config(c, method))
+  assert rl_methods.decision_slots(rl_methods.method_config(c, 'no_temporal_abstraction')
                             ) == c.env.max_steps
 
 
@@ -460,7 +462,7 @@ def _fake_runs(config, workdir):
   ckpt.maybe_save(config.pretrain.num_steps, pt.replace(params=frozen.base),
                   force=True)
   ckpt.close()
-  mc_config = rlt.method_config(config, 'internal')
+  mc_config = rl_methods.method_config(config, 'internal')
   state = mct.make_trainer(mc_config).init(jax.random.key(0), frozen.base, 0.1)
   state = state.replace(params={'metacontroller': frozen.module})
   ckpt = mct.checkpointer(mc_config, workdir)
@@ -479,10 +481,10 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
   assert summary['skipped'] == ['compile']
   # This config's post-training task is not the paper's: its runs are
   # tagged with the task.
-  assert rlt.fig8_dir(c) == 'fig8_task_0'
+  assert rl_methods.fig8_dir(c) == 'fig8_task_0'
   for method in ('internal', 'raw_action'):
     assert summary['final_success'][method]['episodes'] == 32
-    run = rlt.run_name(rlt.method_config(c, method))
+    run = rl_methods.run_name(rl_methods.method_config(c, method))
     assert run == f'rl_{method}_task_0'
     rows = (tmp_path / run / 'success.csv').read_text().split()
     assert len(rows) == 1 + 2 * len(c.rl.seeds)

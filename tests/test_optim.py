@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from configs import gridworld
+from irl.rl import methods as rl_methods
 from irl import optim
 from irl.train import compile as compile_train
 from irl.train import metacontroller as mct
@@ -81,10 +82,9 @@ def test_wsd_needs_a_decay_that_fits():
 def _validate(c, name):
   from irl import config as config_lib
   from irl.analysis import controllability, probes
-  from irl.rl import train as rl_train
   {'pretrain': config_lib.validate_gridworld, 'probe': probes.validate,
    'control': controllability.validate, 'metacontroller': mct.validate,
-   'compile': compile_train.validate, 'rl': rl_train.validate}[name](c)
+   'compile': compile_train.validate, 'rl': rl_methods.validate}[name](c)
 
 
 def test_decaying_trainers_are_keyed_on_their_length():

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from irl.rl import methods as rl_methods
 from irl.analysis.figures import plt, save_figure
 from irl.rl import train as rl_train
 from irl.utils import checkpoint as ckpt_lib
@@ -85,8 +86,8 @@ def run_curve(config: ml_collections.ConfigDict, workdir: str,
   """One method's curve from its metrics: `success.csv` (update, episodes,
   seed, success averaged over the chunk of `rl.log_every` updates) and
   `success.png` in its run folder; returns the curve."""
-  cfg = rl_train.method_config(config, method)
-  out_dir = os.path.join(workdir, rl_train.run_name(cfg))
+  cfg = rl_methods.method_config(config, method)
+  out_dir = os.path.join(workdir, rl_methods.run_name(cfg))
   os.makedirs(out_dir, exist_ok=True)
   curve = rl_train.success_curve(_jsonl(cfg, workdir),
                                  [int(s) for s in cfg.rl.seeds])
@@ -98,7 +99,7 @@ def run_curve(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _jsonl(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return os.path.join(workdir, 'metrics', f'{rl_train.run_name(config)}.jsonl')
+  return os.path.join(workdir, 'metrics', f'{rl_methods.run_name(config)}.jsonl')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
@@ -125,13 +126,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       logging.warning('fig8: skipping %s: %s', method, e)
       missing[method] = str(e)
       continue
-    cfg = rl_train.method_config(config, method)
+    cfg = rl_methods.method_config(config, method)
     curves[method] = (run_curve(config, workdir, method), cfg.rl.batch_size)
   if not curves:
     raise ckpt_lib.MissingInputError(
         f'no method of Fig. 8 ({", ".join(missing)}) has its inputs in this '
         f'workdir; the first, {methods[0]}: {missing[methods[0]]}')
-  out_dir = os.path.join(workdir, rl_train.fig8_dir(config))
+  out_dir = os.path.join(workdir, rl_methods.fig8_dir(config))
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'fig8.csv'), 'w', newline='') as f:
     w = csv.writer(f)

@@ -1,7 +1,7 @@
 """The rate-distortion sweep of Fig. 7: α × seeds per base-model mode.
 
 `run(config, workdir)` trains every (mode, α, seed) of `config.rate_distortion`
-through `irl.train.metacontroller.train_group` (the runs of a group share one
+through `train_group` (the runs of a group share one
 `jax.vmap` and one resumable checkpoint), skips the groups whose results are
 on record, and writes `<workdir>/rate_distortion/results.{json,csv}` and
 `rate_distortion.png` (action NLL against KL; filled markers where the
@@ -11,16 +11,23 @@ held-out F1 reaches `rate_distortion.f1_threshold`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from irl.analysis import figures
+from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
 
 RESULT_FIELDS = (
     'base_model', 'kl_weight', 'seed', 'num_steps', 'action_nll', 'kl',
@@ -51,6 +58,76 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
   os.replace(path + '.tmp', path)
   figures.rate_distortion_figure(
       os.path.join(out_dir, 'rate_distortion.png'), records, f1_threshold)
+
+
+# --------------------------------------------------------------------------
+# The runs of one group, trained together.
+
+
+def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
+               ) -> str:
+  """The checkpoint name of a group of rate-distortion runs."""
+  digest = hashlib.sha1(json.dumps([mode, runs, num_steps]).encode()
+                        ).hexdigest()[:10]
+  return f'{mode}_{digest}'
+
+
+def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
+                 group: list[tuple[float, int]], num_steps: int,
+                 base_params: Any) -> list[dict]:
+  """Trains the runs (α, seed) of one group together under one `jax.vmap`,
+  resuming from `<workdir>/checkpoints/rate_distortion/<group_name>`, and
+  returns their held-out records (`mct.summarise_eval` plus the run's mode, α,
+  seed and steps). A run uses metacontroller.seed = its seed and kl_weight
+  = its α, exactly as a single `train` run would."""
+  m = config.metacontroller
+  trainer = mct.make_trainer(config)
+  name = group_name(mode, group, num_steps)
+  alphas = jnp.asarray([a for a, _ in group], jnp.float32)
+  keys = jnp.stack([jax.random.key(s) for _, s in group])
+  init = jax.vmap(trainer.init, in_axes=(0, None, 0))(keys, base_params,
+                                                     alphas)
+  fp = mct.fingerprint(config)
+  fp['group'] = {'runs': [list(r) for r in group]}
+  ckpt = ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', 'rate_distortion', name),
+      save_every=m.save_every, max_to_keep=1, fingerprint=fp,
+      added_fields=mct.ADDED_FIELDS)
+  state, start = ckpt.restore_or_init(init)
+  chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
+  state, frozen_params = ckpt_lib.on_device(
+      (state, base_params if mode == 'frozen' else None))
+  writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
+                                     resume_step=start)
+  tags = [f'a{a:g}_s{s}' for a, s in group]
+
+  def scalars(metrics, *_):
+    out = {k: float(metrics[k].mean()) for k in ('action_nll', 'kl')}
+    for i, tag in enumerate(tags):
+      for k in ('action_nll', 'kl', 'switches_per_episode'):
+        out[f'{tag}/{k}'] = metrics[k][i]
+    return out
+
+  state, _ = loop.run(
+      lambda s: chunk(s, frozen_params), state, num_steps=num_steps,
+      log_every=m.log_every, start=start,
+      desc=f'rate_distortion {mode} ({len(group)} runs)', writer=writer,
+      checkpointer=ckpt, show=('action_nll', 'kl'), scalars=scalars)
+  ckpt.close()
+  writer.close()
+
+  batch_fn = jax.jit(jax.vmap(trainer.evaluate_batch, in_axes=(0, None,
+                                                                None)))
+  arrays = mct.collect_eval(
+      config, lambda k: batch_fn(state.params, frozen_params, k),
+      mct.eval_key())
+  records = []
+  for i, (a, s) in enumerate(group):
+    summary = mct.summarise_eval(config,
+                                 {k: v[i] for k, v in arrays.items()})
+    summary.update(base_model=mode, kl_weight=a, seed=s, num_steps=num_steps)
+    records.append(summary)
+  return records
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -90,7 +167,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       if mode != 'cotrain_scratch' and base_params is None:
         base_params = pretrain.load_pretrained(cfg, workdir,
                                                'the rate-distortion sweep')
-      new = mct.train_group(cfg, workdir, mode, group, num_steps,
+      new = train_group(cfg, workdir, mode, group, num_steps,
                          None if mode == 'cotrain_scratch' else base_params)
       for r in new:
         r['aligned'] = bool(r['f1'] >= rd.f1_threshold)

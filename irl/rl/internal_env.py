@@ -21,7 +21,7 @@ Two schedules of the same raw step (`InternalEnv.raw_step`):
 - `InternalEnv.step(params, state, z)`: one abstract step, the environment
   API. Under a batch it costs max over episodes of the abstract action's
   length per call.
-- `irl.rl.train` runs whole episodes as one flat loop over raw steps and
+- `irl.rl.rollouts` runs whole episodes as one flat loop over raw steps and
   lets the policy act inline, at the raw steps where the gate fired (masked
   elsewhere). Per episode this is exactly the sequence of abstract steps
   (same randomness: action noise is keyed by the episode and raw time), at

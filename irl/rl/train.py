@@ -11,38 +11,17 @@
 internal methods, None for raw-action RL (whose θ is the trained policy).
 `train(config, workdir, method)` is the job (checkpoints, metrics, CSV, PNG).
 
-Methods (`rl.method`):
-  internal                 the method: metacontroller (learned β, frozen θ)
-  no_temporal_abstraction  metacontroller trained with β ≡ 1; β ≡ 1 in RL too,
-                           so every raw step is a decision
-  cotrained                metacontroller co-trained with θ
-                           (`rl.cotrained_base_model`: 'cotrain_scratch' as
-                           the paper's grid, or 'cotrain'); its θ is the env's
-  compile                  CompILE's abstract actions at the same layer
-  raw_action               PPO on the base model's own categorical action head
-                           over raw actions (`rl.raw_action_params`: 'all'
-                           parameters, or the 'action_head' alone); every raw
-                           step is a decision
+Methods and their configs: `irl.rl.methods`; rollouts: `irl.rl.rollouts`.
 
 Choices where the paper is silent (see also irl/rl/internal_env.py):
 - Episodes per update: `rl.batch_size`, all on the post-training task
   (`env.post_task`); a fresh batch per update, 1 epoch of 1 minibatch by
   default (so the first PPO step is at ratio 1: the clipped objective only
   acts with more epochs or minibatches).
-- Rollouts are one flat `lax.scan` over the T raw steps (finished episodes
-  idle, masked); the policy acts at the raw steps where the gate fired. (A
-  `while_loop` that stops once every episode is done would, under the vmap
-  over seeds, select its whole carry, KV caches included, every step.) Decisions are then compacted to [B, K] (K = `rl.max_decisions`
-  for methods with a learned gate, env.max_steps when every raw step is a
-  decision, so those are never truncated).
-- The policy's Gaussian noise for decision k of an episode is keyed by the
-  episode's key folded with 2^20 + k (the base model's action noise uses the
-  raw time step, < 2^20).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import os
@@ -55,253 +34,28 @@ import ml_collections
 import numpy as np
 import optax
 
-from irl import acting
 from irl import config as config_lib
 from irl import optim
 from irl.envs import registry
-from irl.envs import tasks as tasks_lib
-from irl.models import BaseModel, init_cache
+from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
 from irl.rl import internal_env as ienv
+from irl.rl import methods
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
+from irl.rl import rollouts
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
 ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('rl'),
                 **optim.added_fields('metacontroller'),
                 **optim.added_fields('compile')}
-
-METHODS = ('internal', 'raw_action', 'no_temporal_abstraction', 'cotrained',
-           'compile')
-RAW_ACTION_PARAMS = ('all', 'action_head')
-_NOISE_OFFSET = 1 << 20
-
-# --------------------------------------------------------------------------
-# Config.
-
-
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad `rl.*` field."""
-  config_lib.validate_gridworld(config)
-  r = config.rl
-  check_choice(r.method, 'rl.method', METHODS)
-  check(len(r.seeds) > 0, 'rl.seeds', 'must list at least one seed')
-  for i, s in enumerate(r.seeds):
-    check_int(s, f'rl.seeds[{i}]', minimum=0)
-  check(len(set(r.seeds)) == len(r.seeds), 'rl.seeds',
-        f'{list(r.seeds)} lists a seed twice')
-  for name in ('num_updates', 'batch_size', 'num_epochs', 'num_minibatches',
-               'log_every', 'save_every', 'keep_checkpoints', 'max_decisions',
-               'policy_width', 'policy_heads', 'policy_mlp_dim'):
-    check_int(r[name], f'rl.{name}', minimum=1)
-  check(r.num_updates % r.log_every == 0, 'rl.num_updates',
-        f'{r.num_updates} must be a multiple of rl.log_every={r.log_every}')
-  check(r.save_every % r.log_every == 0, 'rl.save_every',
-        f'{r.save_every} must be a multiple of rl.log_every={r.log_every}')
-  check(r.batch_size % r.num_minibatches == 0, 'rl.num_minibatches',
-        f'{r.num_minibatches} must divide rl.batch_size={r.batch_size}')
-  check(r.batch_size >= 2, 'rl.batch_size',
-        f'{r.batch_size} must be >= 2 (advantages are batch-normalised)')
-  check(r.policy_width % r.policy_heads == 0, 'rl.policy_heads',
-        f'{r.policy_heads} must divide rl.policy_width={r.policy_width}')
-  check_range(r.learning_rate, 'rl.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(r, 'rl', optimiser_steps(r))
-  check_range(r.weight_decay, 'rl.weight_decay', 0.0)
-  check_range(r.grad_clip, 'rl.grad_clip', 0.0)
-  check_range(r.clip_eps, 'rl.clip_eps', 0.0, None, lo_inclusive=False)
-  check_range(r.entropy_coef, 'rl.entropy_coef', 0.0)
-  check_range(r.advantage_eps, 'rl.advantage_eps', 0.0, None,
-              lo_inclusive=False)
-  check_range(r.switch_threshold, 'rl.switch_threshold', 0.0, 1.0)
-  check_range(r.temperature, 'rl.temperature', 0.0, None, lo_inclusive=False)
-  check_range(r.init_log_std, 'rl.init_log_std', policy_lib.LOG_STD_MIN,
-              policy_lib.LOG_STD_MAX)
-  check_choice(r.raw_action_params, 'rl.raw_action_params', RAW_ACTION_PARAMS)
-  check_choice(r.cotrained_base_model, 'rl.cotrained_base_model',
-               ('cotrain', 'cotrain_scratch'))
-  for i, m in enumerate(r.fig8_methods):
-    check_choice(m, f'rl.fig8_methods[{i}]', METHODS)
-  config_lib.env_params(config, post=True)
-  if r.method in ('internal', 'no_temporal_abstraction', 'cotrained'):
-    mct.validate(method_config(config, r.method))
-  return config
-
-
-def method_config(config: ml_collections.ConfigDict, method: str | None = None
-                  ) -> ml_collections.ConfigDict:
-  """A copy of config with `rl.method` and the metacontroller it reads."""
-  c = copy.deepcopy(config)
-  c.unlock()
-  method = method or c.rl.method
-  c.rl.method = method
-  if method == 'internal':
-    c.metacontroller.switching, c.metacontroller.base_model = 'learned', 'frozen'
-  elif method == 'no_temporal_abstraction':
-    c.metacontroller.switching, c.metacontroller.base_model = 'always', 'frozen'
-  elif method == 'cotrained':
-    c.metacontroller.switching = 'learned'
-    c.metacontroller.base_model = c.rl.cotrained_base_model
-  return c
-
-
-def task_suffix(config: ml_collections.ConfigDict) -> str:
-  """'' for the paper's post-training task, '_task_<task>' for any other, so
-  RL runs on several novel tasks share one workdir (and its base model,
-  metacontrollers and CompILE) side by side."""
-  post = config.env.post_task
-  return '' if post == tasks_lib.format_task(tasks_lib.GRID_POST_TASK) else (
-      f'_task_{post}')
-
-
-def run_name(config: ml_collections.ConfigDict) -> str:
-  return f'rl_{config.rl.method}{task_suffix(config)}'
-
-
-def fig8_dir(config: ml_collections.ConfigDict) -> str:
-  """Output folder of Fig. 8, relative to the workdir."""
-  return f'fig8{task_suffix(config)}'
-
-
-def decision_slots(config: ml_collections.ConfigDict) -> int:
-  """K: `rl.max_decisions` where a learned gate decides when to act;
-  env.max_steps where every raw step is a decision (never truncated)."""
-  if config.rl.method in ('raw_action', 'no_temporal_abstraction'):
-    return int(config.env.max_steps)
-  return min(int(config.rl.max_decisions), int(config.env.max_steps))
-
-
-def policy_config(config: ml_collections.ConfigDict, latent_dim: int
-                  ) -> policy_lib.PolicyConfig:
-  r = config.rl
-  return policy_lib.PolicyConfig(
-      latent_dim=latent_dim, width=r.policy_width, num_heads=r.policy_heads,
-      mlp_dim=r.policy_mlp_dim, init_log_std=float(r.init_log_std))
-
-
-# --------------------------------------------------------------------------
-# Rollouts.
-
-
-@flax.struct.dataclass
-class Decisions:
-  """A batch of episodes as their decisions, compacted to [B, K].
-
-  Attributes:
-    inputs: what the policy reads at each decision: [B, K, n_e] residuals
-      (internal) or [B, K, obs_dim] observations (raw action).
-    actions: [B, K, n_z] proposals z̃ or [B, K] int32 raw actions.
-    log_prob: [B, K] log π_old of the actions.
-    valid: [B, K] bool.
-    returns: [B] summed reward.
-    stats: per-episode [B] statistics (success, raw steps, decisions, ...).
-  """
-  inputs: jax.Array
-  actions: jax.Array
-  log_prob: jax.Array
-  valid: jax.Array
-  returns: jax.Array
-  stats: dict
-
-
-def _compact(fire: jax.Array, slots: int, *records: jax.Array
-             ) -> tuple[jax.Array, list[jax.Array]]:
-  """Time-major records [T, B, ...] at the steps where fire [T, B] -> [B, K, ...]
-  in time order, and the valid mask [B, K]."""
-  fire_bt = fire.T
-  order = jnp.argsort(~fire_bt, axis=1, stable=True)[:, :slots]   # [B, K]
-  valid = jnp.arange(slots)[None] < fire_bt.sum(1)[:, None]
-  out = []
-  for x in records:
-    x = jnp.swapaxes(x, 0, 1)
-    idx = order.reshape(order.shape + (1,) * (x.ndim - 2))
-    out.append(jnp.take_along_axis(x, idx, axis=1))
-  return valid, out
-
-
-def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
-                     batch_size: int, policy_params: Any,
-                     frozen: ienv.InternalEnvParams, key: jax.Array
-                     ) -> Decisions:
-  """B episodes of the policy in the internal environment (one flat loop)."""
-  slots = env.max_decisions
-  n_z = env.latent_dim
-
-  def policy_fn(pcache, e, state, _):
-    # Acts only where the gate fired; the noise is keyed by the episode and
-    # its decision count, so the abstract-step schedule draws the same.
-    fire = env.fires(state)
-    decide = fire & (state.decisions < slots)
-    mean, log_std, new_pcache = policy.apply(policy_params, e[:, None],
-                                             pcache)
-    pcache = ienv.select_where(decide, new_pcache, pcache)
-    mean, log_std = mean[:, 0], log_std[:, 0]
-    keys = jax.vmap(jax.random.fold_in)(state.key,
-                                        _NOISE_OFFSET + state.decisions)
-    noise = jax.vmap(lambda k: jax.random.normal(k, (n_z,)))(keys)
-    proposal = mean + jnp.exp(log_std) * noise
-    log_prob = policy_lib.gaussian_log_prob(proposal, mean, log_std)
-    return proposal, pcache, {'log_prob': log_prob, 'decide': decide}
-
-  internal = env.as_env(frozen)
-  state, e = internal.reset(key, batch_size)
-  state, _, _, trace = acting.unroll(
-      internal, policy_fn, state, e, policy.initial_cache(batch_size), key,
-      env.max_steps)
-  e, z = trace.obs, trace.action
-  logp, decide = trace.extras['log_prob'], trace.extras['decide']
-  valid, (e, z, logp) = _compact(decide, slots, e, z, logp)
-  return Decisions(inputs=e, actions=z, log_prob=logp, valid=valid,
-                   returns=state.episode_return,
-                   stats=_episode_stats(state.env, env.env_params,
-                                        state.raw_steps, state.decisions,
-                                        state.truncated,
-                                        state.episode_return))
-
-
-def _episode_stats(env_state, env_params, raw_steps, decisions, truncated,
-                   returns):
-  if not hasattr(env_state, 'task_pos'):   # a scripted test environment
-    return {'success': (returns > 0).astype(jnp.float32),
-            'raw_steps': raw_steps.astype(jnp.float32),
-            'decisions': decisions.astype(jnp.float32),
-            'truncated': truncated.astype(jnp.float32)}
-  return {'success': env_state.success.astype(jnp.float32),
-          'pairs_done': (env_state.task_pos // env_params.subgoal_size
-                         ).astype(jnp.float32),
-          'colours_done': env_state.task_pos.astype(jnp.float32),
-          'raw_steps': raw_steps.astype(jnp.float32),
-          'decisions': decisions.astype(jnp.float32),
-          'truncated': truncated.astype(jnp.float32)}
-
-
-def raw_action_rollout(model: BaseModel, env: registry.Environment,
-                       env_params: Any, batch_size: int, temperature: float,
-                       params: Any, key: jax.Array) -> Decisions:
-  """B episodes of the base model sampling raw actions (its own policy)."""
-  batched = env.batched(env_params)
-  k_reset, k_act = jax.random.split(key)
-  state, obs = batched.reset(k_reset, batch_size)
-  state, _, _, trace = acting.unroll(
-      batched, acting.model_policy(model, params, temperature), state, obs,
-      init_cache(model.config, batch_size), k_act, env_params.max_steps)
-  swap = lambda x: jnp.swapaxes(x, 0, 1)
-  ret = trace.reward.sum(0)
-  zeros = jnp.zeros((batch_size,), bool)
-  return Decisions(inputs=swap(trace.obs), actions=swap(trace.action),
-                   log_prob=swap(trace.extras['log_prob']),
-                   valid=swap(trace.live), returns=ret,
-                   stats=_episode_stats(state, env_params, state.time,
-                                        state.time, zeros, ret))
 
 
 # --------------------------------------------------------------------------
@@ -322,15 +76,10 @@ class Learner(NamedTuple):
   policy: policy_lib.LatentPolicy | None
   model: BaseModel
   init: Callable[[jax.Array, Any], RLState]
-  rollout: Callable[[Any, Any, jax.Array], Decisions]
+  rollout: Callable[[Any, Any, jax.Array], rollouts.Decisions]
   loss: Callable[..., tuple[jax.Array, dict]]
   update: Callable[[RLState, Any], tuple[RLState, dict]]
   train_chunk: Callable[[RLState, Any], tuple[RLState, dict]]
-
-
-def optimiser_steps(r: ml_collections.ConfigDict) -> int:
-  """Optimiser steps of an RL run (what its learning-rate schedule counts)."""
-  return r.num_updates * r.num_epochs * r.num_minibatches
 
 
 def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
@@ -344,8 +93,8 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
   fixed layout). Learners are cached by config, module and environment (pass
   the same objects to share compilations).
   """
-  config = method_config(config, method)
-  validate(config)
+  config = methods.method_config(config, method)
+  methods.validate(config)
   if module is None and config.rl.method == 'compile':
     module = compile_module(config)
   key = config_utils.factory_key(
@@ -373,7 +122,7 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
                                   env_params.max_steps + 1))
   model = BaseModel(model_config)
   batch = r.batch_size
-  tx = optim.section_optimizer(r, optimiser_steps(r))
+  tx = optim.section_optimizer(r, methods.optimiser_steps(r))
 
   if method == 'raw_action':
     internal = policy = None
@@ -391,7 +140,7 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
 
     def rollout(params, frozen, key):
       del frozen
-      return raw_action_rollout(model, env, env_params, batch,
+      return rollouts.raw_action_rollout(model, env, env_params, batch,
                                 r.temperature, params, key)
 
     def log_prob_fn(params, frozen, inputs, actions):
@@ -411,16 +160,17 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
     internal = ienv.InternalEnv(
         model=model, module=module, env=env, env_params=env_params,
         switch_threshold=float(r.switch_threshold),
-        max_decisions=decision_slots(config),
+        max_decisions=methods.decision_slots(config),
         temperature=float(r.temperature))
-    policy = policy_lib.LatentPolicy(policy_config(config, module.latent_dim))
+    policy = policy_lib.LatentPolicy(
+        methods.policy_config(config, module.latent_dim))
 
     def init(key, source):
       del source
       return policy.init(key, jnp.zeros((1, 1, model.config.width)))
 
     def rollout(params, frozen, key):
-      return internal_rollout(internal, policy, batch, params, frozen, key)
+      return rollouts.internal_rollout(internal, policy, batch, params, frozen, key)
 
     def log_prob_fn(params, frozen, inputs, actions):
       del frozen
@@ -429,7 +179,7 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
               policy_lib.gaussian_entropy(log_std),
               {'log_std': log_std.mean(-1)})
 
-  def loss_fn(params, frozen, mb: Decisions, advantage):
+  def loss_fn(params, frozen, mb: rollouts.Decisions, advantage):
     logp, entropy, extra = log_prob_fn(params, frozen, mb.inputs, mb.actions)
     loss, metrics = ppo.ppo_clip_loss(logp, mb.log_prob, advantage, mb.valid,
                                       r.clip_eps, entropy, r.entropy_coef)
@@ -568,10 +318,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   task other than the paper's), where `irl.analysis.fig8.run_curve` draws
   the curve.
   """
-  config = method_config(config, method)
-  validate(config)
+  config = methods.method_config(config, method)
+  methods.validate(config)
   r = config.rl
-  name = run_name(config)
+  name = methods.run_name(config)
   frozen, source, module = frozen_params(config, workdir)
   learner = make_learner(config, module=module)
   out_dir = os.path.join(workdir, name)

@@ -27,7 +27,6 @@ RL.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from typing import Any, Callable, NamedTuple
@@ -51,7 +50,6 @@ from irl.train import pretrain
 from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils import metrics as metrics_lib
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 BASE_MODEL_MODES = ('frozen', 'cotrain', 'cotrain_scratch')
@@ -512,72 +510,3 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   writer.close()
   ckpt.close()
   return summary
-
-
-# --------------------------------------------------------------------------
-# Rate-distortion runs (Fig. 7; the sweep is irl/analysis/rate_distortion.py).
-
-
-def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
-               ) -> str:
-  """The checkpoint name of a group of rate-distortion runs."""
-  digest = hashlib.sha1(json.dumps([mode, runs, num_steps]).encode()
-                        ).hexdigest()[:10]
-  return f'{mode}_{digest}'
-
-
-def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
-                 group: list[tuple[float, int]], num_steps: int,
-                 base_params: Any) -> list[dict]:
-  """Trains the runs (α, seed) of one group together under one `jax.vmap`,
-  resuming from `<workdir>/checkpoints/rate_distortion/<group_name>`, and
-  returns their held-out records (`summarise_eval` plus the run's mode, α,
-  seed and steps). A run uses metacontroller.seed = its seed and kl_weight
-  = its α, exactly as a single `train` run would."""
-  m = config.metacontroller
-  trainer = make_trainer(config)
-  name = group_name(mode, group, num_steps)
-  alphas = jnp.asarray([a for a, _ in group], jnp.float32)
-  keys = jnp.stack([jax.random.key(s) for _, s in group])
-  init = jax.vmap(trainer.init, in_axes=(0, None, 0))(keys, base_params,
-                                                     alphas)
-  fp = fingerprint(config)
-  fp['group'] = {'runs': [list(r) for r in group]}
-  ckpt = ckpt_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints', 'rate_distortion', name),
-      save_every=m.save_every, max_to_keep=1, fingerprint=fp,
-      added_fields=ADDED_FIELDS)
-  state, start = ckpt.restore_or_init(init)
-  chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None)))
-  state, frozen_params = ckpt_lib.on_device(
-      (state, base_params if mode == 'frozen' else None))
-  writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
-                                     resume_step=start)
-  tags = [f'a{a:g}_s{s}' for a, s in group]
-
-  def scalars(metrics, *_):
-    out = {k: float(metrics[k].mean()) for k in ('action_nll', 'kl')}
-    for i, tag in enumerate(tags):
-      for k in ('action_nll', 'kl', 'switches_per_episode'):
-        out[f'{tag}/{k}'] = metrics[k][i]
-    return out
-
-  state, _ = loop.run(
-      lambda s: chunk(s, frozen_params), state, num_steps=num_steps,
-      log_every=m.log_every, start=start,
-      desc=f'rate_distortion {mode} ({len(group)} runs)', writer=writer,
-      checkpointer=ckpt, show=('action_nll', 'kl'), scalars=scalars)
-  ckpt.close()
-  writer.close()
-
-  batch_fn = jax.jit(jax.vmap(trainer.evaluate_batch, in_axes=(0, None,
-                                                                None)))
-  arrays = collect_eval(config,
-                        lambda k: batch_fn(state.params, frozen_params, k),
-                        eval_key())
-  records = []
-  for i, (a, s) in enumerate(group):
-    summary = summarise_eval(config, {k: v[i] for k, v in arrays.items()})
-    summary.update(base_model=mode, kl_weight=a, seed=s, num_steps=num_steps)
-    records.append(summary)
-  return records
