@@ -100,22 +100,10 @@ def validate_model(m: ml_collections.ConfigDict, max_steps: int) -> None:
 
 
 def validate_pretrain(p: ml_collections.ConfigDict) -> None:
-  check_int(p.num_steps, 'pretrain.num_steps', minimum=1)
-  check_range(p.learning_rate, 'pretrain.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(p, 'pretrain', p.num_steps)
-  check_range(p.weight_decay, 'pretrain.weight_decay', 0.0)
+  optim.validate_trainer(p, 'pretrain')
   check_range(p.obs_loss_weight, 'pretrain.obs_loss_weight', 0.0)
-  check_range(p.grad_clip, 'pretrain.grad_clip', 0.0)
   check_range(p.future_action_weight, 'pretrain.future_action_weight', 0.0)
-  check_int(p.log_every, 'pretrain.log_every', minimum=1)
-  check_int(p.save_every, 'pretrain.save_every', minimum=1)
   check_int(p.keep_checkpoints, 'pretrain.keep_checkpoints', minimum=1)
-  check(p.num_steps % p.log_every == 0, 'pretrain.num_steps',
-        f'{p.num_steps} must be a multiple of pretrain.log_every={p.log_every}')
-  check(p.save_every % p.log_every == 0, 'pretrain.save_every',
-        f'{p.save_every} must be a multiple of pretrain.log_every='
-        f'{p.log_every}')
 
 
 def validate_eval(e: ml_collections.ConfigDict) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 import optax
 
-from irl.utils.config_utils import check, check_choice, check_int
+from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 SCHEDULES = ('constant', 'cosine', 'wsd')
 # The fields `add_schedule_fields` adds to a trainer's section, with their
@@ -41,6 +41,35 @@ def add_schedule_fields(section: ml_collections.ConfigDict) -> None:
 def added_fields(section_name: str) -> dict[str, Any]:
   """`{'<section>.lr_schedule': 'constant', ...}` for `Checkpointer`."""
   return {f'{section_name}.{k}': v for k, v in SCHEDULE_DEFAULTS.items()}
+
+
+def validate_trainer(section: ml_collections.ConfigDict, name: str,
+                     run_length: str = 'num_steps',
+                     total_steps: int | None = None) -> None:
+  """Raises ConfigError naming the first bad field of those every trainer's
+  section shares: the optimiser's (`learning_rate` > 0, the schedule,
+  `weight_decay` and, where present, `grad_clip` >= 0) and the run's cadence
+  (`log_every` divides the run length and, where present, `save_every`).
+
+  total_steps: optimiser steps of the run (default: the run length).
+  """
+  steps = section[run_length]
+  check_int(steps, f'{name}.{run_length}', minimum=1)
+  check_int(section.log_every, f'{name}.log_every', minimum=1)
+  check(steps % section.log_every == 0, f'{name}.{run_length}',
+        f'{steps} must be a multiple of {name}.log_every={section.log_every}')
+  if 'save_every' in section:
+    check_int(section.save_every, f'{name}.save_every', minimum=1)
+    check(section.save_every % section.log_every == 0, f'{name}.save_every',
+          f'{section.save_every} must be a multiple of {name}.log_every='
+          f'{section.log_every}')
+  check_range(section.learning_rate, f'{name}.learning_rate', 0.0, None,
+              lo_inclusive=False)
+  validate_schedule(section, name, steps if total_steps is None
+                    else total_steps)
+  check_range(section.weight_decay, f'{name}.weight_decay', 0.0)
+  if 'grad_clip' in section:
+    check_range(section.grad_clip, f'{name}.grad_clip', 0.0)
 
 
 def validate_schedule(section: ml_collections.ConfigDict, name: str,

@@ -56,8 +56,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad `control.*` field."""
   config_lib.validate_gridworld(config)
   c = config.control
-  for name in ('num_steps', 'batch_size', 'log_every', 'num_episodes',
-               'eval_batches'):
+  optim.validate_trainer(c, 'control')
+  for name in ('batch_size', 'num_episodes', 'eval_batches'):
     check_int(c[name], f'control.{name}', minimum=1)
   check_int(c.rank, 'control.rank', minimum=0)
   check_int(c.decoder_hidden, 'control.decoder_hidden', minimum=0)
@@ -67,13 +67,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     check(c.pool_episodes >= c.batch_size, 'control.pool_episodes',
           f'{c.pool_episodes} must be 0 (fresh data) or >= control.batch_size='
           f'{c.batch_size}')
-  check(c.num_steps % c.log_every == 0, 'control.num_steps',
-        f'{c.num_steps} must be a multiple of control.log_every='
-        f'{c.log_every}')
-  check_range(c.learning_rate, 'control.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(c, 'control', c.num_steps)
-  check_range(c.weight_decay, 'control.weight_decay', 0.0)
   check_range(c.temperature, 'control.temperature', 0.0, None,
               lo_inclusive=False)
   check(c.rank <= config.model.width, 'control.rank',

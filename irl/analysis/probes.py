@@ -65,7 +65,7 @@ from irl.train import loop
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils.config_utils import check, check_choice, check_int, check_range
+from irl.utils.config_utils import check, check_choice, check_int
 
 SPLITS = ('expert', 'pretrain')
 # Config fields that decide what a stored per-checkpoint result means.
@@ -77,16 +77,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad `probe.*` field."""
   config_lib.validate_gridworld(config)
   p = config.probe
-  for name in ('num_steps', 'batch_size', 'log_every', 'eval_episodes',
-               'eval_batch_size', 'max_segment_step'):
+  optim.validate_trainer(p, 'probe')
+  for name in ('batch_size', 'eval_episodes', 'eval_batch_size',
+               'max_segment_step'):
     check_int(p[name], f'probe.{name}', minimum=1)
   check_int(p.pool_episodes, 'probe.pool_episodes', minimum=0)
-  check(p.num_steps % p.log_every == 0, 'probe.num_steps',
-        f'{p.num_steps} must be a multiple of probe.log_every={p.log_every}')
-  check_range(p.learning_rate, 'probe.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(p, 'probe', p.num_steps)
-  check_range(p.weight_decay, 'probe.weight_decay', 0.0)
   check_choice(p.split, 'probe.split', SPLITS)
   check(isinstance(p.standardize, bool), 'probe.standardize',
         f'{p.standardize!r} must be True or False')

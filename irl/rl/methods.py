@@ -47,25 +47,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     check_int(s, f'rl.seeds[{i}]', minimum=0)
   check(len(set(r.seeds)) == len(r.seeds), 'rl.seeds',
         f'{list(r.seeds)} lists a seed twice')
-  for name in ('num_updates', 'batch_size', 'num_epochs', 'num_minibatches',
-               'log_every', 'save_every', 'keep_checkpoints', 'max_decisions',
-               'policy_width', 'policy_heads', 'policy_mlp_dim'):
+  for name in ('batch_size', 'num_epochs', 'num_minibatches',
+               'keep_checkpoints', 'max_decisions', 'policy_width',
+               'policy_heads', 'policy_mlp_dim'):
     check_int(r[name], f'rl.{name}', minimum=1)
-  check(r.num_updates % r.log_every == 0, 'rl.num_updates',
-        f'{r.num_updates} must be a multiple of rl.log_every={r.log_every}')
-  check(r.save_every % r.log_every == 0, 'rl.save_every',
-        f'{r.save_every} must be a multiple of rl.log_every={r.log_every}')
+  optim.validate_trainer(r, 'rl', 'num_updates', optimiser_steps(r))
   check(r.batch_size % r.num_minibatches == 0, 'rl.num_minibatches',
         f'{r.num_minibatches} must divide rl.batch_size={r.batch_size}')
   check(r.batch_size >= 2, 'rl.batch_size',
         f'{r.batch_size} must be >= 2 (advantages are batch-normalised)')
   check(r.policy_width % r.policy_heads == 0, 'rl.policy_heads',
         f'{r.policy_heads} must divide rl.policy_width={r.policy_width}')
-  check_range(r.learning_rate, 'rl.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(r, 'rl', optimiser_steps(r))
-  check_range(r.weight_decay, 'rl.weight_decay', 0.0)
-  check_range(r.grad_clip, 'rl.grad_clip', 0.0)
   check_range(r.clip_eps, 'rl.clip_eps', 0.0, None, lo_inclusive=False)
   check_range(r.entropy_coef, 'rl.entropy_coef', 0.0)
   check_range(r.advantage_eps, 'rl.advantage_eps', 0.0, None,

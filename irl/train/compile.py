@@ -91,9 +91,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad compile field."""
   config_lib.validate_gridworld(config)
   c = config.compile
-  for name in ('max_segments', 'latent_dim', 'head_hidden', 'num_steps',
-               'batch_size', 'seq_len', 'log_every', 'save_every',
-               'keep_checkpoints', 'eval_episodes', 'eval_batch_size'):
+  optim.validate_trainer(c, 'compile')
+  for name in ('max_segments', 'latent_dim', 'head_hidden', 'batch_size',
+               'seq_len', 'keep_checkpoints', 'eval_episodes',
+               'eval_batch_size'):
     check_int(c[name], f'compile.{name}', minimum=1)
   check(c.max_segments >= 2, 'compile.max_segments',
         f'{c.max_segments} must be >= 2 (one boundary at least)')
@@ -121,18 +122,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check(config.model.backbone != 'transformer'
         or c.seq_len <= config.model.max_len, 'compile.seq_len',
         f'{c.seq_len} must be <= model.max_len={config.model.max_len}')
-  check_range(c.learning_rate, 'compile.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(c, 'compile', c.num_steps)
-  check_range(c.weight_decay, 'compile.weight_decay', 0.0)
-  check_range(c.grad_clip, 'compile.grad_clip', 0.0)
   check_range(c.switch_threshold, 'compile.switch_threshold', 0.0, 1.0)
-  check(c.num_steps % c.log_every == 0, 'compile.num_steps',
-        f'{c.num_steps} must be a multiple of compile.log_every='
-        f'{c.log_every}')
-  check(c.save_every % c.log_every == 0, 'compile.save_every',
-        f'{c.save_every} must be a multiple of compile.log_every='
-        f'{c.log_every}')
   return config
 
 

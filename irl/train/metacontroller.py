@@ -94,10 +94,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad metacontroller field."""
   config_lib.validate_gridworld(config)
   m = config.metacontroller
+  optim.validate_trainer(m, 'metacontroller')
   for name in ('latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
-               'history_dim', 'encoder_hidden', 'switch_hidden', 'num_steps',
-               'batch_size', 'seq_len', 'log_every', 'save_every',
-               'keep_checkpoints', 'eval_episodes', 'eval_batch_size'):
+               'history_dim', 'encoder_hidden', 'switch_hidden', 'batch_size',
+               'seq_len', 'keep_checkpoints', 'eval_episodes',
+               'eval_batch_size'):
     check_int(m[name], f'metacontroller.{name}', minimum=1)
   for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
                'trace_episodes'):
@@ -117,18 +118,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)
   check(m.seq_len <= config.env.max_steps, 'metacontroller.seq_len',
         f'{m.seq_len} must be <= env.max_steps={config.env.max_steps}')
-  check_range(m.learning_rate, 'metacontroller.learning_rate', 0.0, None,
-              lo_inclusive=False)
-  optim.validate_schedule(m, 'metacontroller', m.num_steps)
-  check_range(m.weight_decay, 'metacontroller.weight_decay', 0.0)
-  check_range(m.grad_clip, 'metacontroller.grad_clip', 0.0)
   check_range(m.switch_threshold, 'metacontroller.switch_threshold', 0.0, 1.0)
-  check(m.num_steps % m.log_every == 0, 'metacontroller.num_steps',
-        f'{m.num_steps} must be a multiple of metacontroller.log_every='
-        f'{m.log_every}')
-  check(m.save_every % m.log_every == 0, 'metacontroller.save_every',
-        f'{m.save_every} must be a multiple of metacontroller.log_every='
-        f'{m.log_every}')
   if 'rate_distortion' in config:
     r = config.rate_distortion
     check(len(r.kl_weights) > 0, 'rate_distortion.kl_weights',
