@@ -43,6 +43,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 
 from irl.data import stream as stream_lib
+from irl.envs import gridworld_autoreset
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import registry
 from irl.envs import tasks
@@ -151,7 +152,7 @@ def _scan_runner(reset_fn, step_fn, num_actions, num_envs, num_steps):
 
 def gridworld_runner(num_envs, num_steps, pool):
   params = gw.EnvParams()
-  env = gw.AutoReset(params, pool)
+  env = gridworld_autoreset.AutoReset(params, pool)
 
   def step_fn(state, action):
     state, obs, reward, _, _ = env.step(state, action)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from irl.envs import gridworld_autoreset
 from irl.envs import gridworld_pinpad as gw
+from irl.envs import gridworld_render
 from irl.envs import tasks
 
 PARAMS = gw.EnvParams().validate()
@@ -202,7 +204,7 @@ def test_threefry_block_matches_jax():
   import jax.extend.random as jer  # pylint: disable=g-import-not-at-top
   keys = jax.random.key_data(jax.random.split(jax.random.key(3), 64))
   counters = jnp.arange(64, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)
-  ours = jax.jit(jax.vmap(gw.threefry2x32_block))(keys, counters)
+  ours = jax.jit(jax.vmap(gridworld_autoreset.threefry2x32_block))(keys, counters)
   theirs = jax.vmap(lambda k, c: jnp.stack(jer.threefry_2x32(
       k, jnp.stack([c, jnp.uint32(0)]))))(keys, counters)
   np.testing.assert_array_equal(ours, theirs)
@@ -211,7 +213,7 @@ def test_threefry_block_matches_jax():
 @pytest.mark.parametrize('use_pool', [False, True])
 def test_auto_reset_starts_fresh_episodes(use_pool):
   pool = gw.sample_layout_pool(jax.random.key(0), PARAMS, 32) if use_pool else None
-  env = gw.AutoReset(PARAMS, pool)
+  env = gridworld_autoreset.AutoReset(PARAMS, pool)
 
   @jax.jit
   def run(key):
@@ -249,13 +251,15 @@ def test_auto_reset_starts_fresh_episodes(use_pool):
 
 def test_render_shows_layout_and_agent():
   state, _ = gw.reset(jax.random.key(0), PARAMS)
-  img = gw.render(state, PARAMS, cell_px=10)
+  img = gridworld_render.render(state, PARAMS, cell_px=10)
   assert img.shape == (70, 70, 3) and img.dtype == np.uint8
   r, c = divmod(int(state.agent), G)
-  np.testing.assert_array_equal(img[r * 10 + 5, c * 10 + 5], gw.AGENT_RGB)
+  np.testing.assert_array_equal(img[r * 10 + 5, c * 10 + 5],
+                                gridworld_render.AGENT_RGB)
   colour0 = int(state.colour_cell[0])
   r, c = divmod(colour0, G)
-  np.testing.assert_array_equal(img[r * 10 + 5, c * 10 + 5], gw.PALETTE[0])
+  np.testing.assert_array_equal(img[r * 10 + 5, c * 10 + 5],
+                                gridworld_render.PALETTE[0])
 
 
 def test_task_tables():

@@ -29,6 +29,7 @@ import ml_collections
 from irl import acting
 from irl.envs import gridworld_expert
 from irl.envs import gridworld_pinpad
+from irl.envs import gridworld_render
 from irl.envs import tasks as tasks_lib
 
 
@@ -138,7 +139,7 @@ GRIDWORLD = register(Environment(
     action_spec=lambda params: ActionSpec('discrete',
                                           gridworld_pinpad.NUM_ACTIONS),
     expert_rollout=gridworld_expert.rollout,
-    render_observation=gridworld_pinpad.render_observation,
+    render_observation=gridworld_render.render_observation,
     pretrain_tasks=tuple(tasks_lib.GRID_PRETRAIN_TASKS),
     post_task=tuple(tasks_lib.GRID_POST_TASK),
     encoder_fields=lambda params: {'grid_size': params.grid_size},
