@@ -15,6 +15,7 @@ from irl.analysis import reports
 from irl.data import stream
 from irl.models import BaseModel
 from irl.models import compile as cl
+from irl.models import compile_adapter
 from irl.train import compile as ct
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
@@ -160,7 +161,7 @@ def test_adapter_steps_equal_the_parallel_forward():
   out = apply(params, obs, valid, None, None, jnp.asarray(starts))
   per_step = cl.step_controller(out.segment_mask, out.controller)
   index = np.asarray(out.segment_mask).argmax(1)               # [B, T]
-  adapter = cl.CompileAdapter(model, max_segments=N)
+  adapter = compile_adapter.CompileAdapter(model, max_segments=N)
   switch, advance = jax.jit(adapter.switch), jax.jit(adapter.advance)
   state = adapter.initial_state(B)
   rng = np.random.default_rng(5)

@@ -31,7 +31,8 @@ Two schedules of the same raw step (`InternalEnv.raw_step`):
 The abstract-action module is a small interface (`AbstractActionModule`) so
 other ways of discovering abstract actions plug in: the metacontroller
 (`metacontroller_module`) and CompILE (`compile_module`, around
-irl/models/compile.py's `CompileAdapter`, whose encoder reads observations).
+irl/models/compile_adapter.py's `CompileAdapter`, whose encoder reads
+observations).
 
 Choices where the paper is silent:
 - The gate fires where β ≥ `switch_threshold` (0.5); at an episode's first
@@ -111,7 +112,7 @@ def metacontroller_module(metacontroller: mc_lib.Metacontroller
 
 
 def compile_module(adapter: Any) -> AbstractActionModule:
-  """CompILE's `CompileAdapter` (irl/models/compile.py) as an
+  """CompILE's `CompileAdapter` (irl/models/compile_adapter.py) as an
   `AbstractActionModule`: its causal encoder reads the raw observations and
   its controller decoder edits the same layer; parameters: CompILE's φ."""
   cfg = adapter.model.config

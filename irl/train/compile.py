@@ -40,6 +40,7 @@ from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import compile as compile_lib
+from irl.models import compile_adapter
 from irl.train import loop
 from irl.train import losses
 from irl.train import metacontroller as mct
@@ -140,10 +141,10 @@ def compile_config(config: ml_collections.ConfigDict
 
 
 def make_adapter(config: ml_collections.ConfigDict
-                 ) -> compile_lib.CompileAdapter:
+                 ) -> compile_adapter.CompileAdapter:
   """The causal switch/controller adapter that internal RL steps with."""
   validate(config)
-  return compile_lib.CompileAdapter(
+  return compile_adapter.CompileAdapter(
       compile_lib.CompILE(compile_config(config)),
       max_segments=config.compile.rl_max_segments)
 
