@@ -439,6 +439,8 @@ def test_config_errors_name_the_field(field, value):
   c = gridworld.get_config('test')
   section, name = field.split('.')
   c[section][name] = value
+  validate = (rate_distortion.validate if section == 'rate_distortion'
+              else mct.validate)
   with pytest.raises(config_utils.ConfigError, match=field.replace(
       '.', r'\.')):
-    mct.validate(c)
+    validate(c)

@@ -28,6 +28,7 @@ from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
+from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 RESULT_FIELDS = (
     'base_model', 'kl_weight', 'seed', 'num_steps', 'action_nll', 'kl',
@@ -36,6 +37,35 @@ RESULT_FIELDS = (
     'median_boundaries_per_episode', 'median_count_error',
     'beta_binary_fraction', 'code_subgoal_acc', 'code_subgoal_chance',
     'aligned')
+
+
+@config_utils.validated_once
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first bad `metacontroller.*` or
+  `rate_distortion.*` field."""
+  mct.validate(config)
+  m = config.metacontroller
+  r = config.rate_distortion
+  check(len(r.kl_weights) > 0, 'rate_distortion.kl_weights',
+        'must list at least one α')
+  for i, a in enumerate(r.kl_weights):
+    check_range(a, f'rate_distortion.kl_weights[{i}]', 0.0)
+  check(len(r.seeds) > 0, 'rate_distortion.seeds',
+        'must list at least one seed')
+  for i, s in enumerate(r.seeds):
+    check_int(s, f'rate_distortion.seeds[{i}]', minimum=0)
+  check(len(r.base_models) > 0, 'rate_distortion.base_models',
+        'must list at least one mode')
+  for i, b in enumerate(r.base_models):
+    check_choice(b, f'rate_distortion.base_models[{i}]',
+                 mct.BASE_MODEL_MODES)
+  check_int(r.num_steps, 'rate_distortion.num_steps', minimum=0)
+  check(r.num_steps % m.log_every == 0, 'rate_distortion.num_steps',
+        f'{r.num_steps} must be a multiple of metacontroller.log_every='
+        f'{m.log_every}')
+  check_int(r.runs_per_group, 'rate_distortion.runs_per_group', minimum=0)
+  check_range(r.f1_threshold, 'rate_distortion.f1_threshold', 0.0, 1.0)
+  return config
 
 
 def _groups(runs: list[tuple[float, int]], size: int
@@ -119,8 +149,7 @@ def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
   batch_fn = jax.jit(jax.vmap(trainer.evaluate_batch, in_axes=(0, None,
                                                                 None)))
   arrays = mct.collect_eval(
-      config, lambda k: batch_fn(state.params, frozen_params, k),
-      mct.eval_key())
+      config, lambda k: batch_fn(state.params, frozen_params, k))
   records = []
   for i, (a, s) in enumerate(group):
     summary = mct.summarise_eval(config,
@@ -141,7 +170,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   Run r of a group uses metacontroller.seed = its seed and kl_weight = its α,
   exactly as a single `train` run would.
   """
-  mct.validate(config)
+  validate(config)
   rd = config.rate_distortion
   num_steps = rd.num_steps or config.metacontroller.num_steps
   out_dir = os.path.join(workdir, 'rate_distortion')

@@ -24,7 +24,7 @@ def _traces(run_dir: str, threshold: float,
             title: Callable[[dict], str]) -> str | None:
   """`<run_dir>/beta_traces.png` from the arrays and scores the trainer
   wrote there; `title(scores)` names the run."""
-  scores_path = os.path.join(run_dir, 'segmentation.json')
+  scores_path = os.path.join(run_dir, segmentation.SUMMARY)
   arrays = segmentation.load_eval_arrays(run_dir)
   if arrays is None or not os.path.exists(scores_path):
     return None

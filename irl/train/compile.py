@@ -23,7 +23,6 @@ finished run's parameters and the `CompileAdapter` to internal RL.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -43,7 +42,6 @@ from irl.models import compile as compile_lib
 from irl.models import compile_adapter
 from irl.train import loop
 from irl.train import losses
-from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
@@ -343,16 +341,12 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   """Held-out segmentation scores; with `out_dir`, also writes them and the
   β traces' arrays (as `irl.train.metacontroller.evaluate`)."""
   c = config.compile
-  num_batches = -(-c.eval_episodes // c.eval_batch_size)
-  parts = [jax.device_get(trainer.evaluate_jit(params, base_params, k))
-           for k in jax.random.split(mct.eval_key(), num_batches)]
-  arrays = {n: np.concatenate([p[n] for p in parts], 0) for n in parts[0]}
+  arrays = segmentation.collect_eval(
+      lambda k: trainer.evaluate_jit(params, base_params, k),
+      c.eval_episodes, c.eval_batch_size)
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
-    segmentation.save_eval_arrays(out_dir, arrays, c.trace_episodes)
-    config_utils.atomic_write_text(
-        os.path.join(out_dir, 'segmentation.json'),
-        json.dumps(summary, indent=2) + '\n')
+    segmentation.write_eval(out_dir, arrays, summary, c.trace_episodes)
   return summary
 
 

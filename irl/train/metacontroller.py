@@ -27,7 +27,6 @@ RL.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -119,26 +118,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check(m.seq_len <= config.env.max_steps, 'metacontroller.seq_len',
         f'{m.seq_len} must be <= env.max_steps={config.env.max_steps}')
   check_range(m.switch_threshold, 'metacontroller.switch_threshold', 0.0, 1.0)
-  if 'rate_distortion' in config:
-    r = config.rate_distortion
-    check(len(r.kl_weights) > 0, 'rate_distortion.kl_weights',
-          'must list at least one α')
-    for i, a in enumerate(r.kl_weights):
-      check_range(a, f'rate_distortion.kl_weights[{i}]', 0.0)
-    check(len(r.seeds) > 0, 'rate_distortion.seeds',
-          'must list at least one seed')
-    for i, s in enumerate(r.seeds):
-      check_int(s, f'rate_distortion.seeds[{i}]', minimum=0)
-    check(len(r.base_models) > 0, 'rate_distortion.base_models',
-          'must list at least one mode')
-    for i, b in enumerate(r.base_models):
-      check_choice(b, f'rate_distortion.base_models[{i}]', BASE_MODEL_MODES)
-    check_int(r.num_steps, 'rate_distortion.num_steps', minimum=0)
-    check(r.num_steps % m.log_every == 0, 'rate_distortion.num_steps',
-          f'{r.num_steps} must be a multiple of metacontroller.log_every='
-          f'{m.log_every}')
-    check_int(r.runs_per_group, 'rate_distortion.runs_per_group', minimum=0)
-    check_range(r.f1_threshold, 'rate_distortion.f1_threshold', 0.0, 1.0)
   return config
 
 
@@ -341,27 +320,12 @@ def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
 # Evaluation.
 
 
-def eval_key() -> jax.Array:
-  """The key of the held-out episodes every metacontroller-like run is
-  scored on."""
-  # Held out: no training step draws its data from this key (training keys
-  # are split from key(metacontroller.seed)); one set for every run, so runs
-  # are scored on the same episodes.
-  return jax.random.fold_in(jax.random.key(0), 0x5E6)
-
-
-def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable,
-                 key: jax.Array) -> dict[str, np.ndarray]:
-  """Runs a jitted `batch_fn(key)` over held-out batches; concatenates the
-  host arrays along the episode axis (B of `valid` [.., B, T]; per-step
-  vectors such as the codes are [.., B, T, n_z])."""
+def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable
+                 ) -> dict[str, np.ndarray]:
+  """`segmentation.collect_eval` at the metacontroller's evaluation size."""
   m = config.metacontroller
-  num_batches = -(-m.eval_episodes // m.eval_batch_size)
-  parts = [jax.device_get(batch_fn(k))
-           for k in jax.random.split(key, num_batches)]
-  axis = parts[0]['valid'].ndim - 2
-  return {n: np.concatenate([p[n] for p in parts], axis=axis)
-          for n in parts[0]}
+  return segmentation.collect_eval(batch_fn, m.eval_episodes,
+                                   m.eval_batch_size)
 
 
 def summarise_eval(config: ml_collections.ConfigDict,
@@ -443,15 +407,11 @@ def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
   params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
   """
   arrays = collect_eval(
-      config, lambda k: trainer.evaluate_jit(params, base_params, k),
-      eval_key())
+      config, lambda k: trainer.evaluate_jit(params, base_params, k))
   summary = summarise_eval(config, arrays)
   if out_dir is not None:
-    segmentation.save_eval_arrays(out_dir, arrays,
-                                  config.metacontroller.trace_episodes)
-    config_utils.atomic_write_text(
-        os.path.join(out_dir, 'segmentation.json'),
-        json.dumps(summary, indent=2) + '\n')
+    segmentation.write_eval(out_dir, arrays, summary,
+                            config.metacontroller.trace_episodes)
   return summary
 
 

@@ -23,12 +23,15 @@ host. Pure metrics: the figures of β are drawn by irl/analysis/figures.py.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from irl.utils import config_utils
 
 SWITCH_THRESHOLD = 0.5
 TOLERANCE = 1
@@ -187,7 +190,43 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
 
 
 # What the segmentation figures read: the first episodes' β and subgoals.
+# --------------------------------------------------------------------------
+# The held-out evaluation every segmenting run (metacontroller, CompILE)
+# shares: the same episodes, collected in batches, written the same way.
+
 EVAL_ARRAYS = 'beta_traces.npz'
+SUMMARY = 'segmentation.json'
+
+
+def eval_key() -> jax.Array:
+  """The key of the held-out episodes every segmenting run is scored on."""
+  # Held out: no training step draws its data from this key (training keys
+  # are split from each run's own seed); one set for every run, so runs are
+  # scored on the same episodes.
+  return jax.random.fold_in(jax.random.key(0), 0x5E6)
+
+
+def collect_eval(batch_fn, num_episodes: int, batch_size: int,
+                 key: jax.Array | None = None) -> dict[str, np.ndarray]:
+  """Runs a jitted `batch_fn(key)` over the held-out batches (default key:
+  `eval_key()`) and concatenates the host arrays along the episode axis
+  (B of `valid` [.., B, T]; per-step vectors such as codes are
+  [.., B, T, n]; a leading axis of vmapped runs is kept)."""
+  num_batches = -(-num_episodes // batch_size)
+  keys = jax.random.split(eval_key() if key is None else key, num_batches)
+  parts = [jax.device_get(batch_fn(k)) for k in keys]
+  axis = parts[0]['valid'].ndim - 2
+  return {n: np.concatenate([p[n] for p in parts], axis=axis)
+          for n in parts[0]}
+
+
+def write_eval(out_dir: str, arrays: dict, summary: dict,
+               trace_episodes: int) -> None:
+  """`SUMMARY` (the scores) and the first `trace_episodes` episodes' β
+  traces (`EVAL_ARRAYS`, drawn by `irl.analysis.reports`) in `out_dir`."""
+  save_eval_arrays(out_dir, arrays, trace_episodes)
+  config_utils.atomic_write_text(os.path.join(out_dir, SUMMARY),
+                                 json.dumps(summary, indent=2) + '\n')
 _TRACE_FIELDS = ('beta', 'valid', 'subgoal_index', 'subgoal')
 
 
