@@ -13,7 +13,7 @@ import json
 
 
 from irl import cli
-from irl.analysis import probes
+from irl.analysis import fig3
 
 _CONFIG = cli.config_flag()
 _WORKDIR = cli.workdir_flag(
@@ -23,7 +23,7 @@ _WORKDIR = cli.workdir_flag(
 
 def main(argv):
   del argv
-  summary = probes.run(_CONFIG.value, _WORKDIR.value)
+  summary = fig3.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(summary, indent=2))
 
 

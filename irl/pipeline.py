@@ -3,7 +3,7 @@
 Phases, in order (each reads what the earlier ones wrote to the workdir):
 
   pretrain         base model (irl/train/pretrain.py) + its evaluation
-  probes           linear subgoal probes, Fig. 3 (irl/analysis/probes.py)
+  probes           linear subgoal probes, Fig. 3 (irl/analysis/probes.py, fig3.py)
   controllability  ground-truth controllers, Fig. 4 (irl/analysis/controllability.py)
   metacontroller   the method's metacontroller and the two baseline variants
                    (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py,
@@ -85,8 +85,8 @@ def _pretrain(config, workdir):
 
 
 def _probes(config, workdir):
-  from irl.analysis import probes
-  return probes.run(config, workdir)
+  from irl.analysis import fig3
+  return fig3.run(config, workdir)
 
 
 def _controllability(config, workdir):

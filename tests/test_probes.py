@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import gridworld
+from irl.analysis import fig3
 from irl.analysis import probes
 from irl.train import pretrain
 from irl.utils.config_utils import ConfigError
@@ -86,7 +87,7 @@ def test_bad_probe_fields_name_the_field(field, value, match):
 
 def test_missing_pretraining_says_what_to_run(tmp_path):
   with pytest.raises(FileNotFoundError, match='experiments/pretrain.py'):
-    probes.run(_config(), str(tmp_path))
+    fig3.run(_config(), str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
@@ -102,7 +103,7 @@ def _save_checkpoints(config, workdir, steps):
 def test_run_probes_every_checkpoint_and_resumes(tmp_path, monkeypatch):
   c = _config()
   _save_checkpoints(c, str(tmp_path), [10, 20])
-  summary = probes.run(c, str(tmp_path))
+  summary = fig3.run(c, str(tmp_path))
   out = tmp_path / 'probe'
   assert summary['checkpoint_steps'] == [10, 20]
   for name in ('step_00000010.json', 'step_00000020.json', 'results.json',
@@ -124,4 +125,4 @@ def test_run_probes_every_checkpoint_and_resumes(tmp_path, monkeypatch):
   def fail(*a, **k):
     raise AssertionError('recomputed a probed checkpoint')
   monkeypatch.setattr(probes, 'train_probes', fail)
-  assert probes.run(c, str(tmp_path)) == summary
+  assert fig3.run(c, str(tmp_path)) == summary
