@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import flax.struct
 import jax
@@ -68,17 +68,6 @@ class TrainState:
   key: jax.Array        # PRNG key for the data and noise of the next steps
   z_weight: jax.Array   # [] float32 α_z
   b_weight: jax.Array   # [] float32 α_β
-
-
-class Trainer(NamedTuple):
-  base_model: BaseModel
-  model: compile_lib.CompILE
-  init: Callable[..., TrainState]
-  chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
-  train_chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
-  loss: Callable[..., tuple[jax.Array, dict]]
-  evaluate_batch: Callable[[Any, Any, jax.Array], dict]
-  evaluate_jit: Callable[[Any, Any, jax.Array], dict]
 
 
 # --------------------------------------------------------------------------
@@ -159,7 +148,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 # Pure training functions.
 
 
-def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
+def make_trainer(config: ml_collections.ConfigDict
+                 ) -> segmentation.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
@@ -174,7 +164,8 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
+def _make_trainer(config: ml_collections.FrozenConfigDict
+                  ) -> segmentation.Trainer:
   c = config.compile
   base_model = BaseModel(pretrain.model_config(config))
   model = compile_lib.CompILE(compile_config(config))
@@ -286,10 +277,10 @@ def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
         'kl_z': out.kl_z[:, None], 'kl_b': out.kl_b[:, None],
     }
 
-  return Trainer(base_model=base_model, model=model, init=jax.jit(init),
-                 chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
-                 evaluate_batch=evaluate_batch,
-                 evaluate_jit=jax.jit(evaluate_batch))
+  return segmentation.Trainer(
+      base_model=base_model, model=model, init=jax.jit(init),
+      chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
+      evaluate_batch=evaluate_batch, evaluate_jit=jax.jit(evaluate_batch))
 
 
 def mask_boundaries_float(segment_mask: jax.Array) -> jax.Array:
@@ -325,17 +316,15 @@ def summarise_eval(config: ml_collections.ConfigDict,
   for k in ('f1', 'precision', 'recall', 'median_switches_per_episode',
             'beta_mean', 'beta_binary_fraction'):
     summary[f'causal_{k}'] = causal[k]
-  mean = lambda x: float((x * valid).sum() / max(valid.sum(), 1))
-  summary.update({
-      'action_nll': mean(arrays['action_nll']),
-      'action_nll_no_control': mean(arrays['action_nll_no_control']),
-      'kl_z_per_episode': float(arrays['kl_z'].mean()),
-      'kl_b_per_episode': float(arrays['kl_b'].mean()),
-  })
+  summary.update(segmentation.step_means(
+      arrays, ('action_nll', 'action_nll_no_control')))
+  summary['kl_z_per_episode'] = float(arrays['kl_z'].mean())
+  summary['kl_b_per_episode'] = float(arrays['kl_b'].mean())
   return summary
 
 
-def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
+def evaluate(config: ml_collections.ConfigDict,
+             trainer: segmentation.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
   """Held-out segmentation scores; with `out_dir`, also writes them and the
@@ -367,7 +356,8 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
 
 
-def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
+def _initial_state(trainer: segmentation.Trainer,
+                   config: ml_collections.ConfigDict,
                    base_params: Any) -> TrainState:
   c = config.compile
   return trainer.init(jax.random.key(c.seed), base_params, c.z_kl_weight,

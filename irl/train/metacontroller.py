@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -71,17 +71,6 @@ class TrainState:
   opt_state: Any
   key: jax.Array        # PRNG key for the data and noise of the next steps
   kl_weight: jax.Array  # [] float32 α (a leaf, so runs can be vmapped over α)
-
-
-class Trainer(NamedTuple):
-  base_model: BaseModel
-  metacontroller: mc_lib.Metacontroller
-  init: Callable[..., TrainState]
-  chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
-  train_chunk: Callable[[TrainState, Any], tuple[TrainState, dict]]
-  loss: Callable[..., tuple[jax.Array, dict]]
-  evaluate_batch: Callable[[Any, Any, jax.Array], dict]
-  evaluate_jit: Callable[[Any, Any, jax.Array], dict]
 
 
 # --------------------------------------------------------------------------
@@ -164,7 +153,8 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 # Pure training functions.
 
 
-def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
+def make_trainer(config: ml_collections.ConfigDict
+                 ) -> segmentation.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
@@ -178,7 +168,8 @@ def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
+def _make_trainer(config: ml_collections.FrozenConfigDict
+                  ) -> segmentation.Trainer:
   m = config.metacontroller
   base_model = BaseModel(pretrain.model_config(config))
   metacontroller = mc_lib.Metacontroller(metacontroller_config(config))
@@ -290,11 +281,10 @@ def _make_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
         'kl': mc.kl,
     }
 
-  return Trainer(base_model=base_model, metacontroller=metacontroller,
-                 init=jax.jit(init), chunk=chunk,
-                 train_chunk=jax.jit(chunk),
-                 loss=loss_fn, evaluate_batch=evaluate_batch,
-                 evaluate_jit=jax.jit(evaluate_batch))
+  return segmentation.Trainer(
+      base_model=base_model, model=metacontroller, init=jax.jit(init),
+      chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
+      evaluate_batch=evaluate_batch, evaluate_jit=jax.jit(evaluate_batch))
 
 
 def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
@@ -339,14 +329,10 @@ def summarise_eval(config: ml_collections.ConfigDict,
   if 'code' in arrays:
     summary.update(segmentation.code_subgoal_accuracy(
         arrays['code'], arrays['subgoal'], arrays['subgoal_index'], valid))
-  mean = lambda x: float((x * valid).sum() / max(valid.sum(), 1))
-  summary.update({
-      'action_nll': mean(arrays['action_nll']),
-      'action_nll_posterior_mean': mean(arrays['action_nll_posterior_mean']),
-      'action_nll_no_control': mean(arrays['action_nll_no_control']),
-      'kl': mean(arrays['kl']),
-      'kl_per_episode': float((arrays['kl'] * valid).sum(-1).mean()),
-  })
+  summary.update(segmentation.step_means(arrays, (
+      'action_nll', 'action_nll_posterior_mean', 'action_nll_no_control',
+      'kl')))
+  summary['kl_per_episode'] = float((arrays['kl'] * valid).sum(-1).mean())
   return summary
 
 
@@ -372,7 +358,8 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
       fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
 
 
-def _initial_state(trainer: Trainer, config: ml_collections.ConfigDict,
+def _initial_state(trainer: segmentation.Trainer,
+                   config: ml_collections.ConfigDict,
                    base_params: Any) -> TrainState:
   m = config.metacontroller
   return trainer.init(jax.random.key(m.seed), base_params, m.kl_weight)
@@ -397,7 +384,8 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   return state.params['metacontroller'], theta
 
 
-def evaluate(config: ml_collections.ConfigDict, trainer: Trainer,
+def evaluate(config: ml_collections.ConfigDict,
+             trainer: segmentation.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
   """Held-out segmentation scores; with `out_dir`, also writes them

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -190,6 +191,31 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
 
 
 # What the segmentation figures read: the first episodes' β and subgoals.
+class Trainer(NamedTuple):
+  """The pure functions of a run that segments behaviour: the metacontroller
+  (`irl.train.metacontroller.make_trainer`) or CompILE
+  (`irl.train.compile.make_trainer`).
+
+  Attributes:
+    base_model, model: the flax modules (`model` is the metacontroller or
+      CompILE), for callers that need their configs.
+    init: (key, base params, weights...) -> the run's TrainState.
+    chunk: (state, frozen θ or None) -> (state, mean metrics) over
+      `log_every` steps; `train_chunk` is its jit.
+    loss: (params, θ, batch, ...) -> (loss, metrics).
+    evaluate_batch: (params, θ, key) -> one held-out batch's arrays;
+      `evaluate_jit` is its jit.
+  """
+  base_model: Any
+  model: Any
+  init: Callable[..., Any]
+  chunk: Callable[..., tuple[Any, dict]]
+  train_chunk: Callable[..., tuple[Any, dict]]
+  loss: Callable[..., tuple[Any, dict]]
+  evaluate_batch: Callable[..., dict]
+  evaluate_jit: Callable[..., dict]
+
+
 # --------------------------------------------------------------------------
 # The held-out evaluation every segmenting run (metacontroller, CompILE)
 # shares: the same episodes, collected in batches, written the same way.
@@ -218,6 +244,13 @@ def collect_eval(batch_fn, num_episodes: int, batch_size: int,
   axis = parts[0]['valid'].ndim - 2
   return {n: np.concatenate([p[n] for p in parts], axis=axis)
           for n in parts[0]}
+
+
+def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:
+  """The mean over valid steps of each per-step array [.., E, T] in `names`."""
+  valid = arrays['valid']
+  return {n: float((arrays[n] * valid).sum() / max(valid.sum(), 1))
+          for n in names}
 
 
 def write_eval(out_dir: str, arrays: dict, summary: dict,
