@@ -1,4 +1,5 @@
-"""Pieces shared by both backbones: initialiser, norm and MLP."""
+"""Pieces shared by the models: initialisers, norm, the Gaussian head of the
+latent codes, and reading the residual stream."""
 from __future__ import annotations
 
 import functools
@@ -111,3 +112,22 @@ def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
   """KL(N(μ, diag σ²) ‖ N(0, I)), summed over the last axis (nats)."""
   return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var,
                        axis=-1)
+
+
+# Latent-code heads (metacontroller, CompILE): the output layer starts small,
+# so μ ≈ 0 and log σ² ≈ 0 (the prior N(0, I)) at initialisation.
+LOG_VAR_MIN = -10.0
+LOG_VAR_MAX = 5.0
+SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
+                                              'truncated_normal')
+
+
+def gaussian_head(x: jax.Array, hidden: int, latent_dim: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """[..., n] -> (μ, log σ²) [..., latent_dim]: one hidden ReLU layer, then a
+  small-init linear map; log σ² clipped. Call it inside an `@nn.compact`
+  method: its layers ('hidden', 'output') are the caller's."""
+  x = nn.relu(nn.Dense(hidden, name='hidden')(x))
+  out = nn.Dense(2 * latent_dim, kernel_init=SMALL_INIT, name='output')(x)
+  mean, log_var = jnp.split(out, 2, -1)
+  return mean, jnp.clip(log_var, LOG_VAR_MIN, LOG_VAR_MAX)

@@ -63,14 +63,11 @@ from irl.models.controller import ControllerDecoder
 from irl.models.encoders import ObservationEncoder
 from irl.models.hawk import HawkBlock, init_recurrent_cache
 from irl.models.intervention import Intervention
+from irl.models import common
 from irl.models.common import gaussian_kl, read_residual
 from irl.models.transformer import TransformerBlock, init_attention_cache
 
-LOG_VAR_MIN = -10.0
-LOG_VAR_MAX = 5.0
 _NEG_INF = -1e30
-_SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
-                                               'truncated_normal')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,11 +322,7 @@ class LatentHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """[..., n_e] -> ([..., n_z], [..., n_z])."""
-    x = nn.relu(nn.Dense(self.hidden, name='hidden')(x))
-    out = nn.Dense(2 * self.latent_dim, kernel_init=_SMALL_INIT,
-                   name='output')(x)
-    mean, log_var = jnp.split(out, 2, -1)
-    return mean, jnp.clip(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+    return common.gaussian_head(x, self.hidden, self.latent_dim)
 
 
 class CompILE(nn.Module):

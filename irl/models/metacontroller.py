@@ -63,11 +63,6 @@ from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperLowRank, Intervention
 
-LOG_VAR_MIN = -10.0
-LOG_VAR_MAX = 5.0
-# The output layers of the encoder start small: μ ≈ 0, log σ² ≈ 0.
-_SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
-                                               'truncated_normal')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,11 +256,7 @@ class ControllerEncoder(nn.Module):
                embedding: jax.Array) -> tuple[jax.Array, jax.Array]:
     """[B, n_e], [B, n_h], [B, n_s] -> ([B, n_z], [B, n_z])."""
     x = jnp.concatenate([e, history, embedding], -1)
-    x = nn.relu(nn.Dense(self.hidden, name='hidden')(x))
-    out = nn.Dense(2 * self.latent_dim, kernel_init=_SMALL_INIT,
-                   name='output')(x)
-    mean, log_var = jnp.split(out, 2, -1)
-    return mean, jnp.clip(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+    return common.gaussian_head(x, self.hidden, self.latent_dim)
 
 
 class SwitchingUnit(nn.Module):

@@ -26,12 +26,10 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.hawk import HawkBlock, RecurrentCache, init_recurrent_cache
-from irl.models.common import read_residual
+from irl.models.common import SMALL_INIT, read_residual
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
-_SMALL_INIT = nn.initializers.variance_scaling(0.01, 'fan_in',
-                                               'truncated_normal')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +65,7 @@ class LatentPolicy(nn.Module):
     x, cache = HawkBlock(c.width, c.num_heads, c.mlp_dim, c.conv_width,
                          name='hawk')(x, cache)
     h = common.RMSNorm(name='norm')(x)
-    out = nn.Dense(2 * c.latent_dim, kernel_init=_SMALL_INIT, name='head')(h)
+    out = nn.Dense(2 * c.latent_dim, kernel_init=SMALL_INIT, name='head')(h)
     mean, log_std = jnp.split(out, 2, -1)
     log_std = jnp.clip(log_std + c.init_log_std, LOG_STD_MIN, LOG_STD_MAX)
     return mean, log_std, cache
