@@ -20,9 +20,9 @@ import json
 
 from absl import flags
 
-from irl.rl import methods as rl_methods
 from irl import cli
 from irl.analysis import fig8
+from irl.rl import methods as rl_methods
 from irl.rl import train
 
 _CONFIG = cli.config_flag()

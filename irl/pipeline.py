@@ -339,9 +339,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
     lines += ['| depth | none | ' + ' | '.join(f'layer {l}' for l in layers)
               + ' |', '|---' * (len(layers) + 2) + '|']
     for depth, row in sorted(s['success'].items(), key=lambda kv: int(kv[0])):
-      cells = [_fmt(row.get(str(l), '')) for l in layers]
-      lines.append(f"| {depth} | {_fmt(s.get('base_success', {}).get(depth, ''))} | "
-                   + ' | '.join(cells) + ' |')
+      base = s.get('base_success', {}).get(depth, '')
+      cells = [_fmt(base)] + [_fmt(row.get(str(l), '')) for l in layers]
+      lines.append(f'| {depth} | ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines += _figure(workdir, 'control/success_by_layer.png',
                      'post-task success by controlled layer')

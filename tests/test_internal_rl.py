@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 from configs import gridworld
-from irl.rl import rollouts as rl_rollouts
-from irl.rl import methods as rl_methods
 from irl import config as config_lib
 from irl.analysis import fig8
 from irl.envs import gridworld_pinpad as gw
@@ -26,8 +24,10 @@ from irl.models import BaseModel, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.models.intervention import Intervention
 from irl.rl import internal_env as ienv
+from irl.rl import methods as rl_methods
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
+from irl.rl import rollouts as rl_rollouts
 from irl.rl import train as rlt
 from irl.train import metacontroller as mct
 from irl.train import pretrain

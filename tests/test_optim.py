@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from configs import gridworld
-from irl.rl import methods as rl_methods
 from irl import optim
+from irl.rl import methods as rl_methods
 from irl.train import compile as compile_train
 from irl.train import metacontroller as mct
 from irl.train import pretrain

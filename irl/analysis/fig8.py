@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from irl.rl import methods as rl_methods
 from irl.analysis.figures import plt, save_figure
+from irl.rl import methods as rl_methods
 from irl.rl import train as rl_train
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
@@ -99,7 +99,8 @@ def run_curve(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _jsonl(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return os.path.join(workdir, 'metrics', f'{rl_methods.run_name(config)}.jsonl')
+  return os.path.join(workdir, 'metrics',
+                      f'{rl_methods.run_name(config)}.jsonl')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,

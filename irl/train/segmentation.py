@@ -18,7 +18,10 @@ Definitions (the paper counts switches at β > 0.5 and is silent on the rest):
 
 Both mask functions work on numpy arrays (on the host) and on jax arrays (the
 trainer logs switch counts inside its jitted step); the scoring runs on the
-host. Pure metrics: the figures of β are drawn by irl/analysis/figures.py.
+host. The module also holds what the two segmenting runs (the metacontroller
+and CompILE) share: their `Trainer` type and the held-out evaluation (the
+same episodes, collected and written the same way). No figures: β is drawn
+by irl/analysis/figures.py.
 """
 
 from __future__ import annotations
@@ -190,7 +193,6 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
           'code_subgoal_samples': int(len(y))}
 
 
-# What the segmentation figures read: the first episodes' β and subgoals.
 class Trainer(NamedTuple):
   """The pure functions of a run that segments behaviour: the metacontroller
   (`irl.train.metacontroller.make_trainer`) or CompILE
@@ -260,6 +262,9 @@ def write_eval(out_dir: str, arrays: dict, summary: dict,
   save_eval_arrays(out_dir, arrays, trace_episodes)
   config_utils.atomic_write_text(os.path.join(out_dir, SUMMARY),
                                  json.dumps(summary, indent=2) + '\n')
+
+
+# What the segmentation figures read: the first episodes' β and subgoals.
 _TRACE_FIELDS = ('beta', 'valid', 'subgoal_index', 'subgoal')
 
 
