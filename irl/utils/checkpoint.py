@@ -186,7 +186,12 @@ class Checkpointer:
         max_to_keep=int(max_to_keep),
         create=True,
         # Removes `<step>.orbax-checkpoint-tmp*` left by a run killed mid-save.
-        cleanup_tmp_directories=True,
+        # Only a folder with content can hold them; skipping the (background)
+        # cleanup otherwise means no orbax thread outlives a Checkpointer
+        # opened only to find that a run is missing (`close` does not wait
+        # for it), so such a folder can be removed again at once.
+        cleanup_tmp_directories=bool(os.path.isdir(self.directory)
+                                     and os.listdir(self.directory)),
         enable_async_checkpointing=async_save,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
