@@ -103,14 +103,6 @@ def post_task_pairs(config: ml_collections.ConfigDict) -> list[int]:
 
 
 @flax.struct.dataclass
-class ControlState:
-  step: jax.Array   # [] int32
-  params: Any       # ControllerDecoder parameters
-  opt_state: Any
-  key: jax.Array
-
-
-@flax.struct.dataclass
 class ControlPool:
   """A fixed set of D* episodes with the frozen model's clean stream e_l.
 
@@ -130,10 +122,10 @@ class ControlTrainer(NamedTuple):
   model: BaseModel
   decoder: ControllerDecoder
   layer: int
-  init: Callable[[jax.Array], ControlState]
+  init: Callable[[jax.Array], loop.TrainState]
   # (state, base params, pool or None) -> (state, mean metrics over the
   # chunk); None draws fresh D* episodes in every step.
-  train_chunk: Callable[..., tuple[ControlState, dict]]
+  train_chunk: Callable[..., tuple[loop.TrainState, dict]]
   # (base params, key, num_episodes) -> ControlPool.
   collect: Callable[[Any, jax.Array, int], ControlPool]
   # (decoder params, base params, key) -> held-out NLL / accuracy, with
@@ -225,11 +217,11 @@ def _make_control_trainer(config: ml_collections.FrozenConfigDict,
   sample = stream.stream_from_config(config, 'expert',
                                      batch_size=cc.batch_size, jit=False)
 
-  def init(key: jax.Array) -> ControlState:
+  def init(key: jax.Array) -> loop.TrainState:
     k_params, k_data = jax.random.split(key)
     params = decoder.init(k_params, jnp.zeros((1, k)))
-    return ControlState(step=jnp.int32(0), params=params,
-                        opt_state=tx.init(params), key=k_data)
+    return loop.TrainState(step=jnp.int32(0), params=params,
+                           opt_state=tx.init(params), key=k_data)
 
   def loss_fn(params, base_params, e, actions, subgoal, valid):
     factors = controller_factors(decoder, params, k)
@@ -249,7 +241,7 @@ def _make_control_trainer(config: ml_collections.FrozenConfigDict,
     e, _, _ = model.apply(base_params, obs, layer, method=BaseModel.lower)
     return e
 
-  def one_step(base_params, pool, state: ControlState, _):
+  def one_step(base_params, pool, state: loop.TrainState, _):
     key, k_data = jax.random.split(state.key)
     if pool is None:
       batch = sample(k_data)
@@ -262,14 +254,11 @@ def _make_control_trainer(config: ml_collections.FrozenConfigDict,
               pool.valid[idx])
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params,
                                                      base_params, *data)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     metrics['grad_norm'] = optax.tree.norm(grads)
-    return ControlState(step=state.step + 1,
-                        params=optax.apply_updates(state.params, updates),
-                        opt_state=opt_state, key=key), metrics
+    return state.apply_gradients(tx, grads, key=key), metrics
 
   @jax.jit
-  def train_chunk(state: ControlState, base_params, pool=None):
+  def train_chunk(state: loop.TrainState, base_params, pool=None):
     state, metrics = jax.lax.scan(
         functools.partial(one_step, base_params, pool), state, None,
         length=cc.log_every)

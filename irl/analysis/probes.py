@@ -136,30 +136,18 @@ class ProbeData:
   valid: jax.Array
 
 
-@flax.struct.dataclass
-class ProbeState:
-  step: jax.Array          # [] int32
-  params: Any              # {'w': [L+1, W, K], 'b': [L+1, K]}
-  opt_state: Any
-  label_counts: jax.Array  # [K] float32 labels seen in training (majority class)
-  key: jax.Array
-  # Fixed standardisation {'shift', 'scale'}: [L+1, W] each; the probe reads
-  # (e - shift) / scale, an affine reparametrisation of the same linear map.
-  norm: Any
-
-
 class ProbeTrainer(NamedTuple):
   model: BaseModel
-  # (key, norm or None) -> ProbeState; None: no standardisation.
-  init: Callable[..., ProbeState]
+  # (key, norm or None) -> loop.TrainState; None: no standardisation.
+  init: Callable[..., loop.TrainState]
   # (state, source) -> (state, metrics); source: the base-model params (fresh
   # data) or a `ProbeData` pool.
-  train_chunk: Callable[[ProbeState, Any], tuple[ProbeState, dict]]
+  train_chunk: Callable[[loop.TrainState, Any], tuple[loop.TrainState, dict]]
   # (base params, key, num_episodes) -> ProbeData, in jitted chunks.
   collect: Callable[[Any, jax.Array, int], ProbeData]
   # (state, held-out ProbeData or an iterable of them) -> host metrics; the
   # majority class is the argmax of `state.label_counts`.
-  evaluate: Callable[[ProbeState, Any], dict]
+  evaluate: Callable[[loop.TrainState, Any], dict]
   # (base params, key, num_episodes) -> iterator of held-out ProbeData chunks.
   heldout_parts: Callable[[Any, jax.Array, int], Any]
 
@@ -228,14 +216,18 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
   train_sample = stream.stream_from_config(config, pc.split,
                                            batch_size=pc.batch_size, jit=False)
 
-  def init(key: jax.Array, norm: Any = None) -> ProbeState:
+  def init(key: jax.Array, norm: Any = None) -> loop.TrainState:
     params = {'w': jnp.zeros((mc.num_layers + 1, mc.width, k)),
               'b': jnp.zeros((mc.num_layers + 1, k))}
     if norm is None:
       norm = identity_norm(mc.num_layers + 1, mc.width)
-    return ProbeState(step=jnp.int32(0), params=params,
-                      opt_state=tx.init(params),
-                      label_counts=jnp.zeros((k,)), key=key, norm=norm)
+    # Extras: label_counts [K] float32, the labels seen in training (for the
+    # majority class); norm, a fixed standardisation {'shift', 'scale'}
+    # ([L+1, W] each): the probe reads (e - shift) / scale, an affine
+    # reparametrisation of the same linear map.
+    return loop.TrainState(step=jnp.int32(0), params=params,
+                           opt_state=tx.init(params), key=key,
+                           label_counts=jnp.zeros((k,)), norm=norm)
 
   def fresh_batch(base_params, key):
     batch = train_sample(key)
@@ -247,23 +239,20 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
                             replace=False)
     return pool.residuals[:, idx], pool.subgoal[idx], pool.valid[idx]
 
-  def one_step(source, state: ProbeState, _):
+  def one_step(source, state: loop.TrainState, _):
     key, k_data = jax.random.split(state.key)
     get = pool_batch if isinstance(source, ProbeData) else fresh_batch
     residuals, subgoal, valid = get(source, k_data)
     grads, metrics = jax.grad(probe_loss, has_aux=True)(
         state.params, residuals, subgoal, valid, state.norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     counts = jnp.zeros((k,)).at[jnp.maximum(subgoal, 0)].add(
         valid.astype(jnp.float32))
-    return state.replace(step=state.step + 1,
-                         params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state,
-                         label_counts=state.label_counts + counts,
-                         key=key), metrics
+    return state.apply_gradients(tx, grads, key=key,
+                                 label_counts=state.label_counts + counts
+                                 ), metrics
 
   @jax.jit
-  def train_chunk(state: ProbeState, source) -> tuple[ProbeState, dict]:
+  def train_chunk(state: loop.TrainState, source) -> tuple[loop.TrainState, dict]:
     state, metrics = jax.lax.scan(functools.partial(one_step, source), state,
                                   None, length=pc.log_every)
     return state, jax.tree.map(lambda x: x.mean(0), metrics)
@@ -293,7 +282,7 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
         valid=jnp.concatenate([p.valid for p in parts])[:n])
 
   @jax.jit
-  def evaluate_sums(state: ProbeState, data: ProbeData) -> dict:
+  def evaluate_sums(state: loop.TrainState, data: ProbeData) -> dict:
     label_counts = state.label_counts
     logits = probe_logits(state.params, data.residuals, state.norm)
     labels = jnp.maximum(data.subgoal, 0)
@@ -315,7 +304,7 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
         'majority_by_bin': jnp.einsum('nt,nts->s', majority_hit, onehot),
     }
 
-  def evaluate(state: ProbeState, data) -> dict:
+  def evaluate(state: loop.TrainState, data) -> dict:
     parts = [data] if isinstance(data, ProbeData) else data
     sums = None
     for part in parts:

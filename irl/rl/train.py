@@ -1,7 +1,7 @@
 """Internal RL and its baselines: the PureJaxRL-style training loop (docs/method.md §7-8).
 
 `make_learner(config, method)` returns pure functions:
-  init(key, source) -> RLState                     one seed (source: θ for
+  init(key, source) -> loop.TrainState                     one seed (source: θ for
                                                    raw action, else unused)
   update(state, frozen) -> (state, metrics)        rollout -> advantages -> PPO
   train_chunk(states, frozen) -> (states, metrics) jitted: `rl.log_every`
@@ -27,7 +27,6 @@ import functools
 import os
 from typing import Any, Callable, NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -62,24 +61,16 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('rl'),
 # The learner.
 
 
-@flax.struct.dataclass
-class RLState:
-  step: jax.Array     # [] int32 updates done
-  params: Any         # the trained parameters (policy, or θ for raw action)
-  opt_state: Any
-  key: jax.Array
-
-
 class Learner(NamedTuple):
   method: str
   env: ienv.InternalEnv | None
   policy: policy_lib.LatentPolicy | None
   model: BaseModel
-  init: Callable[[jax.Array, Any], RLState]
+  init: Callable[[jax.Array, Any], loop.TrainState]
   rollout: Callable[[Any, Any, jax.Array], rollouts.Decisions]
   loss: Callable[..., tuple[jax.Array, dict]]
-  update: Callable[[RLState, Any], tuple[RLState, dict]]
-  train_chunk: Callable[[RLState, Any], tuple[RLState, dict]]
+  update: Callable[[loop.TrainState, Any], tuple[loop.TrainState, dict]]
+  train_chunk: Callable[[loop.TrainState, Any], tuple[loop.TrainState, dict]]
 
 
 def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
@@ -187,14 +178,14 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
       metrics[k] = ppo_mean(v, mb.valid)
     return loss, metrics
 
-  def init_state(key: jax.Array, source: Any) -> RLState:
+  def init_state(key: jax.Array, source: Any) -> loop.TrainState:
     """One seed's state; source: θ for raw action (else unused)."""
     k_params, k_run = jax.random.split(key)
     params = init(k_params, source)
-    return RLState(step=jnp.int32(0), params=params,
-                   opt_state=tx.init(params), key=k_run)
+    return loop.TrainState(step=jnp.int32(0), params=params,
+                           opt_state=tx.init(params), key=k_run)
 
-  def update(state: RLState, frozen: Any) -> tuple[RLState, dict]:
+  def update(state: loop.TrainState, frozen: Any) -> tuple[loop.TrainState, dict]:
     key, k_roll, k_perm = jax.random.split(state.key, 3)
     data = rollout(state.params, frozen, k_roll)
     advantage = ppo.episode_advantages(data.returns, r.advantage_eps)
@@ -227,10 +218,10 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
     metrics['decisions_per_step'] = (data.stats['decisions'].sum()
                                      / jnp.maximum(data.stats['raw_steps']
                                                    .sum(), 1.0))
-    return RLState(step=state.step + 1, params=params, opt_state=opt_state,
-                   key=key), metrics
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state, key=key), metrics
 
-  def chunk(state: RLState, frozen: Any) -> tuple[RLState, dict]:
+  def chunk(state: loop.TrainState, frozen: Any) -> tuple[loop.TrainState, dict]:
     return jax.lax.scan(lambda s, _: update(s, frozen), state, None,
                         length=r.log_every)
 

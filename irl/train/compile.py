@@ -7,7 +7,7 @@ so the terms keep CompILE's per-episode balance). Fresh ε = 0 expert data
 (D*) in every step.
 
 θ is frozen by construction: its parameters are an argument of `chunk`, not
-part of `TrainState`, and the residual e_{L/2} is computed under
+part of `loop.TrainState`, and the residual e_{L/2} is computed under
 `stop_gradient`. The encoder is CompILE's own (the base model's lower-half
 architecture), from a fresh init or (compile.encoder_init='base_model') a copy
 of θ's lower half.
@@ -26,7 +26,6 @@ import functools
 import os
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -58,16 +57,6 @@ _FINGERPRINT_FIELDS = (
     'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
 # Checkpoints written before these fields existed trained under these values.
 ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array       # [] int32 optimiser steps taken
-  params: Any           # {'compile': φ}
-  opt_state: Any
-  key: jax.Array        # PRNG key for the data and noise of the next steps
-  z_weight: jax.Array   # [] float32 α_z
-  b_weight: jax.Array   # [] float32 α_β
 
 
 # --------------------------------------------------------------------------
@@ -181,7 +170,9 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
 
   def init(key: jax.Array, base_params: Any = None,
            z_weight: float | jax.Array = 0.0,
-           b_weight: float | jax.Array = 0.0) -> TrainState:
+           b_weight: float | jax.Array = 0.0) -> loop.TrainState:
+    """params: {'compile': φ}; the extra leaves `z_weight`, `b_weight` are
+    α_z and α_β."""
     k_model, k_data = jax.random.split(key)
     obs = jnp.zeros((1, 2, cfg.model.obs_dim))
     params = model.init(k_model, obs, jnp.ones((1, 2), bool))
@@ -191,7 +182,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
                          'half: pass base_params.')
       params = copy_lower_half(params, base_params, layer)
     params = {'compile': params}
-    return TrainState(step=jnp.int32(0), params=params,
+    return loop.TrainState(step=jnp.int32(0), params=params,
                       opt_state=tx.init(params), key=k_data,
                       z_weight=jnp.float32(z_weight),
                       b_weight=jnp.float32(b_weight))
@@ -240,7 +231,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
     }
     return loss, metrics
 
-  def one_step(base_params, state: TrainState, _):
+  def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_gumbel, k_noise = jax.random.split(state.key, 4)
     batch = sample(k_data)
     shape = batch.actions.shape
@@ -249,15 +240,12 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, base_params, batch, gumbel, noise, state.z_weight,
         state.b_weight)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics['grad_norm'] = optax.tree.norm(grads)
     for part, g in grads['compile']['params'].items():
       metrics[f'grad_norm/{part}'] = optax.tree.norm(g)
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, key=key), metrics
+    return state.apply_gradients(tx, grads, key=key), metrics
 
-  def chunk(state: TrainState, base_params: Any) -> tuple[TrainState, dict]:
+  def chunk(state: loop.TrainState, base_params: Any) -> tuple[loop.TrainState, dict]:
     """`compile.log_every` steps with θ = base_params (frozen)."""
     state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
                                   state, None, length=c.log_every)
@@ -358,7 +346,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
 
 def _initial_state(trainer: segmentation.Trainer,
                    config: ml_collections.ConfigDict,
-                   base_params: Any) -> TrainState:
+                   base_params: Any) -> loop.TrainState:
   c = config.compile
   return trainer.init(jax.random.key(c.seed), base_params, c.z_kl_weight,
                       c.b_kl_weight)

@@ -9,6 +9,8 @@ internal RL: metrics to the host, the step rate, TensorBoard + JSONL
 at the end), and a brax-style `progress_fn(step, metrics)` hook for callers
 that want the numbers as they come (a notebook, a sweep driver).
 
+Every phase's state is one `TrainState`.
+
 `resume` starts or resumes a job (restore up to the run length, move to the
 device, open the metrics writer at the restored step); `load_finished`
 restores a finished run for the phases that build on it, or says what to run.
@@ -21,7 +23,9 @@ import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import optax
 from absl import logging
+from jax.tree_util import GetAttrKey
 
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import metrics as metrics_lib
@@ -29,6 +33,69 @@ from irl.utils import progress as progress_lib
 
 # (step, host metrics) -> None, called after every chunk.
 ProgressFn = Callable[[int, dict], None]
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class TrainState:
+  """The training state of every phase: the step, the parameters, the
+  optimiser state, the PRNG key of the next steps, and a phase's own leaves
+  as keywords (the metacontroller's α `kl_weight`, CompILE's `z_weight` and
+  `b_weight`, the probes' `label_counts` and `norm`). A weight that is a leaf
+  rather than a constant lets one compiled step serve every value, and runs
+  be vmapped over it.
+
+  Extras are read as attributes (`state.kl_weight`) and flattened under
+  their own names beside the four fields, so a checkpoint lists every leaf
+  at the top level whichever phase wrote it.
+  """
+  _FIELDS = ('step', 'params', 'opt_state', 'key')
+
+  def __init__(self, step: jax.Array, params: Any, opt_state: Any,
+               key: jax.Array, **extras: Any):
+    self.step = step              # [] int32 steps taken
+    self.params = params
+    self.opt_state = opt_state
+    self.key = key                # PRNG key for the data of the next steps
+    self.extras = extras
+
+  def __getattr__(self, name: str) -> Any:
+    # Only reached when normal lookup fails, i.e. for the extras.
+    extras = self.__dict__.get('extras', {})
+    if name in extras:
+      return extras[name]
+    raise AttributeError(f'TrainState has no field {name!r}; extras: '
+                         f'{sorted(extras)}')
+
+  def replace(self, **changes: Any) -> TrainState:
+    fields = {f: changes.pop(f, getattr(self, f)) for f in self._FIELDS}
+    unknown = set(changes) - set(self.extras)
+    if unknown:
+      raise TypeError(f'TrainState has no fields {sorted(unknown)}')
+    return TrainState(**fields, **{**self.extras, **changes})
+
+  def apply_gradients(self, tx: optax.GradientTransformation, grads: Any,
+                      **changes: Any) -> TrainState:
+    """One optimiser step: the updated params and optimiser state, the step
+    counter advanced, and `changes` (e.g. the next `key`) applied."""
+    updates, opt_state = tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, opt_state=opt_state,
+                        params=optax.apply_updates(self.params, updates),
+                        **changes)
+
+  def tree_flatten_with_keys(self):
+    names = self._FIELDS + tuple(sorted(self.extras))
+    return ([(GetAttrKey(n), getattr(self, n)) for n in names],
+            tuple(sorted(self.extras)))
+
+  @classmethod
+  def tree_unflatten(cls, extra_names, children) -> TrainState:
+    return cls(*children[:4], **dict(zip(extra_names, children[4:])))
+
+  def __repr__(self) -> str:
+    names = self._FIELDS + tuple(sorted(self.extras))
+    return 'TrainState(' + ', '.join(
+        f'{n}={jax.tree.map(lambda x: getattr(x, "shape", x), getattr(self, n))}'
+        for n in names) + ')'
 
 
 class LoopResult(NamedTuple):

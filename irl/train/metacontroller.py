@@ -7,7 +7,7 @@ does not see).
 
 The base model θ is frozen by construction: in the default mode
 (`metacontroller.base_model = 'frozen'`) its parameters are an argument of
-`train_chunk`, not part of `TrainState`, so the optimiser never holds them,
+`train_chunk`, not part of `loop.TrainState`, so the optimiser never holds them,
 and the residual e_{L/2} is computed under `stop_gradient`. The baselines:
   'cotrain'          θ starts from the pretrained model and is in the state;
   'cotrain_scratch'  θ starts from a fresh init (docs/method.md §8.4, the grid);
@@ -16,7 +16,7 @@ The co-trained θ is trained with the same loss (no next-observation term)
 and the same AdamW as φ.
 
 `make_trainer(config)` returns pure functions like `irl.train.pretrain`:
-`init(key, base_params, kl_weight) -> TrainState` and
+`init(key, base_params, kl_weight) -> loop.TrainState` and
 `chunk(state, base_params) -> (state, metrics)` (`train_chunk` is its jit).
 α lives in the state, so `jax.vmap` over states runs several seeds and
 several α at once (`rate_distortion`). `train(config, workdir)` is the job;
@@ -30,7 +30,6 @@ import functools
 import os
 from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -62,15 +61,6 @@ _MC_FINGERPRINT_FIELDS = (
     'learning_rate', 'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
 # Checkpoints written before these fields existed trained under these values.
 ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array       # [] int32 optimiser steps taken
-  params: Any           # {'metacontroller': φ} (+ 'base_model': θ if co-trained)
-  opt_state: Any
-  key: jax.Array        # PRNG key for the data and noise of the next steps
-  kl_weight: jax.Array  # [] float32 α (a leaf, so runs can be vmapped over α)
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +175,9 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
   tx = optim.section_optimizer(m, m.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,
-           kl_weight: float | jax.Array = 0.0) -> TrainState:
+           kl_weight: float | jax.Array = 0.0) -> loop.TrainState:
+    """params: {'metacontroller': φ} (+ 'base_model': θ if co-trained); the
+    extra leaf `kl_weight` is α."""
     k_mc, k_base, k_data = jax.random.split(key, 3)
     # Parameter shapes do not depend on B or T: initialise on one step.
     e = jnp.zeros((1, 1, base_model.config.width))
@@ -199,7 +191,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
         raise ValueError("base_model='cotrain' starts from pretrained "
                          'parameters: pass base_params.')
       params['base_model'] = base_params
-    return TrainState(step=jnp.int32(0), params=params,
+    return loop.TrainState(step=jnp.int32(0), params=params,
                       opt_state=tx.init(params), key=k_data,
                       kl_weight=jnp.float32(kl_weight))
 
@@ -239,20 +231,17 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
     }
     return loss, metrics
 
-  def one_step(base_params, state: TrainState, _):
+  def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_noise = jax.random.split(state.key, 3)
     batch = sample(k_data)
     noise = jax.random.normal(k_noise, batch.actions.shape + (latent_dim,))
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, base_params, batch, noise, state.kl_weight)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics.update(_grad_metrics(grads))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                      key=key, kl_weight=state.kl_weight), metrics
+    return state.apply_gradients(tx, grads, key=key), metrics
 
-  def chunk(state: TrainState, base_params: Any
-            ) -> tuple[TrainState, dict]:
+  def chunk(state: loop.TrainState, base_params: Any
+            ) -> tuple[loop.TrainState, dict]:
     """`metacontroller.log_every` steps; base_params: θ (frozen) or None."""
     if frozen and base_params is None:
       raise ValueError('the frozen base model needs base_params.')
@@ -360,7 +349,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
 
 def _initial_state(trainer: segmentation.Trainer,
                    config: ml_collections.ConfigDict,
-                   base_params: Any) -> TrainState:
+                   base_params: Any) -> loop.TrainState:
   m = config.metacontroller
   return trainer.init(jax.random.key(m.seed), base_params, m.kl_weight)
 
@@ -392,7 +381,7 @@ def evaluate(config: ml_collections.ConfigDict,
   (`segmentation.json`) and the first `trace_episodes` episodes' β traces
   (`segmentation.EVAL_ARRAYS`, drawn by `irl.analysis.reports`).
 
-  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
+  params: `loop.TrainState.params`; base_params: the frozen θ (None if co-trained).
   """
   arrays = collect_eval(
       config, lambda k: trainer.evaluate_jit(params, base_params, k))

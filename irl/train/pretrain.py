@@ -1,6 +1,6 @@
 """Pretraining of the base model on fresh expert data (docs/method.md §4).
 
-`make_pretrainer(config)` returns pure functions: `init(key) -> TrainState` and
+`make_pretrainer(config)` returns pure functions: `init(key) -> loop.TrainState` and
 `train_chunk(state) -> (state, metrics)`, which runs `pretrain.log_every`
 optimiser steps in one `jit` (a `lax.scan`), each on a batch of expert episodes
 generated inside the step. All randomness comes from `state.key`, so a run
@@ -17,7 +17,6 @@ import functools
 import os
 from typing import Any, Callable, NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -55,18 +54,12 @@ ADDED_FIELDS = {'data.episodes_per_row': 1, 'model.attention_window': 0,
 TASK_FREE_FIELDS = ('env.post_task',)
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array       # [] int32 optimiser steps taken
-  params: Any
-  opt_state: Any
-  key: jax.Array        # PRNG key for the data of the following steps
 
 
 class Pretrainer(NamedTuple):
   model: BaseModel
-  init: Callable[[jax.Array], TrainState]
-  train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
+  init: Callable[[jax.Array], loop.TrainState]
+  train_chunk: Callable[[loop.TrainState], tuple[loop.TrainState, dict]]
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
@@ -107,11 +100,11 @@ def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
   packed = config.data.episodes_per_row > 1     # batches are PackedRollouts
   tx = optim.section_optimizer(pc, pc.num_steps)
 
-  def init(key: jax.Array) -> TrainState:
+  def init(key: jax.Array) -> loop.TrainState:
     k_params, k_data = jax.random.split(key)
     dummy = jnp.zeros((1, config.data.seq_len, model.config.obs_dim))
     params = model.init(k_params, dummy)
-    return TrainState(step=jnp.int32(0), params=params,
+    return loop.TrainState(step=jnp.int32(0), params=params,
                       opt_state=tx.init(params), key=k_data)
 
   def loss_fn(params, batch):
@@ -121,21 +114,18 @@ def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
                                 batch.valid, pc.obs_loss_weight,
                                 future_weight=pc.future_action_weight)
 
-  def one_step(state: TrainState, _) -> tuple[TrainState, dict]:
+  def one_step(state: loop.TrainState, _) -> tuple[loop.TrainState, dict]:
     key, k_data = jax.random.split(state.key)
     batch = sample(k_data)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['valid_fraction'] = batch.valid.mean()
     metrics['episodes_per_row'] = (batch.episodes.mean().astype(jnp.float32)
                                    if packed else jnp.float32(1.0))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                      key=key), metrics
+    return state.apply_gradients(tx, grads, key=key), metrics
 
   @jax.jit
-  def train_chunk(state: TrainState) -> tuple[TrainState, dict]:
+  def train_chunk(state: loop.TrainState) -> tuple[loop.TrainState, dict]:
     state, metrics = jax.lax.scan(one_step, state, None, length=pc.log_every)
     return state, jax.tree.map(jnp.mean, metrics)
 
