@@ -317,14 +317,9 @@ def evaluate(config: ml_collections.ConfigDict,
              ) -> dict[str, float]:
   """Held-out segmentation scores; with `out_dir`, also writes them and the
   β traces' arrays (as `irl.train.metacontroller.evaluate`)."""
-  c = config.compile
-  arrays = segmentation.collect_eval(
-      lambda k: trainer.evaluate_jit(params, base_params, k),
-      c.eval_episodes, c.eval_batch_size)
-  summary = summarise_eval(config, arrays)
-  if out_dir is not None:
-    segmentation.write_eval(out_dir, arrays, summary, c.trace_episodes)
-  return summary
+  return segmentation.evaluate(
+      trainer, config.compile, lambda arrays: summarise_eval(config, arrays),
+      params, base_params, out_dir)
 
 
 # --------------------------------------------------------------------------
@@ -382,30 +377,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   c = config.compile
   base_params = _base_params(config, workdir)
   trainer = make_trainer(config)
-  out_dir = os.path.join(workdir, RUN_NAME)
-  os.makedirs(out_dir, exist_ok=True)
-  config_utils.save_config(config, out_dir)
-  ckpt = checkpointer(config, workdir)
-  state, base_params, start, writer = loop.resume(
-      ckpt, c.num_steps, _initial_state(trainer, config, base_params),
-      'compile.num_steps', workdir, RUN_NAME, base_params)
-  state, done = loop.run(
-      lambda s: trainer.train_chunk(s, base_params), state,
-      num_steps=c.num_steps, log_every=c.log_every, start=start,
-      desc=RUN_NAME, writer=writer, checkpointer=ckpt,
+  return segmentation.train_job(
+      config, 'compile', RUN_NAME, workdir, trainer,
+      checkpointer(config, workdir),
+      _initial_state(trainer, config, base_params), base_params,
+      functools.partial(evaluate, config, trainer),
+      {'z_kl_weight': float(c.z_kl_weight),
+       'b_kl_weight': float(c.b_kl_weight)},
       show=('loss', 'action_nll', 'kl_z', 'kl_b', 'segments_per_episode',
-            'steps_per_sec'), progress_fn=progress_fn)
-  step = done.step
-  summary = {'num_steps': int(step),
-             'train_seconds_this_run': done.seconds,
-             'resumed_from': int(start),
-             'z_kl_weight': float(c.z_kl_weight),
-             'b_kl_weight': float(c.b_kl_weight)}
-  if run_eval:
-    scores = evaluate(config, trainer, state.params, base_params, out_dir)
-    summary.update({f'heldout/{k}': v for k, v in scores.items()})
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()})
-  writer.write_summary(summary)
-  writer.close()
-  ckpt.close()
-  return summary
+            'steps_per_sec'), run_eval=run_eval, progress_fn=progress_fn)

@@ -381,15 +381,12 @@ def evaluate(config: ml_collections.ConfigDict,
   (`segmentation.json`) and the first `trace_episodes` episodes' β traces
   (`segmentation.EVAL_ARRAYS`, drawn by `irl.analysis.reports`).
 
-  params: `loop.TrainState.params`; base_params: the frozen θ (None if co-trained).
+  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
   """
-  arrays = collect_eval(
-      config, lambda k: trainer.evaluate_jit(params, base_params, k))
-  summary = summarise_eval(config, arrays)
-  if out_dir is not None:
-    segmentation.write_eval(out_dir, arrays, summary,
-                            config.metacontroller.trace_episodes)
-  return summary
+  return segmentation.evaluate(
+      trainer, config.metacontroller,
+      lambda arrays: summarise_eval(config, arrays), params, base_params,
+      out_dir)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
@@ -405,35 +402,16 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   """
   validate(config)
   m = config.metacontroller
-  name = run_name(config)
   base_params = _base_params(config, workdir)
   # Only a frozen θ is an argument of the step; a co-trained one is state.
   frozen_params = base_params if m.base_model == 'frozen' else None
   trainer = make_trainer(config)
-  os.makedirs(workdir, exist_ok=True)
-  out_dir = os.path.join(workdir, name)
-  os.makedirs(out_dir, exist_ok=True)
-  config_utils.save_config(config, out_dir)
-  ckpt = checkpointer(config, workdir)
-  state, frozen_params, start, writer = loop.resume(
-      ckpt, m.num_steps, _initial_state(trainer, config, base_params),
-      'metacontroller.num_steps', workdir, name, frozen_params)
-  state, done = loop.run(
-      lambda s: trainer.train_chunk(s, frozen_params), state,
-      num_steps=m.num_steps, log_every=m.log_every, start=start, desc=name,
-      writer=writer, checkpointer=ckpt,
+  return segmentation.train_job(
+      config, 'metacontroller', run_name(config), workdir, trainer,
+      checkpointer(config, workdir),
+      _initial_state(trainer, config, base_params), frozen_params,
+      functools.partial(evaluate, config, trainer),
+      {'kl_weight': float(m.kl_weight), 'switching': m.switching,
+       'base_model': m.base_model},
       show=('loss', 'action_nll', 'kl', 'switches_per_episode',
-            'steps_per_sec'), progress_fn=progress_fn)
-  step = done.step
-  summary = {'num_steps': int(step),
-             'train_seconds_this_run': done.seconds,
-             'resumed_from': int(start), 'kl_weight': float(m.kl_weight),
-             'switching': m.switching, 'base_model': m.base_model}
-  if run_eval:
-    scores = evaluate(config, trainer, state.params, frozen_params, out_dir)
-    summary.update({f'heldout/{k}': v for k, v in scores.items()})
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()})
-  writer.write_summary(summary)
-  writer.close()
-  ckpt.close()
-  return summary
+            'steps_per_sec'), run_eval=run_eval, progress_fn=progress_fn)

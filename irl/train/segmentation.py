@@ -33,8 +33,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from irl.train import loop
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
 SWITCH_THRESHOLD = 0.5
@@ -246,6 +249,65 @@ def collect_eval(batch_fn, num_episodes: int, batch_size: int,
   axis = parts[0]['valid'].ndim - 2
   return {n: np.concatenate([p[n] for p in parts], axis=axis)
           for n in parts[0]}
+
+
+def evaluate(trainer: Trainer, section: ml_collections.ConfigDict,
+             summarise: Callable[[dict], dict[str, float]], params: Any,
+             base_params: Any, out_dir: str | None = None
+             ) -> dict[str, float]:
+  """Held-out scores of one run (`summarise` of its evaluation arrays, at
+  `section`'s evaluation size); with `out_dir`, also writes them and the
+  first `section.trace_episodes` episodes' β traces (`write_eval`).
+
+  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
+  """
+  arrays = collect_eval(
+      lambda k: trainer.evaluate_jit(params, base_params, k),
+      section.eval_episodes, section.eval_batch_size)
+  summary = summarise(arrays)
+  if out_dir is not None:
+    write_eval(out_dir, arrays, summary, section.trace_episodes)
+  return summary
+
+
+def train_job(config: ml_collections.ConfigDict, section: str, name: str,
+              workdir: str, trainer: Trainer,
+              checkpointer: ckpt_lib.Checkpointer, init_state: Any,
+              frozen: Any, evaluate_fn: Callable[..., dict[str, float]],
+              summary: dict, show: Sequence[str], run_eval: bool = True,
+              progress_fn: loop.ProgressFn | None = None) -> dict:
+  """The job of a segmenting run: resume or start under `checkpointer`,
+  train `config[section].num_steps` steps through `loop.run`, evaluate on
+  the held-out episodes (`evaluate_fn(params, frozen θ, out_dir)`), write the
+  summary. Its config, β traces and scores go to `<workdir>/<name>/`.
+
+  frozen: the θ every step reads (None if co-trained); summary: the run's
+  own entries of the summary.
+  """
+  s = config[section]
+  out_dir = os.path.join(workdir, name)
+  os.makedirs(out_dir, exist_ok=True)
+  config_utils.save_config(config, out_dir)
+  state, frozen, start, writer = loop.resume(
+      checkpointer, s.num_steps, init_state, f'{section}.num_steps', workdir,
+      name, frozen)
+  state, done = loop.run(
+      lambda st: trainer.train_chunk(st, frozen), state,
+      num_steps=s.num_steps, log_every=s.log_every, start=start, desc=name,
+      writer=writer, checkpointer=checkpointer, show=show,
+      progress_fn=progress_fn)
+  summary = {'num_steps': int(done.step),
+             'train_seconds_this_run': done.seconds,
+             'resumed_from': int(start), **summary}
+  if run_eval:
+    scores = evaluate_fn(state.params, frozen, out_dir)
+    summary.update({f'heldout/{k}': v for k, v in scores.items()})
+    writer.write_scalars(done.step,
+                         {f'eval/{k}': v for k, v in scores.items()})
+  writer.write_summary(summary)
+  writer.close()
+  checkpointer.close()
+  return summary
 
 
 def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:
