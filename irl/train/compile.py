@@ -34,8 +34,6 @@ import optax
 
 from irl import config as config_lib
 from irl import optim
-from irl.data import stream
-from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import compile as compile_lib
 from irl.models import compile_adapter
@@ -45,7 +43,7 @@ from irl.train import pretrain
 from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils.config_utils import check, check_choice, check_int, check_range
+from irl.utils.config_utils import check, check_choice, check_range
 
 RUN_NAME = 'compile'
 ENCODER_INITS = ('scratch', 'base_model')
@@ -67,26 +65,17 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad compile field."""
   config_lib.validate_gridworld(config)
-  c = config.compile
-  optim.validate_trainer(c, 'compile')
-  for name in ('max_segments', 'latent_dim', 'head_hidden', 'batch_size',
-               'seq_len', 'keep_checkpoints', 'eval_episodes',
-               'eval_batch_size'):
-    check_int(c[name], f'compile.{name}', minimum=1)
+  c = segmentation.validate_section(
+      config, 'compile', ('max_segments', 'latent_dim', 'head_hidden'),
+      ('rl_max_segments',))
   check(c.max_segments >= 2, 'compile.max_segments',
         f'{c.max_segments} must be >= 2 (one boundary at least)')
-  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
-               'trace_episodes', 'rl_max_segments'):
-    check_int(c[name], f'compile.{name}', minimum=0)
-  check_int(c.layer, 'compile.layer', minimum=-1)
   check(c.layer != 0 and c.layer <= config.model.num_layers, 'compile.layer',
         f'{c.layer} must be in [1, model.num_layers='
         f'{config.model.num_layers}] or -1 (L // 2)')
   check(c.layer != -1 or config.model.num_layers >= 2, 'compile.layer',
         f'-1 (L // 2) needs model.num_layers >= 2, got '
         f'{config.model.num_layers}')
-  check(c.rank <= config.model.width, 'compile.rank',
-        f'{c.rank} must be <= model.width={config.model.width} (0: full rank)')
   check_range(c.temperature, 'compile.temperature', 0.0, None,
               lo_inclusive=False)
   check_range(c.prior_rate, 'compile.prior_rate', 1.0, None,
@@ -94,12 +83,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check_range(c.z_kl_weight, 'compile.z_kl_weight', 0.0)
   check_range(c.b_kl_weight, 'compile.b_kl_weight', 0.0)
   check_choice(c.encoder_init, 'compile.encoder_init', ENCODER_INITS)
-  check(c.seq_len <= config.env.max_steps, 'compile.seq_len',
-        f'{c.seq_len} must be <= env.max_steps={config.env.max_steps}')
-  check(config.model.backbone != 'transformer'
-        or c.seq_len <= config.model.max_len, 'compile.seq_len',
-        f'{c.seq_len} must be <= model.max_len={config.model.max_len}')
-  check_range(c.switch_threshold, 'compile.switch_threshold', 0.0, 1.0)
   return config
 
 
@@ -107,11 +90,9 @@ def compile_config(config: ml_collections.ConfigDict
                    ) -> compile_lib.CompileConfig:
   """The `CompileConfig` of `config.compile` for `config.model`."""
   c = config.compile
-  layer = config.model.num_layers // 2 if c.layer == -1 else c.layer
-  return compile_lib.CompileConfig(
-      model=pretrain.model_config(config), layer=layer,
-      max_segments=c.max_segments, latent_dim=c.latent_dim,
-      head_hidden=c.head_hidden, decoder_hidden=c.decoder_hidden,
+  return config_utils.from_section(
+      compile_lib.CompileConfig, c, model=pretrain.model_config(config),
+      layer=segmentation.control_layer(config, 'compile'),
       rank=c.rank or None, temperature=float(c.temperature),
       prior_rate=float(c.prior_rate)).validate()
 
@@ -126,11 +107,7 @@ def make_adapter(config: ml_collections.ConfigDict
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
-  keys = (['env', 'model', 'pretrain.num_steps'] + list(
-      pretrain.FINGERPRINT_KEYS) + [f'compile.{f}'
-                                    for f in _FINGERPRINT_FIELDS])
-  return config_utils.config_fingerprint(
-      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
+  return segmentation.fingerprint(config, 'compile', _FINGERPRINT_FIELDS)
 
 
 # --------------------------------------------------------------------------
@@ -142,14 +119,10 @@ def make_trainer(config: ml_collections.ConfigDict
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  c = [f'compile.{name}' for name in (
-      'save_every', 'keep_checkpoints', 'z_kl_weight', 'b_kl_weight', 'seed',
-      'trace_episodes', 'eval_episodes', 'rl_max_segments')]
-  return _make_trainer(config_utils.factory_key(
-      config, sections=set(config) - {
-          'rate_distortion', 'pretrain', 'eval', 'expert_demo',
-          'metacontroller', 'probe', 'control', 'rl'},
-      zero=c + optim.run_length(config.compile, 'compile')))
+  return _make_trainer(segmentation.factory_key(
+      config, 'compile', ('z_kl_weight', 'b_kl_weight', 'rl_max_segments'),
+      drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo',
+            'metacontroller', 'probe', 'control', 'rl')))
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,12 +133,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
   model = compile_lib.CompILE(compile_config(config))
   cfg = model.config
   layer, num = cfg.layer, cfg.max_segments
-  env = registry.from_config(config)
-  env_params = config_lib.env_params(config)
-  sample = stream.make_expert_stream(env, env_params, c.batch_size,
-                                     c.seq_len, (0.0,), jit=False)
-  sample_eval = stream.make_expert_stream(env, env_params, c.eval_batch_size,
-                                          c.seq_len, (0.0,), jit=False)
+  sample, sample_eval = segmentation.expert_streams(config, c)
   tx = optim.section_optimizer(c, c.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,

@@ -203,3 +203,49 @@ def run(chunk: Callable[[Any], tuple[Any, dict]], state: Any, *,
     checkpointer.wait()
   return state, LoopResult(step=step, start=start,
                            seconds=time.time() - t_start)
+
+
+def train_job(chunk: Callable[[Any, Any], tuple[Any, dict]],
+              checkpointer: ckpt_lib.Checkpointer, init_state: Any, *,
+              section: Any, field: str, name: str, workdir: str,
+              frozen: Any = None,
+              evaluate: Callable[[Any, Any], dict[str, float]] | None = None,
+              summary: dict | None = None, show: Sequence[str] = (),
+              scalars: Callable[[dict, float, int], dict] | None = None,
+              progress_fn: ProgressFn | None = None) -> dict:
+  """A whole training job: resume or start under `checkpointer`, run
+  `chunk(state, frozen)` until `section.num_steps` (`section.log_every` at a
+  time, `field` naming the run length in errors), evaluate, and write the
+  summary beside the metrics of `name`; closes the checkpointer.
+
+  Args:
+    frozen: what every step reads but does not train (e.g. θ), or None.
+    evaluate: (params, frozen) -> scores, added to the summary and written
+      as `eval/<name>` scalars; None: no evaluation.
+    summary: the run's own entries of the summary.
+    show, scalars, progress_fn: as in `run`.
+
+  Returns:
+    The summary: steps, wall time of this call, the step resumed from, the
+    run's entries and the scores.
+  """
+  state, frozen, start, writer = resume(
+      checkpointer, section.num_steps, init_state, field, workdir, name,
+      frozen)
+  state, done = run(
+      lambda s: chunk(s, frozen), state, num_steps=section.num_steps,
+      log_every=section.log_every, start=start, desc=name, writer=writer,
+      checkpointer=checkpointer, show=show, scalars=scalars,
+      progress_fn=progress_fn)
+  result = {'num_steps': int(done.step),
+            'train_seconds_this_run': done.seconds,
+            'resumed_from': int(start), **(summary or {})}
+  if evaluate is not None:
+    scores = evaluate(state.params, frozen)
+    result.update(scores)
+    writer.write_scalars(done.step,
+                         {f'eval/{k}': v for k, v in scores.items()})
+  writer.write_summary(result)
+  writer.close()
+  checkpointer.close()
+  return result

@@ -38,8 +38,6 @@ import optax
 
 from irl import config as config_lib
 from irl import optim
-from irl.data import stream
-from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
 from irl.train import loop
@@ -48,7 +46,7 @@ from irl.train import pretrain
 from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils.config_utils import check, check_choice, check_int, check_range
+from irl.utils.config_utils import check, check_choice, check_range
 
 BASE_MODEL_MODES = ('frozen', 'cotrain', 'cotrain_scratch')
 SWITCHING_MODES = ('learned', 'always')
@@ -71,22 +69,13 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad metacontroller field."""
   config_lib.validate_gridworld(config)
-  m = config.metacontroller
-  optim.validate_trainer(m, 'metacontroller')
-  for name in ('latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
-               'history_dim', 'encoder_hidden', 'switch_hidden', 'batch_size',
-               'seq_len', 'keep_checkpoints', 'eval_episodes',
-               'eval_batch_size'):
-    check_int(m[name], f'metacontroller.{name}', minimum=1)
-  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
-               'trace_episodes'):
-    check_int(m[name], f'metacontroller.{name}', minimum=0)
-  check_int(m.layer, 'metacontroller.layer', minimum=-1)
+  m = segmentation.validate_section(
+      config, 'metacontroller', ('latent_dim', 'embed_dim', 'embed_width',
+                                 'embed_heads', 'history_dim',
+                                 'encoder_hidden', 'switch_hidden'), ())
   check(m.layer <= config.model.num_layers, 'metacontroller.layer',
         f'{m.layer} must be in [0, model.num_layers={config.model.num_layers}]'
         ' or -1 (L // 2)')
-  check(m.rank <= config.model.width, 'metacontroller.rank',
-        f'{m.rank} must be <= model.width={config.model.width} (0: full rank)')
   check(m.embed_width % m.embed_heads == 0, 'metacontroller.embed_heads',
         f'{m.embed_heads} must divide metacontroller.embed_width='
         f'{m.embed_width}')
@@ -94,9 +83,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check_range(m.switch_bias, 'metacontroller.switch_bias')
   check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
   check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)
-  check(m.seq_len <= config.env.max_steps, 'metacontroller.seq_len',
-        f'{m.seq_len} must be <= env.max_steps={config.env.max_steps}')
-  check_range(m.switch_threshold, 'metacontroller.switch_threshold', 0.0, 1.0)
   return config
 
 
@@ -104,14 +90,10 @@ def metacontroller_config(config: ml_collections.ConfigDict
                           ) -> mc_lib.MetacontrollerConfig:
   """The `MetacontrollerConfig` of `config.metacontroller` for `config.model`."""
   m = config.metacontroller
-  layer = config.model.num_layers // 2 if m.layer == -1 else m.layer
-  return mc_lib.MetacontrollerConfig(
-      width=config.model.width, layer=layer, latent_dim=m.latent_dim,
-      embed_dim=m.embed_dim, embed_width=m.embed_width,
-      embed_heads=m.embed_heads, history_dim=m.history_dim,
-      encoder_hidden=m.encoder_hidden, switch_hidden=m.switch_hidden,
-      switch_bias=float(m.switch_bias),
-      decoder_hidden=m.decoder_hidden, rank=m.rank or None,
+  return config_utils.from_section(
+      mc_lib.MetacontrollerConfig, m, width=config.model.width,
+      layer=segmentation.control_layer(config, 'metacontroller'),
+      switch_bias=float(m.switch_bias), rank=m.rank or None,
       always_switch=m.switching == 'always').validate()
 
 
@@ -128,15 +110,10 @@ def run_name(config: ml_collections.ConfigDict) -> str:
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
-  keys = ['env', 'model'] + [f'metacontroller.{f}'
-                             for f in _MC_FINGERPRINT_FIELDS]
-  if config.metacontroller.base_model != 'cotrain_scratch':
-    # The run is only meaningful with the base model it started from.
-    keys += list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
-  else:
-    keys += ['seed']
-  return config_utils.config_fingerprint(
-      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
+  # A run on a pretrained θ is only meaningful with the θ it started from.
+  return segmentation.fingerprint(
+      config, 'metacontroller', _MC_FINGERPRINT_FIELDS,
+      from_pretrained=config.metacontroller.base_model != 'cotrain_scratch')
 
 
 # --------------------------------------------------------------------------
@@ -148,13 +125,9 @@ def make_trainer(config: ml_collections.ConfigDict
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  m = [f'metacontroller.{name}' for name in (
-      'save_every', 'keep_checkpoints', 'kl_weight', 'seed', 'trace_episodes',
-      'eval_episodes')]
-  return _make_trainer(config_utils.factory_key(
-      config, sections=set(config) - {'rate_distortion', 'pretrain', 'eval',
-                                      'expert_demo'},
-      zero=m + optim.run_length(config.metacontroller, 'metacontroller')))
+  return _make_trainer(segmentation.factory_key(
+      config, 'metacontroller', ('kl_weight',),
+      drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo')))
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,12 +139,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
   layer = metacontroller.config.layer
   latent_dim = metacontroller.config.latent_dim
   frozen = m.base_model == 'frozen'
-  env = registry.from_config(config)
-  env_params = config_lib.env_params(config)
-  sample = stream.make_expert_stream(env, env_params, m.batch_size,
-                                     m.seq_len, (0.0,), jit=False)
-  sample_eval = stream.make_expert_stream(env, env_params, m.eval_batch_size,
-                                          m.seq_len, (0.0,), jit=False)
+  sample, sample_eval = segmentation.expert_streams(config, m)
   tx = optim.section_optimizer(m, m.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,

@@ -70,16 +70,9 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   action = env.action_spec(params)
   size = ({'num_actions': action.size} if action.kind == 'discrete'
           else {'action_dim': action.size})
-  return ModelConfig(
-      backbone=m.backbone, num_layers=m.num_layers, width=m.width,
-      num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-      obs_dim=env.observation_size(params), action_type=action.kind,
-      num_buckets=m.num_buckets,
-      max_distance=m.max_distance, conv_width=m.conv_width,
-      attention_window=m.attention_window,
-      attention_window_blocks=tuple(m.attention_window_blocks),
-      max_len=m.max_len, dtype=m.dtype, obs_encoder=m.obs_encoder,
-      future_actions=m.future_actions, **size, **env.encoder_fields(params))
+  return config_utils.from_section(
+      ModelConfig, m, obs_dim=env.observation_size(params),
+      action_type=action.kind, **size, **env.encoder_fields(params))
 
 
 def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
@@ -200,27 +193,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   trainer = make_pretrainer(config)
   os.makedirs(workdir, exist_ok=True)
   config_utils.save_config(config, workdir)
-  ckpt = checkpointer(config, workdir)
-  state, _, start, writer = loop.resume(
-      ckpt, pc.num_steps, trainer.init(jax.random.key(config.seed)),
-      'pretrain.num_steps', workdir, 'pretrain')
   tokens = config.data.batch_size * config.data.seq_len * pc.log_every
-  state, done = loop.run(
-      trainer.train_chunk, state, num_steps=pc.num_steps,
-      log_every=pc.log_every, start=start, desc='pretrain', writer=writer,
-      checkpointer=ckpt, show=('loss', 'action_acc', 'steps_per_sec'),
-      scalars=lambda m, seconds, _: {**m,
-                                      'tokens_per_sec': tokens / seconds},
+  return loop.train_job(
+      lambda state, _: trainer.train_chunk(state), checkpointer(config, workdir),
+      trainer.init(jax.random.key(config.seed)), section=pc,
+      field='pretrain.num_steps', name='pretrain', workdir=workdir,
+      evaluate=(lambda params, _: evaluate.evaluate_base_model(
+          config, trainer.model, params, jax.random.key(config.seed + 1)))
+      if run_eval else None,
+      show=('loss', 'action_acc', 'steps_per_sec'),
+      scalars=lambda m, seconds, _: {**m, 'tokens_per_sec': tokens / seconds},
       progress_fn=progress_fn)
-  step = done.step
-  summary = {'num_steps': int(step), 'train_seconds_this_run': done.seconds,
-             'resumed_from': int(start)}
-  if run_eval:
-    summary.update(evaluate.evaluate_base_model(
-        config, trainer.model, state.params, jax.random.key(config.seed + 1)))
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in summary.items()
-                                if k.startswith(('heldout/', 'closed_loop/'))})
-  writer.write_summary(summary)
-  writer.close()
-  ckpt.close()
-  return summary

@@ -36,9 +36,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from irl import config as config_lib
+from irl import optim
+from irl.data import stream
+from irl.envs import registry
 from irl.train import loop
+from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
+from irl.utils.config_utils import check, check_int, check_range
 
 SWITCH_THRESHOLD = 0.5
 TOLERANCE = 1
@@ -221,6 +227,83 @@ class Trainer(NamedTuple):
   evaluate_jit: Callable[..., dict]
 
 
+# A section's fields that change neither what a run computes per step nor its
+# compilation; with the run length and the loss weights (leaves of the
+# state), factories leave them out so the compiled step is shared.
+_PER_RUN_FIELDS = ('save_every', 'keep_checkpoints', 'seed',
+                   'trace_episodes', 'eval_episodes')
+
+
+def validate_section(config: ml_collections.ConfigDict, section: str,
+                     positive: Sequence[str], non_negative: Sequence[str]
+                     ) -> ml_collections.ConfigDict:
+  """The checks every segmenting run's section shares: its trainer fields,
+  the integer fields in `positive` (≥ 1) and `non_negative` (≥ 0) besides
+  the common ones, the edit's rank, the episode length and the switch
+  threshold. Returns the section; raises ConfigError naming the field."""
+  s, model = config[section], config.model
+  optim.validate_trainer(s, section)
+  for name in ('batch_size', 'seq_len', 'keep_checkpoints', 'eval_episodes',
+               'eval_batch_size') + tuple(positive):
+    check_int(s[name], f'{section}.{name}', minimum=1)
+  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
+               'trace_episodes') + tuple(non_negative):
+    check_int(s[name], f'{section}.{name}', minimum=0)
+  check_int(s.layer, f'{section}.layer', minimum=-1)
+  check(s.rank <= model.width, f'{section}.rank',
+        f'{s.rank} must be <= model.width={model.width} (0: full rank)')
+  check(s.seq_len <= config.env.max_steps, f'{section}.seq_len',
+        f'{s.seq_len} must be <= env.max_steps={config.env.max_steps}')
+  check(model.backbone != 'transformer' or s.seq_len <= model.max_len,
+        f'{section}.seq_len',
+        f'{s.seq_len} must be <= model.max_len={model.max_len}')
+  check_range(s.switch_threshold, f'{section}.switch_threshold', 0.0, 1.0)
+  return s
+
+
+def control_layer(config: ml_collections.ConfigDict, section: str) -> int:
+  """The residual layer a run reads and edits: `<section>.layer`, where -1
+  means the middle of the base model, L // 2."""
+  layer = config[section].layer
+  return config.model.num_layers // 2 if layer == -1 else layer
+
+
+def fingerprint(config: ml_collections.ConfigDict, section: str,
+                fields: Sequence[str], from_pretrained: bool = True) -> dict:
+  """What a run's checkpoints mean: the environment, the model, `fields` of
+  `section` and, for a run on a pretrained θ, the pretraining run."""
+  keys = ['env', 'model'] + [f'{section}.{f}' for f in fields]
+  keys += (list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
+           if from_pretrained else ['seed'])
+  return config_utils.config_fingerprint(
+      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
+
+
+def factory_key(config: ml_collections.ConfigDict, section: str,
+                zero: Sequence[str], drop: Sequence[str]
+                ) -> ml_collections.FrozenConfigDict:
+  """The key of a segmenting run's cached trainer: `config` without the
+  sections in `drop`, with `section`'s per-run fields and the fields in
+  `zero` (its loss weights, leaves of the state, and fields the trainer
+  does not read) zeroed."""
+  fields = [f'{section}.{f}' for f in _PER_RUN_FIELDS + tuple(zero)]
+  return config_utils.factory_key(
+      config, sections=set(config) - set(drop),
+      zero=fields + optim.run_length(config[section], section))
+
+
+def expert_streams(config: ml_collections.ConfigDict,
+                   s: ml_collections.ConfigDict
+                   ) -> tuple[Callable[[jax.Array], Any], ...]:
+  """(training, held-out) samplers of D* (ε = 0 expert episodes) at section
+  `s`'s batch sizes and sequence length; key -> Rollout [B, T]."""
+  env = registry.from_config(config)
+  env_params = config_lib.env_params(config)
+  return tuple(stream.make_expert_stream(env, env_params, b, s.seq_len,
+                                         (0.0,), jit=False)
+               for b in (s.batch_size, s.eval_batch_size))
+
+
 # --------------------------------------------------------------------------
 # The held-out evaluation every segmenting run (metacontroller, CompILE)
 # shares: the same episodes, collected in batches, written the same way.
@@ -276,38 +359,19 @@ def train_job(config: ml_collections.ConfigDict, section: str, name: str,
               frozen: Any, evaluate_fn: Callable[..., dict[str, float]],
               summary: dict, show: Sequence[str], run_eval: bool = True,
               progress_fn: loop.ProgressFn | None = None) -> dict:
-  """The job of a segmenting run: resume or start under `checkpointer`,
-  train `config[section].num_steps` steps through `loop.run`, evaluate on
-  the held-out episodes (`evaluate_fn(params, frozen θ, out_dir)`), write the
-  summary. Its config, β traces and scores go to `<workdir>/<name>/`.
-
-  frozen: the θ every step reads (None if co-trained); summary: the run's
-  own entries of the summary.
-  """
-  s = config[section]
+  """`loop.train_job` for a segmenting run: its config, β traces and
+  held-out scores (`evaluate_fn(params, frozen θ, out_dir)`, in the summary
+  as `heldout/<score>`) go to `<workdir>/<name>/`."""
   out_dir = os.path.join(workdir, name)
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)
-  state, frozen, start, writer = loop.resume(
-      checkpointer, s.num_steps, init_state, f'{section}.num_steps', workdir,
-      name, frozen)
-  state, done = loop.run(
-      lambda st: trainer.train_chunk(st, frozen), state,
-      num_steps=s.num_steps, log_every=s.log_every, start=start, desc=name,
-      writer=writer, checkpointer=checkpointer, show=show,
-      progress_fn=progress_fn)
-  summary = {'num_steps': int(done.step),
-             'train_seconds_this_run': done.seconds,
-             'resumed_from': int(start), **summary}
-  if run_eval:
-    scores = evaluate_fn(state.params, frozen, out_dir)
-    summary.update({f'heldout/{k}': v for k, v in scores.items()})
-    writer.write_scalars(done.step,
-                         {f'eval/{k}': v for k, v in scores.items()})
-  writer.write_summary(summary)
-  writer.close()
-  checkpointer.close()
-  return summary
+  evaluate = lambda params, theta: {
+      f'heldout/{k}': v for k, v in evaluate_fn(params, theta, out_dir).items()}
+  return loop.train_job(
+      trainer.train_chunk, checkpointer, init_state, section=config[section],
+      field=f'{section}.num_steps', name=name, workdir=workdir,
+      frozen=frozen, evaluate=evaluate if run_eval else None,
+      summary=summary, show=show, progress_fn=progress_fn)
 
 
 def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:

@@ -253,6 +253,18 @@ def factory_key(config: ml_collections.ConfigDict, *,
   return ml_collections.FrozenConfigDict(key)
 
 
+def from_section(cls: type, section: Mapping[str, Any], **overrides: Any
+                 ) -> Any:
+  """The frozen dataclass `cls` built from the fields of a config section
+  that it names (`Section(**config.section)` for the fields both share),
+  with `overrides` for the fields the section spells differently or lacks.
+  Sequences become tuples, so the result is hashable."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+            for k, v in section.items() if k in names}
+  return cls(**{**kwargs, **overrides})
+
+
 def validated_once(validate: Callable[[Any], Any]) -> Callable[[Any], Any]:
   """Runs `validate(config)` once per distinct config content.
 
