@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from irl.train import loop
 from irl.utils import (
     CheckpointMismatchError,
     Checkpointer,
@@ -351,3 +352,66 @@ def test_config_fingerprint_and_save(tmp_path):
   assert json.loads(open(path).read())['pretrain']['num_steps'] == 2000
   previous = [f for f in os.listdir(tmp_path) if f.startswith('config.') and f != 'config.json']
   assert len(previous) == 1  # the first run's config is kept
+
+
+# --------------------------------------------------------------------------- #
+# The one train-state type.
+# --------------------------------------------------------------------------- #
+
+
+@struct.dataclass
+class _LegacyMetacontrollerState:
+  """The layout the metacontroller's own state dataclass had before
+  `loop.TrainState` (its checkpoints are still on users' disks)."""
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  key: jax.Array
+  kl_weight: jax.Array
+
+
+def _legacy_and_new(alpha: float):
+  params = {'w': jnp.arange(3.0)}
+  args = (jnp.int32(7), params, _TX.init(params), jax.random.key(3))
+  return (_LegacyMetacontrollerState(*args, kl_weight=jnp.float32(alpha)),
+          loop.TrainState(*args, kl_weight=jnp.float32(alpha)))
+
+
+def test_train_state_extras_are_leaves_under_their_own_names():
+  _, state = _legacy_and_new(0.1)
+  assert float(state.kl_weight) == pytest.approx(0.1)
+  with pytest.raises(AttributeError, match='kl_weight'):
+    state.z_weight
+  # Extras are leaves: one jitted step serves every α, and vmap batches them.
+  bump = jax.jit(lambda s: s.replace(kl_weight=s.kl_weight * 2))
+  assert float(bump(state).kl_weight) == pytest.approx(0.2)
+  with pytest.raises(TypeError, match='z_weight'):
+    state.replace(z_weight=1.0)
+  paths = [jax.tree_util.keystr(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(state)[0]]
+  assert '.kl_weight' in paths and ".params['w']" in paths
+  # apply_gradients: one optimiser step, the step counter and `changes`.
+  grads = {'w': jnp.ones(3)}
+  new = state.apply_gradients(_TX, grads, key=jax.random.key(4))
+  assert int(new.step) == 8 and float(new.kl_weight) == pytest.approx(0.1)
+  assert not np.allclose(new.params['w'], state.params['w'])
+
+
+def test_legacy_state_checkpoint_restores_into_train_state(tmp_path):
+  legacy, new = _legacy_and_new(0.3)
+  ckpt = Checkpointer(tmp_path / 'ckpt', save_every=1, fingerprint=FINGERPRINT)
+  ckpt.maybe_save(7, legacy, force=True)
+  ckpt.close()
+  ckpt = Checkpointer(tmp_path / 'ckpt', save_every=1, fingerprint=FINGERPRINT)
+  _, template = _legacy_and_new(0.0)
+  restored, step = ckpt.restore_or_init(template)
+  ckpt.close()
+  assert step == 7 and type(restored) is type(new)
+  assert float(restored.kl_weight) == pytest.approx(0.3)
+  for a, b in zip(jax.tree.leaves(_as_raw_key(restored)),
+                  jax.tree.leaves(_as_raw_key(new))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _as_raw_key(state):
+  return state.replace(key=jax.random.key_data(state.key))
