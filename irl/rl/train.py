@@ -46,7 +46,6 @@ from irl.rl import rollouts
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
-from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 
@@ -321,10 +320,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   seeds = [int(s) for s in r.seeds]
   init = jax.jit(jax.vmap(learner.init, in_axes=(0, None)))
   init_states = init(jnp.stack([jax.random.key(s) for s in seeds]), source)
-  ckpt = ckpt_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints', name), save_every=r.save_every,
-      max_to_keep=r.keep_checkpoints, fingerprint=fingerprint(config),
-      added_fields=ADDED_FIELDS)
+  ckpt = loop.checkpointer(workdir, name, r, fingerprint(config),
+                          ADDED_FIELDS)
   states, frozen, start, writer = loop.resume(
       ckpt, r.num_updates, init_states, 'rl.num_updates', workdir, name,
       frozen)

@@ -23,7 +23,6 @@ finished run's parameters and the `CompileAdapter` to internal RL.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -300,11 +299,8 @@ def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 def checkpointer(config: ml_collections.ConfigDict, workdir: str
                  ) -> ckpt_lib.Checkpointer:
-  c = config.compile
-  return ckpt_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints', RUN_NAME),
-      save_every=c.save_every, max_to_keep=c.keep_checkpoints,
-      fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
+  return loop.checkpointer(workdir, RUN_NAME, config.compile,
+                          fingerprint(config), ADDED_FIELDS)
 
 
 def _initial_state(trainer: segmentation.Trainer,

@@ -124,6 +124,17 @@ def resume(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
   return state, frozen, start, writer
 
 
+def checkpointer(workdir: str, name: str, section: Any, fingerprint: dict,
+                 added_fields: dict | None = None) -> ckpt_lib.Checkpointer:
+  """The checkpoints of run `name`, `<workdir>/checkpoints/<name>/`, at
+  `section`'s cadence (`save_every`, `keep_checkpoints`), refusing a
+  checkpoint whose `fingerprint` differs (see `ckpt_lib.Checkpointer`)."""
+  return ckpt_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints', name),
+      save_every=section.save_every, max_to_keep=section.keep_checkpoints,
+      fingerprint=fingerprint, added_fields=added_fields)
+
+
 def load_finished(checkpointer: ckpt_lib.Checkpointer, num_steps: int,
                   init_state: Callable[[], Any], field: str, what: str,
                   how: str) -> Any:

@@ -27,7 +27,6 @@ RL.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable
 
 import jax
@@ -308,11 +307,8 @@ def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 def checkpointer(config: ml_collections.ConfigDict, workdir: str
                  ) -> ckpt_lib.Checkpointer:
-  m = config.metacontroller
-  return ckpt_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints', run_name(config)),
-      save_every=m.save_every, max_to_keep=m.keep_checkpoints,
-      fingerprint=fingerprint(config), added_fields=ADDED_FIELDS)
+  return loop.checkpointer(workdir, run_name(config), config.metacontroller,
+                          fingerprint(config), ADDED_FIELDS)
 
 
 def _initial_state(trainer: segmentation.Trainer,

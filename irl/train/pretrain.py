@@ -135,13 +135,10 @@ def fingerprint_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def checkpointer(config: ml_collections.ConfigDict, workdir: str
                  ) -> ckpt_lib.Checkpointer:
-  return ckpt_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints', 'pretrain'),
-      save_every=config.pretrain.save_every,
-      max_to_keep=config.pretrain.keep_checkpoints,
-      fingerprint=config_utils.config_fingerprint(
+  return loop.checkpointer(
+      workdir, 'pretrain', config.pretrain, config_utils.config_fingerprint(
           config, fingerprint_keys(config), exclude=TASK_FREE_FIELDS),
-      added_fields=ADDED_FIELDS)
+      ADDED_FIELDS)
 
 
 StepNotKeptError = ckpt_lib.StepNotKeptError
