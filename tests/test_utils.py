@@ -1,5 +1,6 @@
 """Tests of the run infrastructure: resumable checkpoints, metrics, progress, config checks."""
 
+import dataclasses
 import io
 import json
 import logging as py_logging
@@ -14,6 +15,7 @@ import optax
 import pytest
 
 from irl.train import loop
+from irl.utils import config_utils
 from irl.utils import (
     CheckpointMismatchError,
     Checkpointer,
@@ -415,3 +417,20 @@ def test_legacy_state_checkpoint_restores_into_train_state(tmp_path):
 
 def _as_raw_key(state):
   return state.replace(key=jax.random.key_data(state.key))
+
+
+def test_from_section_builds_a_hashable_dataclass_and_names_missing_fields():
+  @dataclasses.dataclass(frozen=True)
+  class Section:
+    width: int
+    blocks: tuple = ()
+    rank: int | None = 16
+
+  section = ml_collections.ConfigDict(
+      {'width': 8, 'blocks': [0, 1], 'rank': 0, 'seed': 3})
+  built = config_utils.from_section(Section, section, rank=None)
+  assert built == Section(8, (0, 1), None) and hash(built)
+  with pytest.raises(TypeError, match=r"\['blocks', 'rank'\]"):
+    config_utils.from_section(Section, {'width': 8})
+  assert config_utils.from_section(
+      Section, {'width': 8}, optional=('blocks', 'rank')) == Section(8)

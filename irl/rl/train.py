@@ -1,7 +1,7 @@
 """Internal RL and its baselines: the PureJaxRL-style training loop (docs/method.md §7-8).
 
 `make_learner(config, method)` returns pure functions:
-  init(key, source) -> loop.TrainState                     one seed (source: θ for
+  init(key, source) -> loop.TrainState             one seed (source: θ for
                                                    raw action, else unused)
   update(state, frozen) -> (state, metrics)        rollout -> advantages -> PPO
   train_chunk(states, frozen) -> (states, metrics) jitted: `rl.log_every`

@@ -40,6 +40,7 @@ from irl.train import loop
 from irl.train import losses
 from irl.train import pretrain
 from irl.train import segmentation
+from irl.train import segmenting
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils.config_utils import check, check_choice, check_range
@@ -64,7 +65,7 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad compile field."""
   config_lib.validate_gridworld(config)
-  c = segmentation.validate_section(
+  c = segmenting.validate_section(
       config, 'compile', ('max_segments', 'latent_dim', 'head_hidden'),
       ('rl_max_segments',))
   check(c.max_segments >= 2, 'compile.max_segments',
@@ -91,7 +92,7 @@ def compile_config(config: ml_collections.ConfigDict
   c = config.compile
   return config_utils.from_section(
       compile_lib.CompileConfig, c, model=pretrain.model_config(config),
-      layer=segmentation.control_layer(config, 'compile'),
+      layer=segmenting.control_layer(config, 'compile'),
       rank=c.rank or None, temperature=float(c.temperature),
       prior_rate=float(c.prior_rate)).validate()
 
@@ -106,7 +107,7 @@ def make_adapter(config: ml_collections.ConfigDict
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
-  return segmentation.fingerprint(config, 'compile', _FINGERPRINT_FIELDS)
+  return segmenting.fingerprint(config, 'compile', _FINGERPRINT_FIELDS)
 
 
 # --------------------------------------------------------------------------
@@ -114,11 +115,11 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 
 
 def make_trainer(config: ml_collections.ConfigDict
-                 ) -> segmentation.Trainer:
+                 ) -> segmenting.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  return _make_trainer(segmentation.factory_key(
+  return _make_trainer(segmenting.factory_key(
       config, 'compile', ('z_kl_weight', 'b_kl_weight', 'rl_max_segments'),
       drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo',
             'metacontroller', 'probe', 'control', 'rl')))
@@ -126,13 +127,13 @@ def make_trainer(config: ml_collections.ConfigDict
 
 @functools.lru_cache(maxsize=8)
 def _make_trainer(config: ml_collections.FrozenConfigDict
-                  ) -> segmentation.Trainer:
+                  ) -> segmenting.Trainer:
   c = config.compile
   base_model = BaseModel(pretrain.model_config(config))
   model = compile_lib.CompILE(compile_config(config))
   cfg = model.config
   layer, num = cfg.layer, cfg.max_segments
-  sample, sample_eval = segmentation.expert_streams(config, c)
+  sample, sample_eval = segmenting.expert_streams(config, c)
   tx = optim.section_optimizer(c, c.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,
@@ -150,9 +151,9 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
       params = copy_lower_half(params, base_params, layer)
     params = {'compile': params}
     return loop.TrainState(step=jnp.int32(0), params=params,
-                      opt_state=tx.init(params), key=k_data,
-                      z_weight=jnp.float32(z_weight),
-                      b_weight=jnp.float32(b_weight))
+                           opt_state=tx.init(params), key=k_data,
+                           z_weight=jnp.float32(z_weight),
+                           b_weight=jnp.float32(b_weight))
 
   def segment_nll(base_params, e, out, actions):
     """[B, T] Σ_i seg_i(t) NLL_i(t): the N controllers folded into the batch."""
@@ -212,7 +213,8 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
       metrics[f'grad_norm/{part}'] = optax.tree.norm(g)
     return state.apply_gradients(tx, grads, key=key), metrics
 
-  def chunk(state: loop.TrainState, base_params: Any) -> tuple[loop.TrainState, dict]:
+  def chunk(state: loop.TrainState, base_params: Any
+            ) -> tuple[loop.TrainState, dict]:
     """`compile.log_every` steps with θ = base_params (frozen)."""
     state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
                                   state, None, length=c.log_every)
@@ -232,7 +234,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
         'kl_z': out.kl_z[:, None], 'kl_b': out.kl_b[:, None],
     }
 
-  return segmentation.Trainer(
+  return segmenting.Trainer(
       base_model=base_model, model=model, init=jax.jit(init),
       chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
       evaluate_batch=evaluate_batch, evaluate_jit=jax.jit(evaluate_batch))
@@ -279,12 +281,12 @@ def summarise_eval(config: ml_collections.ConfigDict,
 
 
 def evaluate(config: ml_collections.ConfigDict,
-             trainer: segmentation.Trainer,
+             trainer: segmenting.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
   """Held-out segmentation scores; with `out_dir`, also writes them and the
   β traces' arrays (as `irl.train.metacontroller.evaluate`)."""
-  return segmentation.evaluate(
+  return segmenting.evaluate(
       trainer, config.compile, lambda arrays: summarise_eval(config, arrays),
       params, base_params, out_dir)
 
@@ -303,7 +305,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
                           fingerprint(config), ADDED_FIELDS)
 
 
-def _initial_state(trainer: segmentation.Trainer,
+def _initial_state(trainer: segmenting.Trainer,
                    config: ml_collections.ConfigDict,
                    base_params: Any) -> loop.TrainState:
   c = config.compile
@@ -341,7 +343,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   c = config.compile
   base_params = _base_params(config, workdir)
   trainer = make_trainer(config)
-  return segmentation.train_job(
+  return segmenting.train_job(
       config, 'compile', RUN_NAME, workdir, trainer,
       checkpointer(config, workdir),
       _initial_state(trainer, config, base_params), base_params,

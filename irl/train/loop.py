@@ -52,11 +52,20 @@ class TrainState:
 
   def __init__(self, step: jax.Array, params: Any, opt_state: Any,
                key: jax.Array, **extras: Any):
-    self.step = step              # [] int32 steps taken
-    self.params = params
-    self.opt_state = opt_state
-    self.key = key                # PRNG key for the data of the next steps
-    self.extras = extras
+    reserved = set(dir(TrainState)) | {'extras'}
+    clash = sorted(set(extras) & reserved)
+    if clash:
+      raise TypeError(f'TrainState extras may not be named {clash}')
+    # Frozen like a flax dataclass: a change is a new state (`replace`).
+    fields = dict(step=step,            # [] int32 steps taken
+                  params=params, opt_state=opt_state,
+                  key=key,              # PRNG key for the data of the next steps
+                  extras=extras)
+    for name, value in fields.items():
+      object.__setattr__(self, name, value)
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    raise AttributeError(f'TrainState is frozen; use state.replace({name}=...)')
 
   def __getattr__(self, name: str) -> Any:
     # Only reached when normal lookup fails, i.e. for the extras.

@@ -43,6 +43,7 @@ from irl.train import loop
 from irl.train import losses
 from irl.train import pretrain
 from irl.train import segmentation
+from irl.train import segmenting
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils.config_utils import check, check_choice, check_range
@@ -68,7 +69,7 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first bad metacontroller field."""
   config_lib.validate_gridworld(config)
-  m = segmentation.validate_section(
+  m = segmenting.validate_section(
       config, 'metacontroller', ('latent_dim', 'embed_dim', 'embed_width',
                                  'embed_heads', 'history_dim',
                                  'encoder_hidden', 'switch_hidden'), ())
@@ -91,7 +92,7 @@ def metacontroller_config(config: ml_collections.ConfigDict
   m = config.metacontroller
   return config_utils.from_section(
       mc_lib.MetacontrollerConfig, m, width=config.model.width,
-      layer=segmentation.control_layer(config, 'metacontroller'),
+      layer=segmenting.control_layer(config, 'metacontroller'),
       switch_bias=float(m.switch_bias), rank=m.rank or None,
       always_switch=m.switching == 'always').validate()
 
@@ -110,7 +111,7 @@ def run_name(config: ml_collections.ConfigDict) -> str:
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
   # A run on a pretrained θ is only meaningful with the θ it started from.
-  return segmentation.fingerprint(
+  return segmenting.fingerprint(
       config, 'metacontroller', _MC_FINGERPRINT_FIELDS,
       from_pretrained=config.metacontroller.base_model != 'cotrain_scratch')
 
@@ -120,25 +121,25 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 
 
 def make_trainer(config: ml_collections.ConfigDict
-                 ) -> segmentation.Trainer:
+                 ) -> segmenting.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
   validate(config)
-  return _make_trainer(segmentation.factory_key(
+  return _make_trainer(segmenting.factory_key(
       config, 'metacontroller', ('kl_weight',),
       drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo')))
 
 
 @functools.lru_cache(maxsize=8)
 def _make_trainer(config: ml_collections.FrozenConfigDict
-                  ) -> segmentation.Trainer:
+                  ) -> segmenting.Trainer:
   m = config.metacontroller
   base_model = BaseModel(pretrain.model_config(config))
   metacontroller = mc_lib.Metacontroller(metacontroller_config(config))
   layer = metacontroller.config.layer
   latent_dim = metacontroller.config.latent_dim
   frozen = m.base_model == 'frozen'
-  sample, sample_eval = segmentation.expert_streams(config, m)
+  sample, sample_eval = segmenting.expert_streams(config, m)
   tx = optim.section_optimizer(m, m.num_steps)
 
   def init(key: jax.Array, base_params: Any = None,
@@ -159,8 +160,8 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
                          'parameters: pass base_params.')
       params['base_model'] = base_params
     return loop.TrainState(step=jnp.int32(0), params=params,
-                      opt_state=tx.init(params), key=k_data,
-                      kl_weight=jnp.float32(kl_weight))
+                           opt_state=tx.init(params), key=k_data,
+                           kl_weight=jnp.float32(kl_weight))
 
   def forward(params, base_params, batch, noise):
     """(base-model output, metacontroller output) on a batch."""
@@ -237,7 +238,7 @@ def _make_trainer(config: ml_collections.FrozenConfigDict
         'kl': mc.kl,
     }
 
-  return segmentation.Trainer(
+  return segmenting.Trainer(
       base_model=base_model, model=metacontroller, init=jax.jit(init),
       chunk=chunk, train_chunk=jax.jit(chunk), loss=loss_fn,
       evaluate_batch=evaluate_batch, evaluate_jit=jax.jit(evaluate_batch))
@@ -268,9 +269,9 @@ def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
 
 def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable
                  ) -> dict[str, np.ndarray]:
-  """`segmentation.collect_eval` at the metacontroller's evaluation size."""
+  """`segmenting.collect_eval` at the metacontroller's evaluation size."""
   m = config.metacontroller
-  return segmentation.collect_eval(batch_fn, m.eval_episodes,
+  return segmenting.collect_eval(batch_fn, m.eval_episodes,
                                    m.eval_batch_size)
 
 
@@ -311,7 +312,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
                           fingerprint(config), ADDED_FIELDS)
 
 
-def _initial_state(trainer: segmentation.Trainer,
+def _initial_state(trainer: segmenting.Trainer,
                    config: ml_collections.ConfigDict,
                    base_params: Any) -> loop.TrainState:
   m = config.metacontroller
@@ -338,7 +339,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
 
 
 def evaluate(config: ml_collections.ConfigDict,
-             trainer: segmentation.Trainer,
+             trainer: segmenting.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
   """Held-out segmentation scores; with `out_dir`, also writes them
@@ -347,7 +348,7 @@ def evaluate(config: ml_collections.ConfigDict,
 
   params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
   """
-  return segmentation.evaluate(
+  return segmenting.evaluate(
       trainer, config.metacontroller,
       lambda arrays: summarise_eval(config, arrays), params, base_params,
       out_dir)
@@ -370,7 +371,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   # Only a frozen θ is an argument of the step; a co-trained one is state.
   frozen_params = base_params if m.base_model == 'frozen' else None
   trainer = make_trainer(config)
-  return segmentation.train_job(
+  return segmenting.train_job(
       config, 'metacontroller', run_name(config), workdir, trainer,
       checkpointer(config, workdir),
       _initial_state(trainer, config, base_params), frozen_params,

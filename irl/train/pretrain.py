@@ -54,8 +54,6 @@ ADDED_FIELDS = {'data.episodes_per_row': 1, 'model.attention_window': 0,
 TASK_FREE_FIELDS = ('env.post_task',)
 
 
-
-
 class Pretrainer(NamedTuple):
   model: BaseModel
   init: Callable[[jax.Array], loop.TrainState]
@@ -70,8 +68,11 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   action = env.action_spec(params)
   size = ({'num_actions': action.size} if action.kind == 'discrete'
           else {'action_dim': action.size})
+  # The environment gives the action's size (one of the two fields) and,
+  # for a grid encoder, the grid's.
   return config_utils.from_section(
-      ModelConfig, m, obs_dim=env.observation_size(params),
+      ModelConfig, m, optional=('num_actions', 'action_dim', 'grid_size'),
+      obs_dim=env.observation_size(params),
       action_type=action.kind, **size, **env.encoder_fields(params))
 
 
@@ -98,7 +99,7 @@ def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
     dummy = jnp.zeros((1, config.data.seq_len, model.config.obs_dim))
     params = model.init(k_params, dummy)
     return loop.TrainState(step=jnp.int32(0), params=params,
-                      opt_state=tx.init(params), key=k_data)
+                           opt_state=tx.init(params), key=k_data)
 
   def loss_fn(params, batch):
     out = model.apply(params, batch.obs,

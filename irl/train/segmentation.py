@@ -18,33 +18,20 @@ Definitions (the paper counts switches at β > 0.5 and is silent on the rest):
 
 Both mask functions work on numpy arrays (on the host) and on jax arrays (the
 trainer logs switch counts inside its jitted step); the scoring runs on the
-host. The module also holds what the two segmenting runs (the metacontroller
-and CompILE) share: their `Trainer` type and the held-out evaluation (the
-same episodes, collected and written the same way). No figures: β is drawn
-by irl/analysis/figures.py.
+host. The module also reads and writes the β traces a run keeps. Pure
+metrics: no training stack, no figures (β is drawn by
+irl/analysis/figures.py); what the two segmenting runs share to train is in
+irl/train/segmenting.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-
-from irl import config as config_lib
-from irl import optim
-from irl.data import stream
-from irl.envs import registry
-from irl.train import loop
-from irl.train import pretrain
-from irl.utils import checkpoint as ckpt_lib
-from irl.utils import config_utils
-from irl.utils.config_utils import check, check_int, check_range
 
 SWITCH_THRESHOLD = 0.5
 TOLERANCE = 1
@@ -202,176 +189,11 @@ def code_subgoal_accuracy(codes, subgoal, subgoal_index, valid
           'code_subgoal_samples': int(len(y))}
 
 
-class Trainer(NamedTuple):
-  """The pure functions of a run that segments behaviour: the metacontroller
-  (`irl.train.metacontroller.make_trainer`) or CompILE
-  (`irl.train.compile.make_trainer`).
-
-  Attributes:
-    base_model, model: the flax modules (`model` is the metacontroller or
-      CompILE), for callers that need their configs.
-    init: (key, base params, weights...) -> the run's TrainState.
-    chunk: (state, frozen θ or None) -> (state, mean metrics) over
-      `log_every` steps; `train_chunk` is its jit.
-    loss: (params, θ, batch, ...) -> (loss, metrics).
-    evaluate_batch: (params, θ, key) -> one held-out batch's arrays;
-      `evaluate_jit` is its jit.
-  """
-  base_model: Any
-  model: Any
-  init: Callable[..., Any]
-  chunk: Callable[..., tuple[Any, dict]]
-  train_chunk: Callable[..., tuple[Any, dict]]
-  loss: Callable[..., tuple[Any, dict]]
-  evaluate_batch: Callable[..., dict]
-  evaluate_jit: Callable[..., dict]
-
-
-# A section's fields that change neither what a run computes per step nor its
-# compilation; with the run length and the loss weights (leaves of the
-# state), factories leave them out so the compiled step is shared.
-_PER_RUN_FIELDS = ('save_every', 'keep_checkpoints', 'seed',
-                   'trace_episodes', 'eval_episodes')
-
-
-def validate_section(config: ml_collections.ConfigDict, section: str,
-                     positive: Sequence[str], non_negative: Sequence[str]
-                     ) -> ml_collections.ConfigDict:
-  """The checks every segmenting run's section shares: its trainer fields,
-  the integer fields in `positive` (≥ 1) and `non_negative` (≥ 0) besides
-  the common ones, the edit's rank, the episode length and the switch
-  threshold. Returns the section; raises ConfigError naming the field."""
-  s, model = config[section], config.model
-  optim.validate_trainer(s, section)
-  for name in ('batch_size', 'seq_len', 'keep_checkpoints', 'eval_episodes',
-               'eval_batch_size') + tuple(positive):
-    check_int(s[name], f'{section}.{name}', minimum=1)
-  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
-               'trace_episodes') + tuple(non_negative):
-    check_int(s[name], f'{section}.{name}', minimum=0)
-  check_int(s.layer, f'{section}.layer', minimum=-1)
-  check(s.rank <= model.width, f'{section}.rank',
-        f'{s.rank} must be <= model.width={model.width} (0: full rank)')
-  check(s.seq_len <= config.env.max_steps, f'{section}.seq_len',
-        f'{s.seq_len} must be <= env.max_steps={config.env.max_steps}')
-  check(model.backbone != 'transformer' or s.seq_len <= model.max_len,
-        f'{section}.seq_len',
-        f'{s.seq_len} must be <= model.max_len={model.max_len}')
-  check_range(s.switch_threshold, f'{section}.switch_threshold', 0.0, 1.0)
-  return s
-
-
-def control_layer(config: ml_collections.ConfigDict, section: str) -> int:
-  """The residual layer a run reads and edits: `<section>.layer`, where -1
-  means the middle of the base model, L // 2."""
-  layer = config[section].layer
-  return config.model.num_layers // 2 if layer == -1 else layer
-
-
-def fingerprint(config: ml_collections.ConfigDict, section: str,
-                fields: Sequence[str], from_pretrained: bool = True) -> dict:
-  """What a run's checkpoints mean: the environment, the model, `fields` of
-  `section` and, for a run on a pretrained θ, the pretraining run."""
-  keys = ['env', 'model'] + [f'{section}.{f}' for f in fields]
-  keys += (list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
-           if from_pretrained else ['seed'])
-  return config_utils.config_fingerprint(
-      config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
-
-
-def factory_key(config: ml_collections.ConfigDict, section: str,
-                zero: Sequence[str], drop: Sequence[str]
-                ) -> ml_collections.FrozenConfigDict:
-  """The key of a segmenting run's cached trainer: `config` without the
-  sections in `drop`, with `section`'s per-run fields and the fields in
-  `zero` (its loss weights, leaves of the state, and fields the trainer
-  does not read) zeroed."""
-  fields = [f'{section}.{f}' for f in _PER_RUN_FIELDS + tuple(zero)]
-  return config_utils.factory_key(
-      config, sections=set(config) - set(drop),
-      zero=fields + optim.run_length(config[section], section))
-
-
-def expert_streams(config: ml_collections.ConfigDict,
-                   s: ml_collections.ConfigDict
-                   ) -> tuple[Callable[[jax.Array], Any], ...]:
-  """(training, held-out) samplers of D* (ε = 0 expert episodes) at section
-  `s`'s batch sizes and sequence length; key -> Rollout [B, T]."""
-  env = registry.from_config(config)
-  env_params = config_lib.env_params(config)
-  return tuple(stream.make_expert_stream(env, env_params, b, s.seq_len,
-                                         (0.0,), jit=False)
-               for b in (s.batch_size, s.eval_batch_size))
-
-
 # --------------------------------------------------------------------------
-# The held-out evaluation every segmenting run (metacontroller, CompILE)
-# shares: the same episodes, collected in batches, written the same way.
+# What a segmenting run writes of its held-out evaluation, and reads back.
 
 EVAL_ARRAYS = 'beta_traces.npz'
 SUMMARY = 'segmentation.json'
-
-
-def eval_key() -> jax.Array:
-  """The key of the held-out episodes every segmenting run is scored on."""
-  # Held out: no training step draws its data from this key (training keys
-  # are split from each run's own seed); one set for every run, so runs are
-  # scored on the same episodes.
-  return jax.random.fold_in(jax.random.key(0), 0x5E6)
-
-
-def collect_eval(batch_fn, num_episodes: int, batch_size: int,
-                 key: jax.Array | None = None) -> dict[str, np.ndarray]:
-  """Runs a jitted `batch_fn(key)` over the held-out batches (default key:
-  `eval_key()`) and concatenates the host arrays along the episode axis
-  (B of `valid` [.., B, T]; per-step vectors such as codes are
-  [.., B, T, n]; a leading axis of vmapped runs is kept)."""
-  num_batches = -(-num_episodes // batch_size)
-  keys = jax.random.split(eval_key() if key is None else key, num_batches)
-  parts = [jax.device_get(batch_fn(k)) for k in keys]
-  axis = parts[0]['valid'].ndim - 2
-  return {n: np.concatenate([p[n] for p in parts], axis=axis)
-          for n in parts[0]}
-
-
-def evaluate(trainer: Trainer, section: ml_collections.ConfigDict,
-             summarise: Callable[[dict], dict[str, float]], params: Any,
-             base_params: Any, out_dir: str | None = None
-             ) -> dict[str, float]:
-  """Held-out scores of one run (`summarise` of its evaluation arrays, at
-  `section`'s evaluation size); with `out_dir`, also writes them and the
-  first `section.trace_episodes` episodes' β traces (`write_eval`).
-
-  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
-  """
-  arrays = collect_eval(
-      lambda k: trainer.evaluate_jit(params, base_params, k),
-      section.eval_episodes, section.eval_batch_size)
-  summary = summarise(arrays)
-  if out_dir is not None:
-    write_eval(out_dir, arrays, summary, section.trace_episodes)
-  return summary
-
-
-def train_job(config: ml_collections.ConfigDict, section: str, name: str,
-              workdir: str, trainer: Trainer,
-              checkpointer: ckpt_lib.Checkpointer, init_state: Any,
-              frozen: Any, evaluate_fn: Callable[..., dict[str, float]],
-              summary: dict, show: Sequence[str], run_eval: bool = True,
-              progress_fn: loop.ProgressFn | None = None) -> dict:
-  """`loop.train_job` for a segmenting run: its config, β traces and
-  held-out scores (`evaluate_fn(params, frozen θ, out_dir)`, in the summary
-  as `heldout/<score>`) go to `<workdir>/<name>/`."""
-  out_dir = os.path.join(workdir, name)
-  os.makedirs(out_dir, exist_ok=True)
-  config_utils.save_config(config, out_dir)
-  evaluate = lambda params, theta: {
-      f'heldout/{k}': v for k, v in evaluate_fn(params, theta, out_dir).items()}
-  return loop.train_job(
-      trainer.train_chunk, checkpointer, init_state, section=config[section],
-      field=f'{section}.num_steps', name=name, workdir=workdir,
-      frozen=frozen, evaluate=evaluate if run_eval else None,
-      summary=summary, show=show, progress_fn=progress_fn)
 
 
 def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:
@@ -379,15 +201,6 @@ def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:
   valid = arrays['valid']
   return {n: float((arrays[n] * valid).sum() / max(valid.sum(), 1))
           for n in names}
-
-
-def write_eval(out_dir: str, arrays: dict, summary: dict,
-               trace_episodes: int) -> None:
-  """`SUMMARY` (the scores) and the first `trace_episodes` episodes' β
-  traces (`EVAL_ARRAYS`, drawn by `irl.analysis.reports`) in `out_dir`."""
-  save_eval_arrays(out_dir, arrays, trace_episodes)
-  config_utils.atomic_write_text(os.path.join(out_dir, SUMMARY),
-                                 json.dumps(summary, indent=2) + '\n')
 
 
 # What the segmentation figures read: the first episodes' β and subgoals.

@@ -253,16 +253,23 @@ def factory_key(config: ml_collections.ConfigDict, *,
   return ml_collections.FrozenConfigDict(key)
 
 
-def from_section(cls: type, section: Mapping[str, Any], **overrides: Any
-                 ) -> Any:
+def from_section(cls: type, section: Mapping[str, Any], *,
+                 optional: Iterable[str] = (), **overrides: Any) -> Any:
   """The frozen dataclass `cls` built from the fields of a config section
   that it names (`Section(**config.section)` for the fields both share),
   with `overrides` for the fields the section spells differently or lacks.
-  Sequences become tuples, so the result is hashable."""
+  A field of `cls` in neither is an error unless listed in `optional` (then
+  it keeps its default). Sequences become tuples, so the result is hashable.
+  """
   names = {f.name for f in dataclasses.fields(cls)}
   kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
             for k, v in section.items() if k in names}
-  return cls(**{**kwargs, **overrides})
+  kwargs.update(overrides)
+  missing = sorted(names - set(kwargs) - set(optional))
+  if missing:
+    raise TypeError(f'{cls.__name__} needs {missing}, which the config '
+                    'section does not have and no override gives')
+  return cls(**kwargs)
 
 
 def validated_once(validate: Callable[[Any], Any]) -> Callable[[Any], Any]:
