@@ -52,8 +52,7 @@ class TrainState:
 
   def __init__(self, step: jax.Array, params: Any, opt_state: Any,
                key: jax.Array, **extras: Any):
-    reserved = set(dir(TrainState)) | {'extras'}
-    clash = sorted(set(extras) & reserved)
+    clash = sorted(set(extras) & _RESERVED)
     if clash:
       raise TypeError(f'TrainState extras may not be named {clash}')
     # Frozen like a flax dataclass: a change is a new state (`replace`).
@@ -105,6 +104,10 @@ class TrainState:
     return 'TrainState(' + ', '.join(
         f'{n}={jax.tree.map(lambda x: getattr(x, "shape", x), getattr(self, n))}'
         for n in names) + ')'
+
+
+# Names an extra may not take: they would shadow the state's own attributes.
+_RESERVED = frozenset(dir(TrainState)) | {'extras'}
 
 
 class LoopResult(NamedTuple):
