@@ -64,7 +64,6 @@ from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperLowRank, Intervention
 
 
-
 @dataclasses.dataclass(frozen=True)
 class MetacontrollerConfig:
   """Sizes of the metacontroller (defaults: docs/method.md §6, gridworld).

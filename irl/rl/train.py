@@ -184,7 +184,8 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
     return loop.TrainState(step=jnp.int32(0), params=params,
                            opt_state=tx.init(params), key=k_run)
 
-  def update(state: loop.TrainState, frozen: Any) -> tuple[loop.TrainState, dict]:
+  def update(state: loop.TrainState, frozen: Any
+             ) -> tuple[loop.TrainState, dict]:
     key, k_roll, k_perm = jax.random.split(state.key, 3)
     data = rollout(state.params, frozen, k_roll)
     advantage = ppo.episode_advantages(data.returns, r.advantage_eps)
@@ -220,7 +221,8 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, key=key), metrics
 
-  def chunk(state: loop.TrainState, frozen: Any) -> tuple[loop.TrainState, dict]:
+  def chunk(state: loop.TrainState, frozen: Any
+            ) -> tuple[loop.TrainState, dict]:
     return jax.lax.scan(lambda s, _: update(s, frozen), state, None,
                         length=r.log_every)
 

@@ -56,11 +56,10 @@ class TrainState:
     if clash:
       raise TypeError(f'TrainState extras may not be named {clash}')
     # Frozen like a flax dataclass: a change is a new state (`replace`).
-    fields = dict(step=step,            # [] int32 steps taken
-                  params=params, opt_state=opt_state,
-                  key=key,              # PRNG key for the data of the next steps
-                  extras=extras)
-    for name, value in fields.items():
+    # step: [] int32 steps taken; key: PRNG key for the data of the next steps.
+    for name, value in (('step', step), ('params', params),
+                        ('opt_state', opt_state), ('key', key),
+                        ('extras', extras)):
       object.__setattr__(self, name, value)
 
   def __setattr__(self, name: str, value: Any) -> None:
@@ -100,10 +99,11 @@ class TrainState:
     return cls(*children[:4], **dict(zip(extra_names, children[4:])))
 
   def __repr__(self) -> str:
+    # Shapes, not values: a state holds whole models.
+    shapes = jax.tree.map(lambda x: getattr(x, 'shape', x), self)
     names = self._FIELDS + tuple(sorted(self.extras))
     return 'TrainState(' + ', '.join(
-        f'{n}={jax.tree.map(lambda x: getattr(x, "shape", x), getattr(self, n))}'
-        for n in names) + ')'
+        f'{n}={getattr(shapes, n)}' for n in names) + ')'
 
 
 # Names an extra may not take: they would shadow the state's own attributes.

@@ -272,7 +272,7 @@ def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable
   """`segmenting.collect_eval` at the metacontroller's evaluation size."""
   m = config.metacontroller
   return segmenting.collect_eval(batch_fn, m.eval_episodes,
-                                   m.eval_batch_size)
+                                 m.eval_batch_size)
 
 
 def summarise_eval(config: ml_collections.ConfigDict,
