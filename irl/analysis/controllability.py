@@ -232,7 +232,8 @@ def summarize(config, rows: list[dict], base_rows: list[dict]) -> dict:
 
 def write_csv(rows: list[dict], base_rows: list[dict], out_dir: str) -> None:
   base = {b['depth']: b['success'] for b in base_rows}
-  with open(os.path.join(out_dir, 'success.csv'), 'w', newline='') as f:
+  with config_utils.open_output(os.path.join(out_dir, 'success.csv'),
+                                newline='') as f:
     w = csv.writer(f)
     w.writerow(['depth', 'layer', 'success', 'mean_pairs_done',
                 'heldout_controlled_action_nll', 'heldout_base_action_nll',

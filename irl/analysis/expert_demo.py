@@ -14,6 +14,7 @@ from irl.analysis import figures
 from irl.data import stream
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
+from irl.utils import config_utils
 from irl.utils import progress as progress_lib
 
 
@@ -67,7 +68,8 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
       post, titles, suptitle=f'expert on the post-training task {task} '
       f'({"success" if example.success[i] else "failure"} in {n} steps)')
   results['figure'] = png
-  with open(os.path.join(workdir, 'expert_demo.json'), 'w') as f:
+  with config_utils.open_output(os.path.join(workdir, 'expert_demo.json')
+                                ) as f:
     json.dump(results, f, indent=2)
   print(f'wrote {png} and {os.path.join(workdir, "expert_demo.json")}')
   return results

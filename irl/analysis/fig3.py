@@ -127,16 +127,16 @@ def summarize(results: list[dict]) -> dict[str, Any]:
 
 def write_csv(results: list[dict], out_dir: str) -> None:
   """Figure data: accuracy by (checkpoint, layer) and by segment step."""
-  with open(os.path.join(out_dir, 'accuracy_by_layer.csv'), 'w',
-            newline='') as f:
+  with config_utils.open_output(
+      os.path.join(out_dir, 'accuracy_by_layer.csv'), newline='') as f:
     w = csv.writer(f)
     w.writerow(['checkpoint_step', 'layer', 'accuracy', 'nll',
                 'majority_accuracy'])
     for r in results:
       for l, (a, n) in enumerate(zip(r['accuracy'], r['nll'])):
         w.writerow([r['checkpoint_step'], l, a, n, r['majority_accuracy']])
-  with open(os.path.join(out_dir, 'accuracy_by_segment_step.csv'), 'w',
-            newline='') as f:
+  with config_utils.open_output(
+      os.path.join(out_dir, 'accuracy_by_segment_step.csv'), newline='') as f:
     w = csv.writer(f)
     w.writerow(['checkpoint_step', 'layer', 'segment_step', 'accuracy',
                 'majority_accuracy', 'count'])

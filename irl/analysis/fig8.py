@@ -26,7 +26,7 @@ from irl.utils import config_utils
 
 def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
   """Rows (update, episodes, seed index, success)."""
-  with open(path, 'w', newline='') as f:
+  with config_utils.open_output(path, newline='') as f:
     w = csv.writer(f)
     w.writerow(['update', 'episodes', 'seed_index', 'success'])
     for i, u in enumerate(curve['update']):
@@ -135,7 +135,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         f'workdir; the first, {methods[0]}: {missing[methods[0]]}')
   out_dir = os.path.join(workdir, rl_methods.fig8_dir(config))
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'fig8.csv'), 'w', newline='') as f:
+  with config_utils.open_output(os.path.join(out_dir, 'fig8.csv'),
+                                newline='') as f:
     w = csv.writer(f)
     w.writerow(['method', 'update', 'episodes', 'median', 'q25', 'q75'])
     for method, (curve, batch_size) in curves.items():

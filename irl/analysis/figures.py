@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from irl.train.segmentation import (  # noqa: E402
     SWITCH_THRESHOLD, boundary_scores, switches, true_boundaries)
 from irl.envs import registry  # noqa: E402
+from irl.utils import parallel  # noqa: E402
 
 
 def episode_strip(path: str, obs: np.ndarray, env: registry.Environment,
@@ -44,9 +45,11 @@ def episode_strip(path: str, obs: np.ndarray, env: registry.Environment,
 
 
 def save_figure(fig, path: str, dpi: int = 120) -> str:
-  """Writes `fig` to the PNG `path` (folders made) and closes it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
+  """Writes `fig` to the PNG `path` (folders made) and closes it; on the
+  writing process only (`parallel.is_writer`)."""
+  if parallel.is_writer():
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
 

@@ -62,6 +62,7 @@ from irl.train import loop
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
+from irl.utils import parallel
 from irl.utils.config_utils import check, check_choice, check_int
 
 SPLITS = ('expert', 'pretrain')
@@ -78,6 +79,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     check_int(p[name], f'probe.{name}', minimum=1)
   check_int(p.pool_episodes, 'probe.pool_episodes', minimum=0)
   check_choice(p.split, 'probe.split', SPLITS)
+  for name in ('batch_size', 'eval_batch_size'):
+    parallel.check_batch(p[name], f'probe.{name}')
   check(isinstance(p.standardize, bool), 'probe.standardize',
         f'{p.standardize!r} must be True or False')
   if p.pool_episodes:

@@ -11,6 +11,7 @@ held-out F1 reaches `rate_distortion.f1_threshold`).
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 import os
@@ -80,12 +81,12 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
                                            r['seed']))
   config_utils.atomic_write_text(os.path.join(out_dir, 'results.json'),
                                  json.dumps(records, indent=2) + '\n')
-  path = os.path.join(out_dir, 'results.csv')
-  with open(path + '.tmp', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
-    w.writeheader()
-    w.writerows(records)
-  os.replace(path + '.tmp', path)
+  table = io.StringIO(newline='')
+  w = csv.DictWriter(table, fieldnames=RESULT_FIELDS, extrasaction='ignore')
+  w.writeheader()
+  w.writerows(records)
+  config_utils.atomic_write_text(os.path.join(out_dir, 'results.csv'),
+                                 table.getvalue())
   figures.rate_distortion_figure(
       os.path.join(out_dir, 'rate_distortion.png'), records, f1_threshold)
 

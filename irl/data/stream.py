@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from irl.envs import gridworld_expert
 from irl.envs import registry
+from irl.utils import parallel
 
 # Every registered expert returns these fields (irl/envs/gridworld_expert.py).
 Rollout = gridworld_expert.Rollout
@@ -107,10 +108,14 @@ def make_expert_stream(env: registry.Environment, params: Any,
                               obs_dtype)
 
   def sample(key: jax.Array) -> Rollout | PackedRollout:
+    # The keys are split over the devices, so each makes its own episodes.
     if episodes_per_row == 1:
-      return jax.vmap(one)(jax.random.split(key, batch_size))
-    keys = jax.random.split(key, (batch_size, episodes_per_row))
-    return jax.vmap(lambda k: pack_episodes(jax.vmap(one)(k)))(keys)
+      keys = parallel.shard_batch(jax.random.split(key, batch_size))
+      return parallel.shard_batch(jax.vmap(one)(keys))
+    keys = parallel.shard_batch(
+        jax.random.split(key, (batch_size, episodes_per_row)))
+    return parallel.shard_batch(
+        jax.vmap(lambda k: pack_episodes(jax.vmap(one)(k)))(keys))
 
   return jax.jit(sample) if jit else sample
 

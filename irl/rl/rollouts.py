@@ -28,6 +28,7 @@ from irl.envs import registry
 from irl.models import BaseModel, init_cache
 from irl.rl import internal_env as ienv
 from irl.rl import policy as policy_lib
+from irl.utils import parallel
 
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
@@ -99,7 +100,8 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
     return proposal, pcache, {'log_prob': log_prob, 'decide': decide}
 
   internal = env.as_env(frozen)
-  state, e = internal.reset(key, batch_size)
+  # The episodes are split over the devices; θ, φ and the policy replicated.
+  state, e = parallel.shard_batch(internal.reset(key, batch_size))
   state, _, _, trace = acting.unroll(
       internal, policy_fn, state, e, policy.initial_cache(batch_size), key,
       env.max_steps)
@@ -136,7 +138,7 @@ def raw_action_rollout(model: BaseModel, env: registry.Environment,
   """B episodes of the base model sampling raw actions (its own policy)."""
   batched = env.batched(env_params)
   k_reset, k_act = jax.random.split(key)
-  state, obs = batched.reset(k_reset, batch_size)
+  state, obs = parallel.shard_batch(batched.reset(k_reset, batch_size))
   state, _, _, trace = acting.unroll(
       batched, acting.model_policy(model, params, temperature), state, obs,
       init_cache(model.config, batch_size), k_act, env_params.max_steps)

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from irl.utils import parallel
+
 SWITCH_THRESHOLD = 0.5
 TOLERANCE = 1
 
@@ -211,7 +213,7 @@ def save_eval_arrays(out_dir: str, arrays: dict, num_episodes: int) -> str:
   """Writes the first `num_episodes` held-out episodes' β [E, T], valid,
   subgoal_index and subgoal to `<out_dir>/EVAL_ARRAYS` (none if 0)."""
   path = os.path.join(out_dir, EVAL_ARRAYS)
-  if num_episodes:
+  if num_episodes and parallel.is_writer():
     np.savez_compressed(path + '.tmp.npz', **{
         k: np.asarray(arrays[k])[:num_episodes] for k in _TRACE_FIELDS})
     os.replace(path + '.tmp.npz', path)

@@ -26,6 +26,7 @@ from irl.train import pretrain
 from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
+from irl.utils import parallel
 from irl.utils.config_utils import check, check_int, check_range
 
 
@@ -85,6 +86,8 @@ def validate_section(config: ml_collections.ConfigDict, section: str,
         f'{section}.seq_len',
         f'{s.seq_len} must be <= model.max_len={model.max_len}')
   check_range(s.switch_threshold, f'{section}.switch_threshold', 0.0, 1.0)
+  for name in ('batch_size', 'eval_batch_size'):
+    parallel.check_batch(s[name], f'{section}.{name}')
   return s
 
 

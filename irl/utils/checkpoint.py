@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from irl.utils import parallel
 from irl.utils.config_utils import to_jsonable
 
 PyTree = Any
@@ -344,10 +345,11 @@ def _like_init(restored: Any, init: Any) -> Any:
 
 
 def on_device(tree: Any) -> Any:
-  """Commits every array of `tree` to the first device.
+  """Commits every array of `tree`, replicated, to the run's devices
+  (`parallel.replicate`).
 
   Restored (committed) and freshly initialised (uncommitted) arrays would
   otherwise make the second call of a jitted training chunk compile again.
   """
-  return jax.device_put(tree, jax.devices()[0])
+  return parallel.replicate(tree)
 

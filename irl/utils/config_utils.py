@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import enum
 import functools
+import io
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+
+from irl.utils import parallel
 
 
 class ConfigError(ValueError):
@@ -187,12 +190,23 @@ def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str],
 
 
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and rename."""
+  """Writes `text` to `path` via a temporary file and rename (on the
+  writing process only: `parallel.is_writer`)."""
+  if not parallel.is_writer():
+    return
   # A run killed mid-write must leave either the old file or the new one.
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'w') as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def open_output(path: str, newline: str | None = None) -> Any:
+  """`open(path, 'w')` on the writing process (`parallel.is_writer`); on the
+  others a sink that keeps what is written in memory."""
+  if parallel.is_writer():
+    return open(path, 'w', newline=newline)
+  return io.StringIO()
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -204,7 +218,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
   text = json.dumps(to_jsonable(config, strict=False), indent=2) + '\n'
-  if os.path.exists(path):
+  if os.path.exists(path) and parallel.is_writer():
     with open(path) as f:
       old = f.read()
     if old != text:

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import tensorboardX
 
+from irl.utils import parallel
 from irl.utils.config_utils import atomic_write_text, to_jsonable
 
 
@@ -76,9 +77,13 @@ class MetricsWriter:
     self.name = name
     self.tb_dir = os.path.join(workdir, 'tb', name)
     metrics_dir = os.path.join(workdir, 'metrics')
-    os.makedirs(metrics_dir, exist_ok=True)
     self.jsonl_path = os.path.join(metrics_dir, f'{name}.jsonl')
     self.summary_path = os.path.join(metrics_dir, f'{name}_summary.json')
+    # Only process 0 writes; the other processes' writers do nothing.
+    self._closed = not parallel.is_writer()
+    if self._closed:
+      return
+    os.makedirs(metrics_dir, exist_ok=True)
     if resume_step is not None and os.path.exists(self.jsonl_path):
       self._truncate_after(int(resume_step))
     self._jsonl = open(self.jsonl_path, 'a')
@@ -105,6 +110,8 @@ class MetricsWriter:
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Writes one record; values may be Python, numpy or jax scalars (one device_get)."""
+    if self._closed:
+      return
     keys = list(scalars)
     # device_get of a list, not a dict: dict pytrees come back with sorted keys.
     host = jax.device_get([scalars[k] for k in keys])
@@ -128,6 +135,8 @@ class MetricsWriter:
     return self.summary_path
 
   def flush(self) -> None:
+    if self._closed:
+      return
     self._jsonl.flush()
     self._tb.flush()
 

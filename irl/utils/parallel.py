@@ -1,0 +1,118 @@
+"""Data parallelism over every device of every process (`jax.sharding`).
+
+One mesh with one axis, `data`, over all devices the run sees. A batch
+(episodes, environments, RL seeds × episodes) is split along its leading
+axis; parameters, optimiser states and PRNG keys are replicated. The jitted
+steps stay single-program code: `shard_batch` marks where a batch is made
+(the expert streams, the RL rollouts) and XLA partitions the rest and
+all-reduces the gradients. One device is a mesh of one, so there is no
+second code path.
+
+At this project's sizes (≤ 5M parameters, a few MB of optimiser state)
+replicating the parameters costs nothing; a fully sharded layout (FSDP:
+parameters and optimiser state split over `data` too) starts to pay only
+when they no longer fit a device comfortably beside the activations, about
+a thousand times larger (docs/scaling.md).
+
+Multi-host: `initialize()` (the entry points' `--distributed` flag) joins
+the processes; every process then sees every device in `mesh()`, generates
+the shard of each batch that lives on its own devices (the batch is one
+global array drawn from one key, so no two hosts draw the same episodes),
+and only process 0 writes metrics, figures and reports (`is_writer`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = 'data'
+
+
+@functools.cache
+def mesh() -> Mesh:
+  """The one-axis mesh over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def num_devices() -> int:
+  return mesh().size
+
+
+def replicated() -> NamedSharding:
+  return NamedSharding(mesh(), PartitionSpec())
+
+
+def batch_sharding() -> NamedSharding:
+  return NamedSharding(mesh(), PartitionSpec(AXIS))
+
+
+def check_batch(size: int, field: str) -> None:
+  """A batch of `size` (the config field `field`) must split evenly over the
+  devices; raises ConfigError before anything compiles."""
+  from irl.utils.config_utils import ConfigError  # noqa: PLC0415 (a cycle)
+  n = num_devices()
+  if int(size) % n:
+    raise ConfigError(
+        f'config.{field}={size} does not split over the {n} devices of this '
+        f'run: use a multiple of {n}')
+
+
+def shard_batch(tree: Any) -> Any:
+  """Inside a jitted function: split the leading axis of every array of
+  `tree` (a batch) over the devices."""
+  n = num_devices()
+
+  def one(x):
+    if x.shape[0] % n:
+      raise ValueError(f'a batch of {x.shape[0]} does not split over the '
+                       f'{n} devices; use a multiple of {n}')
+    return jax.lax.with_sharding_constraint(x, batch_sharding())
+
+  return jax.tree.map(one, tree)
+
+
+def replicate(tree: Any) -> Any:
+  """`tree` (host or device arrays, equal on every process) as arrays
+  replicated over the mesh: the state a jitted step takes."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, replicated())
+
+  def one(x):
+    if isinstance(x, jax.Array) and x.is_fully_replicated and (
+        x.sharding == replicated()):
+      return x
+    if jax.dtypes.issubdtype(getattr(x, 'dtype', None), jax.dtypes.prng_key):
+      data = np.asarray(jax.random.key_data(x))
+      impl = jax.random.key_impl(x)
+      arr = jax.make_array_from_callback(data.shape, replicated(),
+                                         lambda i: data[i])
+      return jax.random.wrap_key_data(arr, impl=impl)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, replicated(),
+                                        lambda i: host[i])
+
+  return jax.tree.map(one, tree)
+
+
+# The index `is_writer` reads (a test fakes another process through it).
+process_index = jax.process_index
+
+
+def is_writer() -> bool:
+  """Whether this process writes metrics, figures and reports (process 0);
+  the others train alongside it and write checkpoints through orbax only."""
+  return process_index() == 0
+
+
+def initialize() -> None:
+  """Joins a multi-process run (`jax.distributed.initialize()`, which reads
+  the coordinator and process ids from the cluster's environment: SLURM,
+  Cloud TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID). Call before anything touches a device."""
+  jax.distributed.initialize()
+  mesh.cache_clear()

@@ -1,0 +1,123 @@
+"""A few steps of pretraining, the metacontroller and internal RL on the
+`test` preset, for tests/test_parallel.py: run in-process on this process's
+one device, and in a subprocess on 8 emulated CPU devices.
+
+  python tests/parallel_run.py WORKDIR OUT.npz
+
+The subprocess starts when pytest has collected test_parallel.py
+(tests/conftest.py), so it overlaps the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+
+from configs import gridworld
+from irl.rl import methods
+from irl.rl import train as rl_train
+from irl.train import metacontroller as mct
+from irl.train import pretrain
+from irl.utils import metrics as metrics_lib
+from irl.utils import parallel
+
+DEVICES = 8
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config():
+  c = gridworld.get_config('test')
+  c.pretrain.num_steps = 10
+  c.pretrain.save_every = 5
+  c.metacontroller.num_steps = 5
+  c.rl.num_updates = 2
+  c.rl.log_every = 1
+  c.rl.save_every = 1
+  # No episode of so short a run succeeds, and with every advantage 0 the
+  # entropy bonus is what gives the policy a gradient to compare.
+  c.rl.entropy_coef = 0.01
+  return c
+
+
+def _record(results: dict, name: str, params, jsonl: str) -> None:
+  for i, leaf in enumerate(jax.tree.leaves(params)):
+    results[f'{name}/param_{i}'] = np.asarray(leaf)
+  records = metrics_lib.read_jsonl(jsonl)
+  for key in records[0]:
+    if key != 'wall_time' and not key.endswith('_per_sec'):
+      results[f'{name}/metric_{key}'] = np.asarray(
+          [r[key] for r in records], np.float64)
+
+
+def run_phases(workdir: str) -> dict[str, np.ndarray]:
+  """Pretraining, the metacontroller and internal RL in `workdir` (no
+  evaluations); their final parameters and logged metrics by name."""
+  c = config()
+  results = {'devices': np.int32(parallel.num_devices())}
+  metrics = os.path.join(workdir, 'metrics')
+  pretrain.train(c, workdir, run_eval=False)
+  _record(results, 'pretrain', pretrain.load_params(c, workdir),
+          os.path.join(metrics, 'pretrain.jsonl'))
+  mct.train(c, workdir, run_eval=False)
+  _record(results, 'metacontroller', mct.load_params(c, workdir)[0],
+          os.path.join(metrics, mct.run_name(c) + '.jsonl'))
+  rl_train.train(c, workdir, 'internal')
+  rc = methods.method_config(c, 'internal')
+  name = methods.run_name(rc)
+  learner = rl_train.make_learner(rc)
+  init = jax.vmap(learner.init, in_axes=(0, None))(
+      jax.numpy.stack([jax.random.key(s) for s in rc.rl.seeds]), None)
+  with rl_train.loop.checkpointer(workdir, name, rc.rl,
+                                  rl_train.fingerprint(rc),
+                                  rl_train.ADDED_FIELDS) as ckpt:
+    states = ckpt.restore_at(rc.rl.num_updates, init)
+  _record(results, 'rl', states.params, os.path.join(metrics, name + '.jsonl'))
+  return results
+
+
+class EightDeviceRun:
+  """`run_phases` in a subprocess that sees 8 emulated CPU devices."""
+
+  def __init__(self):
+    self.dir = tempfile.mkdtemp(prefix='irl_8dev_')
+    atexit.register(shutil.rmtree, self.dir, True)
+    self.workdir = os.path.join(self.dir, 'work')
+    self.out = os.path.join(self.dir, 'out.npz')
+    self.log = os.path.join(self.dir, 'log.txt')
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
+               XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' --xla_force_'
+                          f'host_platform_device_count={DEVICES}').strip())
+    with open(self.log, 'w') as log:
+      self.proc = subprocess.Popen(
+          [sys.executable, os.path.abspath(__file__), self.workdir, self.out],
+          env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+  def result(self, timeout: float = 900) -> dict[str, np.ndarray]:
+    rc = self.proc.wait(timeout)
+    if rc:
+      with open(self.log) as f:
+        raise RuntimeError(f'the {DEVICES}-device run failed ({rc}):\n'
+                           + f.read()[-4000:])
+    with np.load(self.out) as data:
+      return dict(data)
+
+
+_RUN: list[EightDeviceRun] = []
+
+
+def eight_device_run() -> EightDeviceRun:
+  """The session's one 8-device run, started on first use."""
+  if not _RUN:
+    _RUN.append(EightDeviceRun())
+  return _RUN[0]
+
+
+if __name__ == '__main__':
+  np.savez(sys.argv[2], **run_phases(sys.argv[1]))
