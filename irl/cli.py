@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irl.utils import parallel
 from irl.utils.checkpoint import (CheckpointMismatchError, MissingInputError,
                                   StepNotKeptError)
 from irl.utils.config_utils import ConfigError
@@ -33,6 +34,14 @@ from irl.utils.config_utils import ConfigError
 USER_ERRORS = (ConfigError, CheckpointMismatchError, StepNotKeptError,
                MissingInputError)
 DEFAULT_CONFIG = 'configs/gridworld.py:cpu'
+
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False,
+    'Join a multi-process run (one process per host) before anything else: '
+    'jax.distributed.initialize() reads the coordinator from SLURM, Cloud '
+    'TPU or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID. '
+    'Every device of every host then trains one data-parallel run '
+    '(docs/scaling.md).')
 
 
 def config_flag(default: str = DEFAULT_CONFIG) -> flags.FlagHolder:
@@ -129,6 +138,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
   """`app.run(main)`, with user errors as one line and exit status 2."""
 
   def guarded(argv: list[str]) -> Any:
+    if _DISTRIBUTED.value:
+      parallel.initialize()
     try:
       return main(argv)
     except USER_ERRORS as e:

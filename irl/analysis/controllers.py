@@ -252,8 +252,8 @@ def _make_control_trainer(config: ml_collections.FrozenConfigDict,
     else:
       idx = jax.random.choice(k_data, pool.valid.shape[0], (cc.batch_size,),
                               replace=False)
-      data = (pool.residual[idx], pool.actions[idx], pool.subgoal[idx],
-              pool.valid[idx])
+      data = parallel.shard_batch((pool.residual[idx], pool.actions[idx],
+                                   pool.subgoal[idx], pool.valid[idx]))
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params,
                                                      base_params, *data)
     metrics['grad_norm'] = optax.tree.norm(grads)

@@ -240,7 +240,8 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
   def pool_batch(pool: ProbeData, key):
     idx = jax.random.choice(key, pool.valid.shape[0], (pc.batch_size,),
                             replace=False)
-    return pool.residuals[:, idx], pool.subgoal[idx], pool.valid[idx]
+    return (parallel.shard_batch(pool.residuals[:, idx], axis=1),
+            *parallel.shard_batch((pool.subgoal[idx], pool.valid[idx])))
 
   def one_step(source, state: loop.TrainState, _):
     key, k_data = jax.random.split(state.key)

@@ -24,6 +24,7 @@ and only process 0 writes metrics, figures and reports (`is_writer`).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import jax
@@ -62,16 +63,17 @@ def check_batch(size: int, field: str) -> None:
         f'run: use a multiple of {n}')
 
 
-def shard_batch(tree: Any) -> Any:
-  """Inside a jitted function: split the leading axis of every array of
-  `tree` (a batch) over the devices."""
+def shard_batch(tree: Any, axis: int = 0) -> Any:
+  """Inside a jitted function: split axis `axis` (the batch) of every array
+  of `tree` over the devices."""
   n = num_devices()
+  sharding = NamedSharding(mesh(), PartitionSpec(*[None] * axis, AXIS))
 
   def one(x):
-    if x.shape[0] % n:
-      raise ValueError(f'a batch of {x.shape[0]} does not split over the '
+    if x.shape[axis] % n:
+      raise ValueError(f'a batch of {x.shape[axis]} does not split over the '
                        f'{n} devices; use a multiple of {n}')
-    return jax.lax.with_sharding_constraint(x, batch_sharding())
+    return jax.lax.with_sharding_constraint(x, sharding)
 
   return jax.tree.map(one, tree)
 
@@ -110,9 +112,15 @@ def is_writer() -> bool:
 
 
 def initialize() -> None:
-  """Joins a multi-process run (`jax.distributed.initialize()`, which reads
-  the coordinator and process ids from the cluster's environment: SLURM,
-  Cloud TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-  JAX_PROCESS_ID). Call before anything touches a device."""
-  jax.distributed.initialize()
+  """Joins a multi-process run before anything touches a device.
+
+  `jax.distributed.initialize` finds the coordinator, the number of
+  processes and this process's id on SLURM, Open MPI, Kubernetes and Cloud
+  TPU; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host (docs/scaling.md).
+  """
+  num, pid = (os.environ.get(k) for k in ('JAX_NUM_PROCESSES',
+                                           'JAX_PROCESS_ID'))
+  jax.distributed.initialize(num_processes=int(num) if num else None,
+                             process_id=int(pid) if pid else None)
   mesh.cache_clear()
