@@ -120,9 +120,7 @@ def make_trainer(config: ml_collections.ConfigDict
   between configs that differ only in run length, cadence or α."""
   validate(config)
   return _make_trainer(segmenting.factory_key(
-      config, 'compile', ('z_kl_weight', 'b_kl_weight', 'rl_max_segments'),
-      drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo',
-            'metacontroller', 'probe', 'control', 'rl')))
+      config, 'compile', ('z_kl_weight', 'b_kl_weight', 'rl_max_segments')))
 
 
 @functools.lru_cache(maxsize=8)

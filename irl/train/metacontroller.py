@@ -126,8 +126,7 @@ def make_trainer(config: ml_collections.ConfigDict
   between configs that differ only in run length, cadence or α."""
   validate(config)
   return _make_trainer(segmenting.factory_key(
-      config, 'metacontroller', ('kl_weight',),
-      drop=('rate_distortion', 'pretrain', 'eval', 'expert_demo')))
+      config, 'metacontroller', ('kl_weight',)))
 
 
 @functools.lru_cache(maxsize=8)

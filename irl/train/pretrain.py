@@ -81,7 +81,8 @@ def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
   calls whose configs differ only in run length or checkpoint cadence."""
   config_lib.validate_gridworld(config)
   return _make_pretrainer(config_utils.factory_key(
-      config, zero=['pretrain.save_every',
+      config, sections=('env', 'data', 'model', 'pretrain'),
+      zero=['pretrain.save_every',
                     *optim.run_length(config.pretrain, 'pretrain')]))
 
 

@@ -110,15 +110,14 @@ def fingerprint(config: ml_collections.ConfigDict, section: str,
 
 
 def factory_key(config: ml_collections.ConfigDict, section: str,
-                zero: Sequence[str], drop: Sequence[str]
-                ) -> ml_collections.FrozenConfigDict:
-  """The key of a segmenting run's cached trainer: `config` without the
-  sections in `drop`, with `section`'s per-run fields and the fields in
-  `zero` (its loss weights, leaves of the state, and fields the trainer
-  does not read) zeroed."""
+                zero: Sequence[str]) -> ml_collections.FrozenConfigDict:
+  """The key of a segmenting run's cached trainer: the sections it reads
+  (the environment, the model and `section`), with `section`'s per-run
+  fields and the fields in `zero` (its loss weights, leaves of the state,
+  and fields the trainer does not read) zeroed."""
   fields = [f'{section}.{f}' for f in _PER_RUN_FIELDS + tuple(zero)]
   return config_utils.factory_key(
-      config, sections=set(config) - set(drop),
+      config, sections=('env', 'model', section),
       zero=fields + optim.run_length(config[section], section))
 
 
