@@ -299,7 +299,10 @@ class Checkpointer:
     state = jax.tree.map(_like_init, state, init_state)
     state = _decode_keys(state, init_state)
     logging.info('Restored checkpoint %s/%d.', self.directory, step)
-    return state
+    # Arrays on every device of the run, whichever device count wrote them
+    # (Python scalars stay as the caller gave them).
+    return jax.tree.map(
+        lambda x: on_device(x) if isinstance(x, jax.Array) else x, state)
 
   def maybe_save(self, step: int, state: PyTree, force: bool = False) -> bool:
     """Saves `state` as `step` if `step % save_every == 0` or `force`; returns whether it saved.
