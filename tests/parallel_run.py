@@ -6,6 +6,13 @@ one device, and in a subprocess on 8 emulated CPU devices.
 
 The subprocess starts when pytest has collected test_parallel.py
 (tests/conftest.py), so it overlaps the rest of the suite.
+
+The same run as a multi-host job on one machine (too slow for the suite,
+a check of `--distributed` without a cluster): PROCESSES local processes,
+each with DEVICES emulated CPU devices, joined by
+`jax.distributed.initialize` over gloo; process i writes OUT.i.npz.
+
+  python tests/parallel_run.py --processes=2 --devices=2 WORKDIR OUT.npz
 """
 
 from __future__ import annotations
@@ -121,5 +128,29 @@ def eight_device_run() -> EightDeviceRun:
   return _RUN[0]
 
 
+def multihost(processes: int, devices: int, workdir: str, out: str) -> None:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
+             JAX_COORDINATOR_ADDRESS='localhost:12355',
+             JAX_NUM_PROCESSES=str(processes),
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                             '--process', workdir,
+                             out.removesuffix('.npz') + f'.{i}.npz'],
+                            env=dict(env, JAX_PROCESS_ID=str(i)), cwd=REPO)
+           for i in range(processes)]
+  if any(p.wait() for p in procs):
+    raise SystemExit('a process failed')
+
+
 if __name__ == '__main__':
-  np.savez(sys.argv[2], **run_phases(sys.argv[1]))
+  flags = dict(a[2:].partition('=')[::2] for a in sys.argv[1:]
+               if a.startswith('--'))
+  workdir, out = [a for a in sys.argv[1:] if not a.startswith('--')]
+  if 'processes' in flags:
+    multihost(int(flags['processes']), int(flags.get('devices', 2)), workdir,
+              out)
+  else:
+    if 'process' in flags:   # one process of `multihost`
+      parallel.initialize()
+    np.savez(out, **run_phases(workdir))
