@@ -48,10 +48,6 @@ def replicated() -> NamedSharding:
   return NamedSharding(mesh(), PartitionSpec())
 
 
-def batch_sharding() -> NamedSharding:
-  return NamedSharding(mesh(), PartitionSpec(AXIS))
-
-
 def check_batch(size: int, field: str) -> None:
   """A batch of `size` (the config field `field`) must split evenly over the
   devices; raises ConfigError before anything compiles."""
