@@ -148,14 +148,12 @@ def run_worker(preset: str, dtype: str, phases: list[str],
 
 
 def _subprocess(n: int, argv: list[str]) -> dict:
-  env = dict(os.environ)
-  import jax  # noqa: PLC0415
-  if jax.default_backend() == 'gpu':
-    env['CUDA_VISIBLE_DEVICES'] = ','.join(str(i) for i in range(n))
-  else:
-    env['JAX_PLATFORMS'] = 'cpu'
-    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_'
-                        f'platform_device_count={n}').strip()
+  # Both limits, so this process never starts JAX (on a GPU it would hold
+  # most of every GPU's memory): the GPU count binds on a GPU host, the
+  # emulated CPU devices where there is none.
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES=','.join(map(str, range(n))))
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_'
+                      f'platform_device_count={n}').strip()
   done = subprocess.run([sys.executable, __file__, '--worker', *argv],
                         env=env, capture_output=True, text=True, check=False)
   if done.returncode:

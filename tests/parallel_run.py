@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from configs import gridworld
+from irl.data import stream
 from irl.rl import methods
 from irl.rl import train as rl_train
 from irl.train import metacontroller as mct
@@ -63,16 +64,25 @@ def _record(results: dict, name: str, params, jsonl: str) -> None:
           [r[key] for r in records], np.float64)
 
 
-def run_phases(workdir: str) -> dict[str, np.ndarray]:
-  """Pretraining, the metacontroller and internal RL in `workdir` (no
-  evaluations); their final parameters and logged metrics by name."""
+def run_phases(workdir: str, evaluate: bool = False
+               ) -> dict[str, np.ndarray]:
+  """Pretraining, the metacontroller and internal RL in `workdir`; their
+  final parameters and logged metrics by name, `layout` (the devices of a
+  batch and of θ, and whether each is replicated) and, with `evaluate`,
+  the two evaluations' scores (`eval/<phase>/<score>`)."""
   c = config()
   results = {'devices': np.int32(parallel.num_devices())}
   metrics = os.path.join(workdir, 'metrics')
-  pretrain.train(c, workdir, run_eval=False)
-  _record(results, 'pretrain', pretrain.load_params(c, workdir),
-          os.path.join(metrics, 'pretrain.jsonl'))
-  mct.train(c, workdir, run_eval=False)
+  summaries = {'pretrain': pretrain.train(c, workdir, run_eval=evaluate)}
+  theta = pretrain.load_params(c, workdir)
+  _record(results, 'pretrain', theta, os.path.join(metrics, 'pretrain.jsonl'))
+  # Where the work ran: a batch split over every device, θ on each of them.
+  batch = stream.stream_from_config(c)(jax.random.key(0)).obs
+  state = jax.tree.leaves(theta)[0]
+  results['layout'] = np.asarray([
+      len(batch.sharding.device_set), batch.sharding.is_fully_replicated,
+      len(state.sharding.device_set), state.sharding.is_fully_replicated])
+  summaries['metacontroller'] = mct.train(c, workdir, run_eval=evaluate)
   _record(results, 'metacontroller', mct.load_params(c, workdir)[0],
           os.path.join(metrics, mct.run_name(c) + '.jsonl'))
   rl_train.train(c, workdir, 'internal')
@@ -86,6 +96,11 @@ def run_phases(workdir: str) -> dict[str, np.ndarray]:
                                   rl_train.ADDED_FIELDS) as ckpt:
     states = ckpt.restore_at(rc.rl.num_updates, init)
   _record(results, 'rl', states.params, os.path.join(metrics, name + '.jsonl'))
+  for phase, summary in summaries.items():
+    for key, value in summary.items():
+      if evaluate and isinstance(value, (int, float)) and key.startswith(
+          ('heldout/', 'closed_loop/')):
+        results[f'eval/{phase}/{key}'] = np.float64(value)
   return results
 
 
@@ -104,9 +119,11 @@ class EightDeviceRun:
     with open(self.log, 'w') as log:
       # At the lowest priority it runs on what the suite leaves idle.
       self.proc = subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__), self.workdir, self.out],
-          env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-          preexec_fn=lambda: os.nice(19))
+          ['nice', '-n', '19', sys.executable, os.path.abspath(__file__),
+           self.workdir, self.out],
+          env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    # Registered after the folder's removal, so it runs before it.
+    atexit.register(self.proc.kill)
 
   def result(self, timeout: float = 900) -> dict[str, np.ndarray]:
     rc = self.proc.wait(timeout)
@@ -153,4 +170,4 @@ if __name__ == '__main__':
   else:
     if 'process' in flags:   # one process of `multihost`
       parallel.initialize()
-    np.savez(out, **run_phases(workdir))
+    np.savez(out, **run_phases(workdir, evaluate='process' in flags))

@@ -31,6 +31,9 @@ def eight_devices():
 def test_eight_devices_equal_one(one_device, eight_devices):
   one, eight = one_device[1], eight_devices[1]
   assert int(one['devices']) == 1 and int(eight['devices']) == 8
+  # On 8 devices a batch is split over all of them and θ is on each whole.
+  assert list(eight['layout']) == [8, False, 8, True]
+  assert list(one['layout']) == [1, True, 1, True]
   assert sorted(one) == sorted(eight)
   for phase in ('pretrain', 'metacontroller', 'rl'):
     assert any(k.startswith(f'{phase}/param') for k in one)
@@ -38,7 +41,7 @@ def test_eight_devices_equal_one(one_device, eight_devices):
                k.startswith(f'{phase}/metric_policy_loss') for k in one)
   # The RL gradient is not zero, so its parameters moved.
   assert float(np.max(one['rl/metric_grad_norm'])) > 0
-  for key in sorted(set(one) - {'devices'}):
+  for key in sorted(set(one) - {'devices', 'layout'}):
     np.testing.assert_allclose(eight[key], one[key], rtol=1e-5, atol=1e-5,
                                err_msg=key)
 

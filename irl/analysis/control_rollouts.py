@@ -32,6 +32,7 @@ from irl.envs import tasks as tasks_lib
 from irl.analysis.controllers import (controlled_forward, controller_factors,
                                       make_control_trainer, post_task_pairs)
 from irl.models import BaseModel, ControllerDecoder, init_cache
+from irl.utils import parallel
 
 
 def controller_index(task_pos: jax.Array, pairs: jax.Array,
@@ -148,7 +149,7 @@ def controlled_rollout(model: BaseModel, base_params: Any,
   pairs = jnp.asarray(pairs, jnp.int32)
   run = _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
                     float(temperature))
-  return jax.device_get(run(base_params, factors, pairs, key))
+  return parallel.to_host(run(base_params, factors, pairs, key))
 
 
 @functools.lru_cache(maxsize=32)

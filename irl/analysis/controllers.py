@@ -327,7 +327,7 @@ def train_controllers(config: ml_collections.ConfigDict, base_params: Any,
   train_seconds = done.seconds
   totals: dict[str, float] = {}
   for k in jax.random.split(k_heldout, cc.eval_batches):
-    for name, v in jax.device_get(trainer.heldout(state.params, base_params,
+    for name, v in parallel.to_host(trainer.heldout(state.params, base_params,
                                                   k)).items():
       totals[name] = totals.get(name, 0.0) + float(v) / cc.eval_batches
   return state.params, {'train_nll': history, 'train_seconds': train_seconds,

@@ -15,14 +15,16 @@ from irl.data import stream
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.utils import config_utils
+from irl.utils import parallel
 from irl.utils import progress as progress_lib
 
 
 def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Rolls out the experts of every data split; returns and writes the rates."""
   config_lib.validate_gridworld(config)
-  os.makedirs(workdir, exist_ok=True)
   d = config.expert_demo
+  parallel.check_batch(d.batch_size, 'expert_demo.batch_size')
+  os.makedirs(workdir, exist_ok=True)
   batches = max(1, d.num_episodes // d.batch_size)
   env = registry.from_config(config)
   params = config_lib.env_params(config)
@@ -41,7 +43,7 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
       success, length = [], []
       for _ in range(batches):
         key, sub = jax.random.split(key)
-        batch = jax.device_get(sample(sub))
+        batch = parallel.to_host(sample(sub))
         success.append(batch.success)
         length.append(batch.length)
         done += 1
@@ -68,8 +70,8 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
       post, titles, suptitle=f'expert on the post-training task {task} '
       f'({"success" if example.success[i] else "failure"} in {n} steps)')
   results['figure'] = png
-  with config_utils.open_output(os.path.join(workdir, 'expert_demo.json')
-                                ) as f:
+  path = os.path.join(workdir, 'expert_demo.json')
+  with config_utils.open_output(path) as f:
     json.dump(results, f, indent=2)
-  print(f'wrote {png} and {os.path.join(workdir, "expert_demo.json")}')
+  print(f'wrote {png} and {path}')
   return results

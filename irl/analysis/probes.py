@@ -312,7 +312,7 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
     parts = [data] if isinstance(data, ProbeData) else data
     sums = None
     for part in parts:
-      s_ = jax.device_get(evaluate_sums(state, part))
+      s_ = parallel.to_host(evaluate_sums(state, part))
       sums = s_ if sums is None else jax.tree.map(np.add, sums, s_)
     count = max(float(sums['count']), 1.0)
     bins = np.maximum(sums['bin_count'], 1.0)

@@ -11,8 +11,8 @@ held-out F1 reaches `rate_distortion.f1_threshold`).
 from __future__ import annotations
 
 import csv
-import io
 import hashlib
+import io
 import json
 import os
 from typing import Any

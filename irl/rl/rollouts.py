@@ -100,7 +100,7 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
     return proposal, pcache, {'log_prob': log_prob, 'decide': decide}
 
   internal = env.as_env(frozen)
-  # The episodes are split over the devices; θ, φ and the policy replicated.
+  # Each device steps its own episodes, with its replica of θ, φ and π.
   state, e = parallel.shard_batch(internal.reset(key, batch_size))
   state, _, _, trace = acting.unroll(
       internal, policy_fn, state, e, policy.initial_cache(batch_size), key,

@@ -48,6 +48,7 @@ from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
+from irl.utils import parallel
 
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
@@ -347,6 +348,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   step = done.step
   ckpt.close()
   writer.flush()
+  parallel.barrier(f'{name} metrics written')   # process 0 writes them
   curve = success_curve(writer.jsonl_path, seeds)
   final = curve['success'][-1] if len(curve['update']) else np.zeros(len(seeds))
   summary = {'method': r.method, 'num_updates': int(step),

@@ -28,6 +28,7 @@ from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel, init_cache
 from irl.train import losses
+from irl.utils import parallel
 
 
 def action_prediction(model: BaseModel, params: Any, sample, key: jax.Array,
@@ -55,7 +56,7 @@ def action_prediction(model: BaseModel, params: Any, sample, key: jax.Array,
 
   totals = None
   for k in jax.random.split(key, num_batches):
-    s = jax.device_get(batch_stats(k))
+    s = parallel.to_host(batch_stats(k))
     totals = s if totals is None else {n: totals[n] + s[n] for n in s}
   count = totals.pop('count')
   return {n: float(v / count) for n, v in totals.items()}
@@ -87,7 +88,7 @@ def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
     return {'success': state.success, 'length': state.time,
             'visits': state.visits, 'task_id': state.task_id}
 
-  return jax.device_get(run(key))
+  return parallel.to_host(run(key))
 
 
 def complete_task_fraction(visits: np.ndarray, task_table) -> float:

@@ -83,7 +83,7 @@ def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
   return _make_pretrainer(config_utils.factory_key(
       config, sections=('env', 'data', 'model', 'pretrain'),
       zero=['pretrain.save_every',
-                    *optim.run_length(config.pretrain, 'pretrain')]))
+            *optim.run_length(config.pretrain, 'pretrain')]))
 
 
 @functools.lru_cache(maxsize=8)

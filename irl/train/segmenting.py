@@ -153,7 +153,7 @@ def collect_eval(batch_fn, num_episodes: int, batch_size: int,
   [.., B, T, n]; a leading axis of vmapped runs is kept)."""
   num_batches = -(-num_episodes // batch_size)
   keys = jax.random.split(eval_key() if key is None else key, num_batches)
-  parts = [jax.device_get(batch_fn(k)) for k in keys]
+  parts = [parallel.to_host(batch_fn(k)) for k in keys]
   axis = parts[0]['valid'].ndim - 2
   return {n: np.concatenate([p[n] for p in parts], axis=axis)
           for n in parts[0]}

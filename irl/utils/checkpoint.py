@@ -299,8 +299,8 @@ class Checkpointer:
     state = jax.tree.map(_like_init, state, init_state)
     state = _decode_keys(state, init_state)
     logging.info('Restored checkpoint %s/%d.', self.directory, step)
-    # Arrays on every device of the run, whichever device count wrote them
-    # (Python scalars stay as the caller gave them).
+    # A run resumes on any number of devices: the arrays go to this run's,
+    # whichever device count wrote them (Python scalars stay as given).
     return jax.tree.map(
         lambda x: on_device(x) if isinstance(x, jax.Array) else x, state)
 

@@ -79,7 +79,7 @@ class MetricsWriter:
     metrics_dir = os.path.join(workdir, 'metrics')
     self.jsonl_path = os.path.join(metrics_dir, f'{name}.jsonl')
     self.summary_path = os.path.join(metrics_dir, f'{name}_summary.json')
-    # Only process 0 writes; the other processes' writers do nothing.
+    # One writer per run: process 0's (the others train the same steps).
     self._closed = not parallel.is_writer()
     if self._closed:
       return

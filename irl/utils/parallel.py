@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = 'data'
@@ -97,6 +98,21 @@ def replicate(tree: Any) -> Any:
   return jax.tree.map(one, tree)
 
 
+def to_host(tree: Any) -> Any:
+  """The values of `tree`'s arrays as numpy arrays on every process; a batch
+  split over the devices of several hosts is gathered first."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches `name` (no-op on one process), e.g.
+  before reading a file that process 0 writes."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 # The index `is_writer` reads (a test fakes another process through it).
 process_index = jax.process_index
 
@@ -119,4 +135,3 @@ def initialize() -> None:
                                            'JAX_PROCESS_ID'))
   jax.distributed.initialize(num_processes=int(num) if num else None,
                              process_id=int(pid) if pid else None)
-  mesh.cache_clear()
