@@ -57,7 +57,9 @@ def config():
 def _record(results: dict, name: str, params, jsonl: str) -> None:
   for i, leaf in enumerate(jax.tree.leaves(params)):
     results[f'{name}/param_{i}'] = np.asarray(leaf)
-  records = metrics_lib.read_jsonl(jsonl)
+  # The training records (an evaluation adds one of its own at the end).
+  records = [r for r in metrics_lib.read_jsonl(jsonl)
+             if not any(k.startswith('eval/') for k in r)]
   for key in records[0]:
     if key != 'wall_time' and not key.endswith('_per_sec'):
       results[f'{name}/metric_{key}'] = np.asarray(
