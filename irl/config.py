@@ -10,7 +10,6 @@ from irl import optim
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.utils import config_utils
-from irl.utils import parallel
 from irl.utils.config_utils import (ConfigError, check, check_choice,
                                     check_int, check_range)
 
@@ -58,7 +57,7 @@ def validate_gridworld(config: ml_collections.ConfigDict
   for i, e in enumerate(d.epsilons):
     check_range(e, f'data.epsilons[{i}]', 0.0, 1.0)
   check_int(d.episodes_per_row, 'data.episodes_per_row', minimum=1)
-  parallel.check_batch(d.batch_size, 'data.batch_size')
+  config_utils.check_batch(d.batch_size, 'data.batch_size')
   if 'model' in config:
     validate_model(config.model, max(params.max_steps, post.max_steps))
     if d.episodes_per_row > 1:
@@ -70,7 +69,7 @@ def validate_gridworld(config: ml_collections.ConfigDict
     validate_pretrain(config.pretrain)
   if 'eval' in config:
     validate_eval(config.eval)
-    parallel.check_batch(config.eval.batch_size, 'eval.batch_size')
+    config_utils.check_batch(config.eval.batch_size, 'eval.batch_size')
   return config
 
 

@@ -23,7 +23,7 @@ def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Rolls out the experts of every data split; returns and writes the rates."""
   config_lib.validate_gridworld(config)
   d = config.expert_demo
-  parallel.check_batch(d.batch_size, 'expert_demo.batch_size')
+  config_utils.check_batch(d.batch_size, 'expert_demo.batch_size')
   os.makedirs(workdir, exist_ok=True)
   batches = max(1, d.num_episodes // d.batch_size)
   env = registry.from_config(config)

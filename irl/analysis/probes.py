@@ -80,7 +80,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   check_int(p.pool_episodes, 'probe.pool_episodes', minimum=0)
   check_choice(p.split, 'probe.split', SPLITS)
   for name in ('batch_size', 'eval_batch_size'):
-    parallel.check_batch(p[name], f'probe.{name}')
+    config_utils.check_batch(p[name], f'probe.{name}')
   check(isinstance(p.standardize, bool), 'probe.standardize',
         f'{p.standardize!r} must be True or False')
   if p.pool_episodes:

@@ -27,7 +27,6 @@ from irl.envs import tasks as tasks_lib
 from irl.rl import policy as policy_lib
 from irl.train import metacontroller as mct
 from irl.utils import config_utils
-from irl.utils import parallel
 from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 # Checkpoints written before these fields existed trained under these values
@@ -57,7 +56,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'{r.num_minibatches} must divide rl.batch_size={r.batch_size}')
   check(r.batch_size >= 2, 'rl.batch_size',
         f'{r.batch_size} must be >= 2 (advantages are batch-normalised)')
-  parallel.check_batch(r.batch_size, 'rl.batch_size')
+  config_utils.check_batch(r.batch_size, 'rl.batch_size')
   check(r.policy_width % r.policy_heads == 0, 'rl.policy_heads',
         f'{r.policy_heads} must divide rl.policy_width={r.policy_width}')
   check_range(r.clip_eps, 'rl.clip_eps', 0.0, None, lo_inclusive=False)

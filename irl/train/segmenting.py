@@ -87,7 +87,7 @@ def validate_section(config: ml_collections.ConfigDict, section: str,
         f'{s.seq_len} must be <= model.max_len={model.max_len}')
   check_range(s.switch_threshold, f'{section}.switch_threshold', 0.0, 1.0)
   for name in ('batch_size', 'eval_batch_size'):
-    parallel.check_batch(s[name], f'{section}.{name}')
+    config_utils.check_batch(s[name], f'{section}.{name}')
   return s
 
 

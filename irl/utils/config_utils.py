@@ -99,6 +99,16 @@ def check(cond: bool, field: str, message: str) -> None:
     raise ConfigError(f'{_name(field)} is invalid: {message}')
 
 
+def check_batch(size: int, field: str) -> None:
+  """A batch of `size` (the config field `field`) must split evenly over the
+  run's devices (irl/utils/parallel.py)."""
+  n = parallel.num_devices()
+  if int(size) % n:
+    raise ConfigError(
+        f'config.{field}={size} does not split over the {n} devices of this '
+        f'run: use a multiple of {n}')
+
+
 def select_preset(presets: Mapping[str, Callable[[], Any]], preset: str) -> Any:
   """Returns `presets[preset]()`; raises ConfigError listing the known presets."""
   if preset not in presets:

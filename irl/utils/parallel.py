@@ -49,17 +49,6 @@ def replicated() -> NamedSharding:
   return NamedSharding(mesh(), PartitionSpec())
 
 
-def check_batch(size: int, field: str) -> None:
-  """A batch of `size` (the config field `field`) must split evenly over the
-  devices; raises ConfigError before anything compiles."""
-  from irl.utils.config_utils import ConfigError  # noqa: PLC0415 (a cycle)
-  n = num_devices()
-  if int(size) % n:
-    raise ConfigError(
-        f'config.{field}={size} does not split over the {n} devices of this '
-        f'run: use a multiple of {n}')
-
-
 def shard_batch(tree: Any, axis: int = 0) -> Any:
   """Inside a jitted function: split axis `axis` (the batch) of every array
   of `tree` over the devices."""
