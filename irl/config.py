@@ -69,7 +69,8 @@ def validate_gridworld(config: ml_collections.ConfigDict
     validate_pretrain(config.pretrain)
   if 'eval' in config:
     validate_eval(config.eval)
-    config_utils.check_batch(config.eval.batch_size, 'eval.batch_size')
+    for name in ('batch_size', 'num_episodes'):
+      config_utils.check_batch(config.eval[name], f'eval.{name}')
   return config
 
 

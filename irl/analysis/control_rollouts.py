@@ -171,7 +171,7 @@ def _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
                                  'task_pos': env_state.task_pos}
 
     k_reset, k_act = jax.random.split(key)
-    state, obs = env.reset(k_reset, num_episodes)
+    state, obs = parallel.shard_batch(env.reset(k_reset, num_episodes))
     state, _, _, trace = acting.unroll(
         env, policy, state, obs, init_cache(model.config, num_episodes),
         k_act, env_params.max_steps)

@@ -60,7 +60,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   optim.validate_trainer(c, 'control')
   for name in ('batch_size', 'num_episodes', 'eval_batches'):
     check_int(c[name], f'control.{name}', minimum=1)
-  config_utils.check_batch(c.batch_size, 'control.batch_size')
+  for name in ('batch_size', 'num_episodes'):
+    config_utils.check_batch(c[name], f'control.{name}')
   check_int(c.rank, 'control.rank', minimum=0)
   check_int(c.decoder_hidden, 'control.decoder_hidden', minimum=0)
   check_int(c.depth_pretrain_steps, 'control.depth_pretrain_steps', minimum=0)

@@ -81,7 +81,7 @@ def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
   @jax.jit
   def run(key):
     k_reset, k_act = jax.random.split(key)
-    state, obs = batched.reset(k_reset, num_episodes)
+    state, obs = parallel.shard_batch(batched.reset(k_reset, num_episodes))
     state, _, _, _ = acting.unroll(batched, policy, state, obs,
                                    init_cache(model.config, num_episodes),
                                    k_act, num_steps)
