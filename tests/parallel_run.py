@@ -31,6 +31,7 @@ from configs import gridworld
 from irl.data import stream
 from irl.rl import methods
 from irl.rl import train as rl_train
+from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import metrics as metrics_lib
@@ -93,9 +94,8 @@ def run_phases(workdir: str, evaluate: bool = False
   learner = rl_train.make_learner(rc)
   init = jax.vmap(learner.init, in_axes=(0, None))(
       jax.numpy.stack([jax.random.key(s) for s in rc.rl.seeds]), None)
-  with rl_train.loop.checkpointer(workdir, name, rc.rl,
-                                  rl_train.fingerprint(rc),
-                                  rl_train.ADDED_FIELDS) as ckpt:
+  with loop.checkpointer(workdir, name, rc.rl, rl_train.fingerprint(rc),
+                         rl_train.ADDED_FIELDS) as ckpt:
     states = ckpt.restore_at(rc.rl.num_updates, init)
   _record(results, 'rl', states.params, os.path.join(metrics, name + '.jsonl'))
   for phase, summary in summaries.items():

@@ -111,11 +111,12 @@ def make_expert_stream(env: registry.Environment, params: Any,
     # The keys are split over the devices, so each makes its own episodes.
     if episodes_per_row == 1:
       keys = parallel.shard_batch(jax.random.split(key, batch_size))
-      return parallel.shard_batch(jax.vmap(one)(keys))
-    keys = parallel.shard_batch(
-        jax.random.split(key, (batch_size, episodes_per_row)))
-    return parallel.shard_batch(
-        jax.vmap(lambda k: pack_episodes(jax.vmap(one)(k)))(keys))
+      batch = jax.vmap(one)(keys)
+    else:
+      keys = parallel.shard_batch(
+          jax.random.split(key, (batch_size, episodes_per_row)))
+      batch = jax.vmap(lambda k: pack_episodes(jax.vmap(one)(k)))(keys)
+    return parallel.shard_batch(batch)
 
   return jax.jit(sample) if jit else sample
 

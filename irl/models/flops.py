@@ -26,8 +26,8 @@ def block_matmul_params(cfg: ModelConfig) -> int:
 def train_flops(cfg: ModelConfig, batch: int, seq_len: int,
                 obs_head: bool = True) -> float:
   """Analytic matmul FLOPs of one training step (benchmarks/model_throughput.py
-  explains the count);
-  obs_head=False where λ = 0 leaves the observation head out of the step."""
+  explains the count); obs_head=False where λ = 0 leaves the observation
+  head out of the step."""
   w = cfg.width
   outputs = (cfg.num_actions if cfg.action_type == 'discrete'
              else 2 * cfg.action_dim)

@@ -324,7 +324,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   init = jax.jit(jax.vmap(learner.init, in_axes=(0, None)))
   init_states = init(jnp.stack([jax.random.key(s) for s in seeds]), source)
   ckpt = loop.checkpointer(workdir, name, r, fingerprint(config),
-                          ADDED_FIELDS)
+                           ADDED_FIELDS)
   states, frozen, start, writer = loop.resume(
       ckpt, r.num_updates, init_states, 'rl.num_updates', workdir, name,
       frozen)
