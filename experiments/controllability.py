@@ -29,7 +29,6 @@ _WORKDIR = cli.workdir_flag(
 
 def main(argv):
   del argv
-  controllability.validate(_CONFIG.value)
   pretrain.load_pretrained(_CONFIG.value, _WORKDIR.value, 'controllability')
   pipeline.pretrain_depth_variants(_CONFIG.value, _WORKDIR.value)
   summary = controllability.run(_CONFIG.value, _WORKDIR.value)

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from irl import config as config_lib
 from irl.utils import parallel
 from irl.utils.checkpoint import (CheckpointMismatchError, MissingInputError,
                                   StepNotKeptError)
@@ -44,10 +45,22 @@ _DISTRIBUTED = flags.DEFINE_bool(
     '(docs/scaling.md).')
 
 
-def config_flag(default: str = DEFAULT_CONFIG) -> flags.FlagHolder:
+class ConfigFlag:
+  """The `--config` flag; `.value` is the typed config (`irl.config.build`:
+  validated, defaults resolved), built once when first read."""
+
+  def __init__(self, holder: flags.FlagHolder):
+    self._holder = holder
+
+  @property
+  def value(self) -> config_lib.Config:
+    return config_lib.build(self._holder.value)
+
+
+def config_flag(default: str = DEFAULT_CONFIG) -> ConfigFlag:
   """`--config=<file>.py:<preset>` with `--config.<field>=<value>` overrides."""
-  return config_flags.DEFINE_config_file('config', default,
-                                         'Config file and preset.')
+  return ConfigFlag(config_flags.DEFINE_config_file(
+      'config', default, 'Config file and preset.'))
 
 
 def _fail(message: str) -> NoReturn:

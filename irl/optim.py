@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_collections
 import optax
 
-from irl.utils.config_utils import check, check_choice, check_int, check_range
+from irl.utils.config_utils import (Section, check, check_choice, check_int,
+                                    check_range)
 
 SCHEDULES = ('constant', 'cosine', 'wsd')
 # The fields `add_schedule_fields` adds to a trainer's section, with their
@@ -32,7 +32,7 @@ SCHEDULE_DEFAULTS = {'lr_schedule': 'constant', 'lr_warmup_steps': 0,
 SCHEDULE_FIELDS = tuple(SCHEDULE_DEFAULTS)
 
 
-def add_schedule_fields(section: ml_collections.ConfigDict) -> None:
+def add_schedule_fields(section: Section) -> None:
   """Adds the schedule fields, set to the paper's constant rate."""
   for name, value in SCHEDULE_DEFAULTS.items():
     section[name] = value
@@ -43,7 +43,7 @@ def added_fields(section_name: str) -> dict[str, Any]:
   return {f'{section_name}.{k}': v for k, v in SCHEDULE_DEFAULTS.items()}
 
 
-def validate_trainer(section: ml_collections.ConfigDict, name: str,
+def validate_trainer(section: Section, name: str,
                      run_length: str = 'num_steps',
                      total_steps: int | None = None) -> None:
   """Raises ConfigError naming the first bad field of those every trainer's
@@ -72,8 +72,7 @@ def validate_trainer(section: ml_collections.ConfigDict, name: str,
     check_range(section.grad_clip, f'{name}.grad_clip', 0.0)
 
 
-def validate_schedule(section: ml_collections.ConfigDict, name: str,
-                      total_steps: int) -> None:
+def validate_schedule(section: Section, name: str, total_steps: int) -> None:
   """Raises ConfigError naming the first bad `<name>.lr_*` field."""
   check_choice(section.lr_schedule, f'{name}.lr_schedule', SCHEDULES)
   check_int(section.lr_warmup_steps, f'{name}.lr_warmup_steps', minimum=0)
@@ -125,7 +124,7 @@ def make_optimizer(learning_rate: float | optax.Schedule, weight_decay: float,
   return adamw
 
 
-def section_optimizer(section: ml_collections.ConfigDict, total_steps: int,
+def section_optimizer(section: Section, total_steps: int,
                       grad_clip: float | None = None
                       ) -> optax.GradientTransformation:
   """AdamW of a trainer's section: its learning rate, schedule, weight decay
@@ -138,13 +137,13 @@ def section_optimizer(section: ml_collections.ConfigDict, total_steps: int,
   return make_optimizer(lr, section.weight_decay, clip)
 
 
-def run_length_matters(section: ml_collections.ConfigDict) -> bool:
+def run_length_matters(section: Section) -> bool:
   """Whether the optimiser depends on the run's length (factories that share
   compilations across run lengths must then keep it in their key)."""
   return section.lr_schedule != 'constant'
 
 
-def run_length(section: ml_collections.ConfigDict, name: str,
+def run_length(section: Section, name: str,
                field: str = 'num_steps') -> list[str]:
   """`['<name>.<field>']`, the run's length, for a factory's cache key to
   leave out (`config_utils.factory_key(zero=...)`) unless the schedule

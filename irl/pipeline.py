@@ -20,15 +20,15 @@ At the end `<workdir>/REPORT.md` collects the numbers and the figures.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
 from typing import Any, Callable
 
 from absl import logging
-import ml_collections
 
+from irl import config as config_lib
+from irl.config import Config
 from irl.rl import methods as rl_methods
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
@@ -46,18 +46,15 @@ METACONTROLLER_VARIANTS = {
 }
 
 
-def variant_config(config: ml_collections.ConfigDict, variant: str
-                   ) -> ml_collections.ConfigDict:
+def variant_config(config: Config, variant: str) -> Config:
   """`config` with the metacontroller overrides of `variant`."""
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    for key, value in METACONTROLLER_VARIANTS[variant].items():
-      config.metacontroller[key] = value(config) if callable(value) else value
-  return config
+  config = config_lib.build(config)
+  return config_lib.replace(config, {
+      f'metacontroller.{key}': value(config) if callable(value) else value
+      for key, value in METACONTROLLER_VARIANTS[variant].items()})
 
 
-def pretrain_depth_variants(config: ml_collections.ConfigDict, workdir: str
-                            ) -> list[str]:
+def pretrain_depth_variants(config: Config, workdir: str) -> list[str]:
   """Pretrains (resuming) every base model of `control.depths` other than
   the main one into `<workdir>/depth_<L>/`, for Fig. 4's depth axis; returns
   the workdirs trained or found."""
@@ -93,9 +90,8 @@ def _controllability(config, workdir):
   from irl.analysis import controllability
   # The pipeline sweeps the layers of the main model only; the depth axis of
   # Fig. 4 pretrains more models (experiments/controllability.py).
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.control.depths = (config.model.num_layers,)
+  config = config_lib.replace(config, {
+      'control.depths': (config.model.num_layers,)})
   return controllability.run(config, workdir)
 
 
@@ -123,7 +119,7 @@ def _internal_rl(config, workdir):
   return fig8.run(config, workdir)
 
 
-_RUNNERS: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
+_RUNNERS: dict[str, Callable[[Config, str], Any]] = {
     'pretrain': _pretrain, 'probes': _probes,
     'controllability': _controllability, 'metacontroller': _metacontroller,
     'compile': _compile, 'internal_rl': _internal_rl,
@@ -147,8 +143,8 @@ def _marker(workdir: str, phase: str) -> str:
   return os.path.join(workdir, 'pipeline', f'{phase}.json')
 
 
-def _config_json(config: ml_collections.ConfigDict, phase: str) -> Any:
-  full = json.loads(config.to_json_best_effort())
+def _config_json(config: Config, phase: str) -> Any:
+  full = config_utils.to_jsonable(config_lib.build(config))
   return {k: full.get(k) for k in PHASE_SECTIONS[phase]}
 
 
@@ -172,13 +168,11 @@ def check_phases(phases: list[str]) -> list[str]:
   return [p for p in PHASES if p in phases]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
+def run(config: Config, workdir: str,
         phases: list[str] | None = None) -> dict[str, Any]:
   """Runs (or skips, when already done) every phase; writes REPORT.md."""
   phases = check_phases(list(phases or PHASES))
-  # Flag-parsed configs arrive locked; the phases derive variants from it.
-  config = copy.deepcopy(config)
-  config.unlock()
+  config = config_lib.build(config)
   os.makedirs(os.path.join(workdir, 'pipeline'), exist_ok=True)
   config_utils.save_config(config, workdir)
   results = {}
@@ -296,7 +290,7 @@ def link_rows(done: dict) -> list[tuple[str, str, str, str]]:
   return rows
 
 
-def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
+def write_report(config: Config, workdir: str) -> str:
   """Writes `<workdir>/REPORT.md` from the phases finished so far."""
   done = load_markers(workdir)
   lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',

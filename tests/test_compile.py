@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from configs import gridworld
+from irl import config as config_lib
 from irl.analysis import reports
 from irl.data import stream
 from irl.models import BaseModel
@@ -313,12 +314,12 @@ def test_config_errors_name_the_field(field, value):
   c[section][name] = value
   with pytest.raises(config_utils.ConfigError,
                      match=field.replace('.', r'\.')):
-    ct.validate(c)
+    config_lib.build(c)
 
 
 @pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])
 def test_presets_validate(preset):
-  c = ct.validate(gridworld.get_config(preset))
+  c = config_lib.build(gridworld.get_config(preset))
   assert c.compile.max_segments == 4 and c.compile.latent_dim == 8
   if preset == 'paper':
     assert c.compile.num_steps == 32_000

@@ -11,7 +11,7 @@ from irl.utils.config_utils import ConfigError
 def test_presets_validate(preset):
   c = gridworld.get_config(preset)
   assert c.preset == preset
-  config_lib.validate_gridworld(c)
+  config_lib.build(c)
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -40,7 +40,7 @@ def test_bad_fields_name_the_field(field, value, match):
   section, name = field.split('.')
   c[section][name] = value
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate_gridworld(c)
+    config_lib.build(c)
 
 
 def _leaves(d, prefix=''):
@@ -68,7 +68,7 @@ def test_every_field_can_be_overridden_on_the_command_line(preset):
   assert fv.config.data.epsilons == (0.0, 0.1)
   assert fv.config.rl.seeds == (4,)
   assert fv.config.rl.fig8_methods == ('internal',)
-  config_lib.validate_gridworld(fv.config)
+  config_lib.build(fv.config)
 
 
 @pytest.mark.parametrize('field,value,match', [
@@ -77,29 +77,59 @@ def test_every_field_can_be_overridden_on_the_command_line(preset):
 def test_packing_refuses_what_would_read_across_episodes(field, value, match):
   c = gridworld.get_config('test')
   c.data.episodes_per_row = 2
-  config_lib.validate_gridworld(c)
+  config_lib.build(c)
   section, name = field.split('.')
   c[section][name] = value
   with pytest.raises(ConfigError,
                      match=r'config\.data\.episodes_per_row.*' + match):
-    config_lib.validate_gridworld(c)
+    config_lib.build(c)
 
 
-def test_a_config_is_validated_once_and_a_bad_one_every_time():
-  from irl.utils import config_utils
-  calls = []
-
-  @config_utils.validated_once
-  def validate(c):
-    calls.append(c.data.batch_size)
-    config_utils.check_int(c.data.batch_size, 'data.batch_size', minimum=1)
-
+def test_a_config_is_built_once_and_a_bad_one_refused_every_time():
   c = gridworld.get_config('test')
-  validate(c)
-  validate(gridworld.get_config('test'))     # equal content: no work
-  assert len(calls) == 1
+  typed = config_lib.build(c)
+  assert config_lib.build(gridworld.get_config('test')) is typed   # cached
+  assert config_lib.build(typed) is typed
+  hash(typed)                          # keys the jitted factories' caches
+  assert typed.data.epsilons == tuple(c.data.epsilons)
+  assert typed.model['width'] == c.model.width and 'rl' in typed
   c.data.batch_size = 0
   for _ in range(2):
     with pytest.raises(ConfigError, match='data.batch_size=0'):
-      validate(c)
-  assert calls[1:] == [0, 0]
+      config_lib.build(c)
+
+
+def test_unknown_and_missing_fields_are_named():
+  c = gridworld.get_config('test')
+  c.rl.num_update = 5
+  with pytest.raises(ConfigError, match=r'config\.rl\.num_update is not a '
+                     r'field: did you mean config\.rl\.num_updates\?'):
+    config_lib.build(c)
+  c = gridworld.get_config('test')
+  del c.probe['split']
+  with pytest.raises(ConfigError, match=r'config\.probe lacks the fields split'):
+    config_lib.build(c)
+
+
+def test_defaults_are_resolved_once_and_follow_a_replacement():
+  c = config_lib.build(gridworld.get_config('test'))
+  assert gridworld.get_config('test').metacontroller.layer == -1
+  assert c.metacontroller.layer == c.model.num_layers // 2
+  deeper = config_lib.replace(c, {'model.num_layers': 6})
+  assert deeper.metacontroller.layer == deeper.compile.layer == 3
+  with pytest.raises(ConfigError, match=r'config\.rl\.method='):
+    config_lib.replace(c, {'rl.method': 'ppo'})
+  with pytest.raises(ConfigError, match='did you mean config.rl.method'):
+    config_lib.replace(c, {'rl.methods': 'internal'})
+
+
+def test_factory_keys_leave_out_what_the_factory_does_not_read():
+  a = gridworld.get_config('test')
+  b = gridworld.get_config('test')
+  b.seed, b.rl.method, b.pretrain.num_steps = 7, 'raw_action', 40
+  key = lambda c: config_lib.factory_key(
+      c, sections=('env', 'model', 'pretrain'), zero=['pretrain.num_steps'])
+  assert key(a) == key(b) and hash(key(a)) == hash(key(b))
+  assert key(a).rl is None and 'rl' not in key(a)
+  b.model.width = 64
+  assert key(a) != key(b)

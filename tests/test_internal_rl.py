@@ -416,7 +416,7 @@ def test_bad_rl_fields_raise(field, value, match):
   c = _config()
   c.rl[field] = value
   with pytest.raises(config_utils.ConfigError, match=match):
-    rl_methods.validate(c)
+    config_lib.build(c)
 
 
 def test_presets_validate():
@@ -424,7 +424,7 @@ def test_presets_validate():
     c = gridworld.get_config(preset)
     for method in ('internal', 'raw_action', 'no_temporal_abstraction',
                    'cotrained'):
-      rl_methods.validate(rl_methods.method_config(c, method))
+      rl_methods.method_config(c, method)
   assert rl_methods.decision_slots(rl_methods.method_config(c, 'no_temporal_abstraction')
                             ) == c.env.max_steps
 

@@ -8,8 +8,6 @@ import pytest
 
 from configs import gridworld
 from irl import optim
-from irl.rl import methods as rl_methods
-from irl.train import compile as compile_train
 from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils.config_utils import ConfigError
@@ -81,10 +79,7 @@ def test_wsd_needs_a_decay_that_fits():
 
 def _validate(c, name):
   from irl import config as config_lib
-  from irl.analysis import controllability, probes
-  {'pretrain': config_lib.validate_gridworld, 'probe': probes.validate,
-   'control': controllability.validate, 'metacontroller': mct.validate,
-   'compile': compile_train.validate, 'rl': rl_methods.validate}[name](c)
+  config_lib.build(c)
 
 
 def test_decaying_trainers_are_keyed_on_their_length():

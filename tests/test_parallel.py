@@ -70,9 +70,9 @@ def test_batch_that_does_not_split_is_refused(monkeypatch):
   with pytest.raises(config_utils.ConfigError,
                      match=r'config\.data\.batch_size=12 does not split over '
                            r'the 8 devices of this run: use a multiple of 8'):
-    config_lib.validate_gridworld(c)
+    config_lib.build(c)
   c.data.batch_size = 16
-  config_lib.validate_gridworld(c)
+  config_lib.build(c)
 
 
 def test_only_process_zero_writes(monkeypatch, tmp_path):

@@ -1,11 +1,13 @@
 """The reproduce pipeline: phase order, skipping finished phases, the report."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
 from configs import gridworld
+from irl import config as config_lib
 from irl import pipeline
 from irl.utils import config_utils
 
@@ -69,7 +71,9 @@ def test_metacontroller_variants_change_only_their_fields():
   assert always.metacontroller.switching == 'always'
   assert cotrained.metacontroller.base_model == config.rl.cotrained_base_model
   assert config.metacontroller.switching == 'learned'   # not mutated
-  assert always.model.to_dict() == config.model.to_dict()
+  assert always.model == config_lib.build(config).model
+  assert dataclasses.replace(always.metacontroller, switching='learned') == (
+      config_lib.build(config).metacontroller)
 
 
 def test_report_puts_every_link_beside_its_target(tmp_path):

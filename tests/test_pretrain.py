@@ -33,6 +33,8 @@ def test_loss_decreases_on_fresh_expert_data(episodes_per_row, backbone):
   c.pretrain.learning_rate = 3e-3
   c.pretrain.obs_loss_weight = 0.0
   c.pretrain.log_every = c.pretrain.save_every = 25
+  # Every section is checked: the Fig. 4 depth runs count in chunks too.
+  c.control.depth_pretrain_steps = 25
   trainer = pretrain.make_pretrainer(c)
   state = trainer.init(jax.random.key(0))
   losses = []

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import gridworld
+from irl import config as config_lib
 from irl.analysis import fig3
 from irl.analysis import probes
 from irl.train import pretrain
@@ -28,7 +29,7 @@ def _synthetic(data_key, config, signal_layer, direction_key):
   unit noise); the other layers are noise."""
   pc = config.probe
   num_layers, width = config.model.num_layers, config.model.width
-  n, t, k = pc.pool_episodes, config.data.seq_len, probes.num_subgoals(config)
+  n, t, k = pc.pool_episodes, config.data.seq_len, config_lib.num_subgoals(config)
   k_label, k_noise, k_valid = jax.random.split(data_key, 3)
   subgoal = jax.random.randint(k_label, (n, t), 0, k)
   valid = jax.random.uniform(k_valid, (n, t)) < 0.8
@@ -82,7 +83,7 @@ def test_bad_probe_fields_name_the_field(field, value, match):
   c = _config()
   c.probe[field] = value
   with pytest.raises(ConfigError, match=match):
-    probes.validate(c)
+    config_lib.build(c)
 
 
 def test_missing_pretraining_says_what_to_run(tmp_path):

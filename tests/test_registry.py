@@ -17,7 +17,7 @@ def test_unknown_environment_is_refused_naming_the_choices():
   c = gridworld.get_config('test')
   c.env.name = 'ant'
   with pytest.raises(ConfigError, match=r'env\.name.*gridworld_pinpad'):
-    config_lib.validate_gridworld(c)
+    config_lib.build(c)
 
 
 def test_registering_a_name_twice_is_refused():

@@ -21,16 +21,15 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from irl import acting
 from irl import config as config_lib
-from irl.analysis import probes
+from irl.analysis.controllers import (controlled_forward, controller_factors,
+                                      make_control_trainer)
+from irl.config import Config
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
-from irl.analysis.controllers import (controlled_forward, controller_factors,
-                                      make_control_trainer, post_task_pairs)
 from irl.models import BaseModel, ControllerDecoder, init_cache
 from irl.utils import parallel
 
@@ -186,7 +185,7 @@ def _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
   return run
 
 
-def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
+def evaluate_controllers(config: Config, base_params: Any,
                          layer: int, decoder_params: Any | None,
                          key: jax.Array) -> dict[str, Any]:
   """Post-task success with the controllers switched in order.
@@ -196,7 +195,7 @@ def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
   """
   cc = config.control
   trainer = make_control_trainer(config, layer)
-  k = probes.num_subgoals(config)
+  k = config_lib.num_subgoals(config)
   if decoder_params is None:
     shapes = jax.eval_shape(
         lambda: controller_factors(
@@ -207,9 +206,9 @@ def evaluate_controllers(config: ml_collections.ConfigDict, base_params: Any,
   post = config_lib.env_params(config, post=True)
   roll = controlled_rollout(trainer.model, base_params, trainer.decoder,
                             factors, layer, registry.from_config(config),
-                            post, post_task_pairs(config),
+                            post, config_lib.post_task_pairs(config),
                             key, cc.num_episodes, cc.temperature)
-  num_pairs = len(post_task_pairs(config))
+  num_pairs = len(config_lib.post_task_pairs(config))
   histogram = np.bincount(roll['pairs_done'], minlength=num_pairs + 1)
   return {
       'success': float(roll['success'].mean()),

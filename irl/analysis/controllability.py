@@ -24,7 +24,6 @@ training length are confounded there).
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -33,12 +32,13 @@ from typing import Any
 
 import flax.serialization
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
+from irl import config as config_lib
 from irl.analysis.control_rollouts import evaluate_controllers
-from irl.analysis.controllers import train_controllers, validate
+from irl.analysis.controllers import train_controllers
+from irl.config import Config
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import checkpoint as ckpt_lib
@@ -60,27 +60,25 @@ RESULT_KEYS = ('seed', 'env', 'data.seq_len', 'control.rank',
 # The job: layer sweep x depth sweep, resumable.
 
 
-def depth_config(config: ml_collections.ConfigDict, depth: int
-                 ) -> ml_collections.ConfigDict:
+def depth_config(config: Config, depth: int) -> Config:
   """The config of the depth-`depth` variant of the base model."""
-  c = copy.deepcopy(config)
+  config = config_lib.build(config)
   if depth == config.model.num_layers:
-    return c
-  c.model.num_layers = depth
+    return config
+  changes = {'model.num_layers': depth}
   if config.control.depth_pretrain_steps:
-    c.pretrain.num_steps = config.control.depth_pretrain_steps
-  return c
+    changes['pretrain.num_steps'] = config.control.depth_pretrain_steps
+  return config_lib.replace(config, changes)
 
 
-def depth_workdir(config: ml_collections.ConfigDict, workdir: str,
-                  depth: int) -> str:
+def depth_workdir(config: Config, workdir: str, depth: int) -> str:
   if depth == config.model.num_layers:
     return workdir
   return os.path.join(workdir, f'depth_{depth}')
 
 
-def base_model_params(config: ml_collections.ConfigDict, workdir: str,
-                      depth: int) -> tuple[ml_collections.ConfigDict, Any]:
+def base_model_params(config: Config, workdir: str,
+                      depth: int) -> tuple[Config, Any]:
   """(config, params) of the depth-`depth` base model: the main model in
   `workdir`, another depth in `<workdir>/depth_<depth>/`
   (`irl.pipeline.pretrain_depth_variants` trains those)."""
@@ -99,6 +97,7 @@ def base_model_params(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _result_fingerprint(config, depth: int) -> dict:
+  config = config_lib.build(config)
   fp = config_utils.config_fingerprint(config, RESULT_KEYS)
   cfg = depth_config(config, depth)
   fp['model'] = config_utils.to_jsonable(cfg.model)
@@ -120,14 +119,14 @@ def _write_json(path: str, data: Any) -> None:
                        indent=1) + '\n')
 
 
-def layers_of(config: ml_collections.ConfigDict, depth: int) -> list[int]:
+def layers_of(config: Config, depth: int) -> list[int]:
   """Controlled layers at `depth`: `control.layers` (those <= depth) or 0..L."""
   if config.control.layers:
     return sorted({int(l) for l in config.control.layers if l <= depth})
   return list(range(depth + 1))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: Config, workdir: str) -> dict[str, Any]:
   """The controllability sweep; writes `<workdir>/control/`.
 
   Per depth L: `depth_<L>/base.json` (the base model alone) and
@@ -136,7 +135,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   `results.json`, `success.csv`, `fig4_controllability.png` (heat map depth x
   layer) and `success_by_layer.png` (the main depth).
   """
-  validate(config)
+  config = config_lib.build(config)
   cc = config.control
   # Fail before any work if the main model is missing.
   pretrain.load_pretrained(config, workdir, 'controllability')

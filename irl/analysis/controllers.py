@@ -34,71 +34,19 @@ from typing import Any, Callable, NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from irl import config as config_lib
 from irl import optim
 from irl.analysis import probes
+from irl.config import Config
 from irl.data import stream
-from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, Intervention
 from irl.train import loop
 from irl.train import losses
 from irl.train import pretrain
-from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 from irl.utils import parallel
-from irl.utils.config_utils import check, check_int, check_range
-
-
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad `control.*` field."""
-  config_lib.validate_gridworld(config)
-  c = config.control
-  optim.validate_trainer(c, 'control')
-  for name in ('batch_size', 'num_episodes', 'eval_batches'):
-    check_int(c[name], f'control.{name}', minimum=1)
-  for name in ('batch_size', 'num_episodes'):
-    config_utils.check_batch(c[name], f'control.{name}')
-  check_int(c.rank, 'control.rank', minimum=0)
-  check_int(c.decoder_hidden, 'control.decoder_hidden', minimum=0)
-  check_int(c.depth_pretrain_steps, 'control.depth_pretrain_steps', minimum=0)
-  check_int(c.pool_episodes, 'control.pool_episodes', minimum=0)
-  if c.pool_episodes:
-    check(c.pool_episodes >= c.batch_size, 'control.pool_episodes',
-          f'{c.pool_episodes} must be 0 (fresh data) or >= control.batch_size='
-          f'{c.batch_size}')
-  check_range(c.temperature, 'control.temperature', 0.0, None,
-              lo_inclusive=False)
-  check(c.rank <= config.model.width, 'control.rank',
-        f'{c.rank} must be <= model.width={config.model.width}')
-  check(len(c.depths) > 0, 'control.depths', 'must list at least one depth')
-  for i, d in enumerate(c.depths):
-    check_int(d, f'control.depths[{i}]', minimum=1)
-  for i, l in enumerate(c.layers):
-    check_int(l, f'control.layers[{i}]', minimum=0)
-    check(l <= max(c.depths) or l <= config.model.num_layers,
-          f'control.layers[{i}]',
-          f'{l} exceeds every base-model depth (model.num_layers='
-          f'{config.model.num_layers}, control.depths={list(c.depths)})')
-  pairs = post_task_pairs(config)
-  check(max(pairs) < probes.num_subgoals(config), 'env.post_task',
-        f'its pairs {pairs} need subgoal ids < {probes.num_subgoals(config)}')
-  if c.depth_pretrain_steps:
-    check(c.depth_pretrain_steps % config.pretrain.log_every == 0,
-          'control.depth_pretrain_steps',
-          f'{c.depth_pretrain_steps} must be a multiple of '
-          f'pretrain.log_every={config.pretrain.log_every}')
-  return config
-
-
-def post_task_pairs(config: ml_collections.ConfigDict) -> list[int]:
-  """Subgoal ids of the post-training task in order: [0, 1, 2, 3, 0, 1]."""
-  task = tasks_lib.parse_task(config.env.post_task)
-  size = config.env.subgoal_size
-  return [task[i] // size for i in range(0, len(task), size)]
 
 
 # ----------------------------------------------------------------------------
@@ -194,26 +142,24 @@ def controlled_forward(model: BaseModel, base_params: Any,
   return model.apply(base_params, e, layer, iv, cache, method=BaseModel.upper)
 
 
-def make_control_trainer(config: ml_collections.ConfigDict,
-                         layer: int) -> ControlTrainer:
+def make_control_trainer(config: Config, layer: int) -> ControlTrainer:
   """Pure training functions for controllers at `layer`, shared (with their
   compilations) between calls with equal configs."""
-  validate(config)
-  return _make_control_trainer(config_utils.factory_key(
+  config = config_lib.build(config)
+  return _make_control_trainer(config_lib.factory_key(
       config, drop=[f'control.{name}' for name in (
           'layers', 'depths', 'depth_pretrain_steps', 'num_episodes',
           'temperature')]), int(layer))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_control_trainer(config: ml_collections.FrozenConfigDict,
-                          layer: int) -> ControlTrainer:
+def _make_control_trainer(config: Config, layer: int) -> ControlTrainer:
   cc = config.control
   model = BaseModel(pretrain.model_config(config))
   if not 0 <= layer <= model.config.num_layers:
     raise ValueError(f'layer={layer} must be in [0, '
                      f'{model.config.num_layers}] (model.num_layers)')
-  k = probes.num_subgoals(config)
+  k = config_lib.num_subgoals(config)
   decoder = ControllerDecoder(width=model.config.width,
                               rank=cc.rank or None, hidden=cc.decoder_hidden)
   tx = optim.section_optimizer(cc, cc.num_steps, grad_clip=0.0)
@@ -306,7 +252,7 @@ def _make_control_trainer(config: ml_collections.FrozenConfigDict,
                         heldout=heldout)
 
 
-def train_controllers(config: ml_collections.ConfigDict, base_params: Any,
+def train_controllers(config: Config, base_params: Any,
                       layer: int, key: jax.Array,
                       writer: metrics_lib.MetricsWriter | None = None,
                       progress_desc: str = 'control'

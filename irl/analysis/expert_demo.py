@@ -6,11 +6,11 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from irl import config as config_lib
 from irl.analysis import figures
+from irl.config import Config
 from irl.data import stream
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
@@ -19,11 +19,10 @@ from irl.utils import parallel
 from irl.utils import progress as progress_lib
 
 
-def run_expert_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run_expert_demo(config: Config, workdir: str) -> dict:
   """Rolls out the experts of every data split; returns and writes the rates."""
-  config_lib.validate_gridworld(config)
+  config = config_lib.build(config)
   d = config.expert_demo
-  config_utils.check_batch(d.batch_size, 'expert_demo.batch_size')
   os.makedirs(workdir, exist_ok=True)
   batches = max(1, d.num_episodes // d.batch_size)
   env = registry.from_config(config)

@@ -16,11 +16,12 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
-from irl.analysis.probes import train_probes, validate
+from irl import config as config_lib
+from irl.analysis.probes import train_probes
+from irl.config import Config
 from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
@@ -45,7 +46,7 @@ def _write_json(path: str, data: Any) -> None:
                        indent=1) + '\n')
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: Config, workdir: str) -> dict[str, Any]:
   """Probes every kept pretraining checkpoint of `workdir`; writes results.
 
   Writes under `<workdir>/probe/`: `step_<N>.json` per checkpoint (skipped
@@ -53,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   `accuracy_by_layer.csv`, `accuracy_by_segment_step.csv`,
   `fig3_probe_accuracy.png` and `probe_accuracy_by_segment_step.png`.
   """
-  validate(config)
+  config = config_lib.build(config)
   pretrain.load_pretrained(config, workdir, 'the probes')
   ckpt = pretrain.checkpointer(config, workdir)
   # A run continued past pretrain.num_steps keeps later checkpoints: the

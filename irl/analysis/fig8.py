@@ -13,11 +13,11 @@ import json
 import os
 from typing import Any
 
-import ml_collections
 import numpy as np
 from absl import logging
 
 from irl.analysis.figures import plt, save_figure
+from irl.config import Config
 from irl.rl import methods as rl_methods
 from irl.rl import train as rl_train
 from irl.utils import checkpoint as ckpt_lib
@@ -81,7 +81,7 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   return save_figure(fig, path)
 
 
-def run_curve(config: ml_collections.ConfigDict, workdir: str,
+def run_curve(config: Config, workdir: str,
               method: str | None = None) -> dict[str, np.ndarray]:
   """One method's curve from its metrics: `success.csv` (update, episodes,
   seed, success averaged over the chunk of `rl.log_every` updates) and
@@ -98,12 +98,12 @@ def run_curve(config: ml_collections.ConfigDict, workdir: str,
   return curve
 
 
-def _jsonl(config: ml_collections.ConfigDict, workdir: str) -> str:
+def _jsonl(config: Config, workdir: str) -> str:
   return os.path.join(workdir, 'metrics',
                       f'{rl_methods.run_name(config)}.jsonl')
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
+def run(config: Config, workdir: str,
         methods: list[str] | None = None, skip_missing: bool = True
         ) -> dict[str, Any]:
   """Trains (or resumes, or just reads) every method of `rl.fig8_methods`.

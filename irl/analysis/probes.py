@@ -50,12 +50,12 @@ from typing import Any, Callable, NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config
 from irl.data import stream
 from irl.models import BaseModel
 from irl.train import loop
@@ -63,49 +63,18 @@ from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 from irl.utils import parallel
-from irl.utils.config_utils import check, check_choice, check_int
 
-SPLITS = ('expert', 'pretrain')
-
-
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad `probe.*` field."""
-  config_lib.validate_gridworld(config)
-  p = config.probe
-  optim.validate_trainer(p, 'probe')
-  for name in ('batch_size', 'eval_episodes', 'eval_batch_size',
-               'max_segment_step'):
-    check_int(p[name], f'probe.{name}', minimum=1)
-  check_int(p.pool_episodes, 'probe.pool_episodes', minimum=0)
-  check_choice(p.split, 'probe.split', SPLITS)
-  for name in ('batch_size', 'eval_batch_size'):
-    config_utils.check_batch(p[name], f'probe.{name}')
-  check(isinstance(p.standardize, bool), 'probe.standardize',
-        f'{p.standardize!r} must be True or False')
-  if p.pool_episodes:
-    check(p.pool_episodes >= p.batch_size, 'probe.pool_episodes',
-          f'{p.pool_episodes} must be 0 (fresh data) or >= probe.batch_size='
-          f'{p.batch_size}')
-  return config
-
-
-def num_subgoals(config: ml_collections.ConfigDict) -> int:
-  """K: subgoal ids are colour // subgoal_size, so 4 pairs in the gridworld."""
-  return -(-config.env.num_colours // config.env.subgoal_size)
-
-
-def expert_sampler(config: ml_collections.ConfigDict, split: str,
+def expert_sampler(config: Config, split: str,
                    batch_size: int) -> Callable[[jax.Array], stream.Rollout]:
   """A jitted `key -> Rollout` of expert episodes, shared (with its
   compilation) by every caller asking for the same data and batch size."""
   return _expert_sampler(
-      config_utils.factory_key(config, sections=('env', 'data')), split,
+      config_lib.factory_key(config, sections=('env', 'data')), split,
       batch_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _expert_sampler(config: ml_collections.FrozenConfigDict, split: str,
+def _expert_sampler(config: Config, split: str,
                     batch_size: int):
   return stream.stream_from_config(config, split, batch_size=batch_size)
 
@@ -202,19 +171,18 @@ def probe_loss(params: Any, residuals: jax.Array, subgoal: jax.Array,
   return per_layer.sum(), {'loss': per_layer.mean(), 'acc': acc}
 
 
-def make_probe_trainer(config: ml_collections.ConfigDict) -> ProbeTrainer:
+def make_probe_trainer(config: Config) -> ProbeTrainer:
   """Pure probe functions for `config`, shared between equal configs."""
-  validate(config)
-  return _make_probe_trainer(config_utils.factory_key(config))
+  config = config_lib.build(config)
+  return _make_probe_trainer(config_lib.factory_key(config))
 
 
 @functools.lru_cache(maxsize=4)
-def _make_probe_trainer(config: ml_collections.FrozenConfigDict
-                        ) -> ProbeTrainer:
+def _make_probe_trainer(config: Config) -> ProbeTrainer:
   pc = config.probe
   model = BaseModel(pretrain.model_config(config))
   mc = model.config
-  k = num_subgoals(config)
+  k = config_lib.num_subgoals(config)
   tx = optim.section_optimizer(pc, pc.num_steps, grad_clip=0.0)
   train_sample = stream.stream_from_config(config, pc.split,
                                            batch_size=pc.batch_size, jit=False)
@@ -342,7 +310,7 @@ def _make_probe_trainer(config: ml_collections.FrozenConfigDict
                       heldout_parts=heldout_parts)
 
 
-def train_probes(config: ml_collections.ConfigDict, base_params: Any,
+def train_probes(config: Config, base_params: Any,
                  key: jax.Array, progress_desc: str = 'probe',
                  writer: metrics_lib.MetricsWriter | None = None,
                  heldout: Any = None) -> dict[str, Any]:

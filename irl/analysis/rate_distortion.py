@@ -19,17 +19,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import logging
 
+from irl import config as config_lib
 from irl.analysis import figures
+from irl.config import Config
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
-from irl.utils.config_utils import check, check_choice, check_int, check_range
 
 RESULT_FIELDS = (
     'base_model', 'kl_weight', 'seed', 'num_steps', 'action_nll', 'kl',
@@ -38,35 +38,6 @@ RESULT_FIELDS = (
     'median_boundaries_per_episode', 'median_count_error',
     'beta_binary_fraction', 'code_subgoal_acc', 'code_subgoal_chance',
     'aligned')
-
-
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad `metacontroller.*` or
-  `rate_distortion.*` field."""
-  mct.validate(config)
-  m = config.metacontroller
-  r = config.rate_distortion
-  check(len(r.kl_weights) > 0, 'rate_distortion.kl_weights',
-        'must list at least one α')
-  for i, a in enumerate(r.kl_weights):
-    check_range(a, f'rate_distortion.kl_weights[{i}]', 0.0)
-  check(len(r.seeds) > 0, 'rate_distortion.seeds',
-        'must list at least one seed')
-  for i, s in enumerate(r.seeds):
-    check_int(s, f'rate_distortion.seeds[{i}]', minimum=0)
-  check(len(r.base_models) > 0, 'rate_distortion.base_models',
-        'must list at least one mode')
-  for i, b in enumerate(r.base_models):
-    check_choice(b, f'rate_distortion.base_models[{i}]',
-                 mct.BASE_MODEL_MODES)
-  check_int(r.num_steps, 'rate_distortion.num_steps', minimum=0)
-  check(r.num_steps % m.log_every == 0, 'rate_distortion.num_steps',
-        f'{r.num_steps} must be a multiple of metacontroller.log_every='
-        f'{m.log_every}')
-  check_int(r.runs_per_group, 'rate_distortion.runs_per_group', minimum=0)
-  check_range(r.f1_threshold, 'rate_distortion.f1_threshold', 0.0, 1.0)
-  return config
 
 
 def _groups(runs: list[tuple[float, int]], size: int
@@ -103,7 +74,7 @@ def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
   return f'{mode}_{digest}'
 
 
-def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
+def train_group(config: Config, workdir: str, mode: str,
                  group: list[tuple[float, int]], num_steps: int,
                  base_params: Any) -> list[dict]:
   """Trains the runs (α, seed) of one group together under one `jax.vmap`,
@@ -160,7 +131,7 @@ def train_group(config: ml_collections.ConfigDict, workdir: str, mode: str,
   return records
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+def run(config: Config, workdir: str) -> list[dict]:
   """Sweeps α × seeds per base-model mode; writes CSV, JSON and the figure.
 
   The runs of a group (`rate_distortion.runs_per_group`, default all α ×
@@ -171,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   Run r of a group uses metacontroller.seed = its seed and kl_weight = its α,
   exactly as a single `train` run would.
   """
-  validate(config)
+  config = config_lib.build(config)
   rd = config.rate_distortion
   num_steps = rd.num_steps or config.metacontroller.num_steps
   out_dir = os.path.join(workdir, 'rate_distortion')
@@ -187,9 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
   base_params = None
   for mode in rd.base_models:
-    cfg = config.copy_and_resolve_references()
-    cfg.metacontroller.base_model = mode
-    cfg.metacontroller.num_steps = num_steps
+    cfg = config_lib.replace(config, {'metacontroller.base_model': mode,
+                                      'metacontroller.num_steps': num_steps})
     for group in _groups(runs, rd.runs_per_group):
       if all((mode, a, s, num_steps) in done for a, s in group):
         logging.info('rate_distortion: %s %s already done', mode, group)

@@ -12,9 +12,9 @@ import json
 import os
 from typing import Callable
 
-import ml_collections
 
 from irl.analysis import figures
+from irl.config import Config
 from irl.train import compile as compile_train
 from irl.train import metacontroller as mct
 from irl.train import segmentation
@@ -37,8 +37,7 @@ def _traces(run_dir: str, threshold: float,
       title=title(scores))
 
 
-def metacontroller_traces(config: ml_collections.ConfigDict, workdir: str
-                          ) -> str | None:
+def metacontroller_traces(config: Config, workdir: str) -> str | None:
   """`<workdir>/<run_name>/beta_traces.png` (Fig. 6 / A3) of the
   metacontroller run `config` selects."""
   m = config.metacontroller
@@ -48,8 +47,7 @@ def metacontroller_traces(config: ml_collections.ConfigDict, workdir: str
                  f"{s['num_episodes']} held-out episodes")
 
 
-def compile_traces(config: ml_collections.ConfigDict, workdir: str
-                   ) -> str | None:
+def compile_traces(config: Config, workdir: str) -> str | None:
   """`<workdir>/compile/beta_traces.png`: CompILE's causal β."""
   c = config.compile
   return _traces(os.path.join(workdir, compile_train.RUN_NAME),

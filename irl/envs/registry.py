@@ -31,6 +31,7 @@ from irl.envs import gridworld_expert
 from irl.envs import gridworld_pinpad
 from irl.envs import gridworld_render
 from irl.envs import tasks as tasks_lib
+from irl.utils.config_utils import Section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Environment:
   Attributes:
     name: the `config.env.name` that selects it.
     default_config: () -> the `env` config section with its defaults.
+    section: the frozen `Section` dataclass that `irl.config.build` makes
+      of that section (its fields are the environment's own).
     params_from_config: (env config section, tasks=None, **overrides) ->
       validated parameters; `tasks` replaces the pretraining task table.
       Raises ValueError naming the field.
@@ -65,6 +68,7 @@ class Environment:
   """
   name: str
   default_config: Callable[[], ml_collections.ConfigDict]
+  section: type
   params_from_config: Callable[..., Any]
   reset: Callable
   step: Callable
@@ -112,6 +116,20 @@ def from_config(config: ml_collections.ConfigDict) -> Environment:
 # Gridworld-pinpad (docs/method.md §2.1).
 
 
+@dataclasses.dataclass(frozen=True)
+class GridworldSection(Section):
+  """config.env of the gridworld (`_gridworld_config` has the defaults)."""
+  grid_size: int
+  max_steps: int
+  name: str
+  num_colours: int
+  num_walls: int
+  post_task: str
+  pretrain_tasks: tuple[str, ...]
+  max_visits: int = 16
+  subgoal_size: int = 2
+
+
 def _gridworld_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'gridworld_pinpad'
@@ -132,6 +150,7 @@ def _gridworld_config() -> ml_collections.ConfigDict:
 GRIDWORLD = register(Environment(
     name='gridworld_pinpad',
     default_config=_gridworld_config,
+    section=GridworldSection,
     params_from_config=gridworld_pinpad.params_from_config,
     reset=gridworld_pinpad.reset,
     step=gridworld_pinpad.step,

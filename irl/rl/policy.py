@@ -24,12 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from irl.config.checks import LOG_STD_MAX, LOG_STD_MIN
 from irl.models import common
 from irl.models.hawk import HawkBlock, RecurrentCache, init_recurrent_cache
 from irl.models.common import SMALL_INIT, read_residual
-
-LOG_STD_MIN = -5.0
-LOG_STD_MAX = 2.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,12 +29,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config, checks
 from irl.envs import registry
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
@@ -73,7 +73,7 @@ class Learner(NamedTuple):
   train_chunk: Callable[[loop.TrainState, Any], tuple[loop.TrainState, dict]]
 
 
-def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
+def make_learner(config: Config, method: str | None = None,
                  module: ienv.AbstractActionModule | None = None,
                  env: registry.Environment | None = None) -> Learner:
   """Pure functions of internal RL (or a baseline) for `config`.
@@ -85,10 +85,9 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
   the same objects to share compilations).
   """
   config = methods.method_config(config, method)
-  methods.validate(config)
   if module is None and config.rl.method == 'compile':
     module = compile_module(config)
-  key = config_utils.factory_key(
+  key = config_lib.factory_key(
       config, sections=set(config) - {'pretrain', 'eval', 'expert_demo',
                                       'rate_distortion', 'probe', 'control'},
       drop=[f'rl.{name}' for name in ('save_every', 'keep_checkpoints',
@@ -98,7 +97,7 @@ def make_learner(config: ml_collections.ConfigDict, method: str | None = None,
 
 
 @functools.lru_cache(maxsize=16)
-def _make_learner(config: ml_collections.FrozenConfigDict,
+def _make_learner(config: Config,
                   module: ienv.AbstractActionModule | None,
                   env: registry.Environment) -> Learner:
   r = config.rl
@@ -113,7 +112,7 @@ def _make_learner(config: ml_collections.FrozenConfigDict,
                                   env_params.max_steps + 1))
   model = BaseModel(model_config)
   batch = r.batch_size
-  tx = optim.section_optimizer(r, methods.optimiser_steps(r))
+  tx = optim.section_optimizer(r, checks.rl_optimiser_steps(r))
 
   if method == 'raw_action':
     internal = policy = None
@@ -242,7 +241,7 @@ def ppo_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
 # The job.
 
 
-def frozen_params(config: ml_collections.ConfigDict, workdir: str
+def frozen_params(config: Config, workdir: str
                   ) -> tuple[Any, Any, ienv.AbstractActionModule | None]:
   """(frozen, init source, abstract-action module or None) of the method.
 
@@ -266,20 +265,19 @@ def frozen_params(config: ml_collections.ConfigDict, workdir: str
 
 
 @functools.lru_cache(maxsize=4)
-def _compile_module(config: ml_collections.FrozenConfigDict
-                    ) -> ienv.AbstractActionModule:
+def _compile_module(config: Config) -> ienv.AbstractActionModule:
   from irl.train import compile as compile_lib  # noqa: PLC0415
   return ienv.compile_module(compile_lib.make_adapter(config))
 
 
-def compile_module(config: ml_collections.ConfigDict
-                   ) -> ienv.AbstractActionModule:
+def compile_module(config: Config) -> ienv.AbstractActionModule:
   """CompILE's abstract-action module of `config.compile` (one object per
   config, so learners and their compilations are shared)."""
-  return _compile_module(config_utils.factory_key(config))
+  return _compile_module(config_lib.factory_key(config))
 
 
-def fingerprint(config: ml_collections.ConfigDict) -> dict:
+def fingerprint(config: Config) -> dict:
+  config = config_lib.build(config)
   keys = ['env', 'model', 'rl.method', 'rl.batch_size', 'rl.learning_rate',
           'rl.weight_decay', 'rl.grad_clip', 'rl.clip_eps', 'rl.num_epochs',
           'rl.num_minibatches', 'rl.entropy_coef', 'rl.advantage_eps',
@@ -299,7 +297,7 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
   return config_utils.config_fingerprint(config, sorted(set(keys)))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: Config, workdir: str,
           method: str | None = None,
           progress_fn: loop.ProgressFn | None = None) -> dict:
   """Runs `rl.method` (or `method`) for all `rl.seeds` at once, resuming.
@@ -312,7 +310,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   the curve.
   """
   config = methods.method_config(config, method)
-  methods.validate(config)
   r = config.rl
   name = methods.run_name(config)
   frozen, source, module = frozen_params(config, workdir)

@@ -27,12 +27,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config
 from irl.models import BaseModel
 from irl.models import compile as compile_lib
 from irl.models import compile_adapter
@@ -43,10 +43,8 @@ from irl.train import segmentation
 from irl.train import segmenting
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils.config_utils import check, check_choice, check_range
 
 RUN_NAME = 'compile'
-ENCODER_INITS = ('scratch', 'base_model')
 # Fields of `config.compile` that define what a checkpoint means.
 _FINGERPRINT_FIELDS = (
     'seed', 'layer', 'max_segments', 'latent_dim', 'head_hidden',
@@ -61,33 +59,7 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
 # Config.
 
 
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad compile field."""
-  config_lib.validate_gridworld(config)
-  c = segmenting.validate_section(
-      config, 'compile', ('max_segments', 'latent_dim', 'head_hidden'),
-      ('rl_max_segments',))
-  check(c.max_segments >= 2, 'compile.max_segments',
-        f'{c.max_segments} must be >= 2 (one boundary at least)')
-  check(c.layer != 0 and c.layer <= config.model.num_layers, 'compile.layer',
-        f'{c.layer} must be in [1, model.num_layers='
-        f'{config.model.num_layers}] or -1 (L // 2)')
-  check(c.layer != -1 or config.model.num_layers >= 2, 'compile.layer',
-        f'-1 (L // 2) needs model.num_layers >= 2, got '
-        f'{config.model.num_layers}')
-  check_range(c.temperature, 'compile.temperature', 0.0, None,
-              lo_inclusive=False)
-  check_range(c.prior_rate, 'compile.prior_rate', 1.0, None,
-              lo_inclusive=False)
-  check_range(c.z_kl_weight, 'compile.z_kl_weight', 0.0)
-  check_range(c.b_kl_weight, 'compile.b_kl_weight', 0.0)
-  check_choice(c.encoder_init, 'compile.encoder_init', ENCODER_INITS)
-  return config
-
-
-def compile_config(config: ml_collections.ConfigDict
-                   ) -> compile_lib.CompileConfig:
+def compile_config(config: Config) -> compile_lib.CompileConfig:
   """The `CompileConfig` of `config.compile` for `config.model`."""
   c = config.compile
   return config_utils.from_section(
@@ -97,16 +69,15 @@ def compile_config(config: ml_collections.ConfigDict
       prior_rate=float(c.prior_rate)).validate()
 
 
-def make_adapter(config: ml_collections.ConfigDict
-                 ) -> compile_adapter.CompileAdapter:
+def make_adapter(config: Config) -> compile_adapter.CompileAdapter:
   """The causal switch/controller adapter that internal RL steps with."""
-  validate(config)
+  config = config_lib.build(config)
   return compile_adapter.CompileAdapter(
       compile_lib.CompILE(compile_config(config)),
       max_segments=config.compile.rl_max_segments)
 
 
-def fingerprint(config: ml_collections.ConfigDict) -> dict:
+def fingerprint(config: Config) -> dict:
   return segmenting.fingerprint(config, 'compile', _FINGERPRINT_FIELDS)
 
 
@@ -114,18 +85,16 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 # Pure training functions.
 
 
-def make_trainer(config: ml_collections.ConfigDict
-                 ) -> segmenting.Trainer:
+def make_trainer(config: Config) -> segmenting.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
-  validate(config)
+  config = config_lib.build(config)
   return _make_trainer(segmenting.factory_key(
       config, 'compile', ('z_kl_weight', 'b_kl_weight', 'rl_max_segments')))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config: ml_collections.FrozenConfigDict
-                  ) -> segmenting.Trainer:
+def _make_trainer(config: Config) -> segmenting.Trainer:
   c = config.compile
   base_model = BaseModel(pretrain.model_config(config))
   model = compile_lib.CompILE(compile_config(config))
@@ -257,7 +226,7 @@ def copy_lower_half(params: Any, base_params: Any, layer: int) -> Any:
 # Evaluation.
 
 
-def summarise_eval(config: ml_collections.ConfigDict,
+def summarise_eval(config: Config,
                    arrays: dict[str, np.ndarray]) -> dict[str, float]:
   """Boundary F1 of the hard segments and of the causal β, held-out losses."""
   c = config.compile
@@ -278,7 +247,7 @@ def summarise_eval(config: ml_collections.ConfigDict,
   return summary
 
 
-def evaluate(config: ml_collections.ConfigDict,
+def evaluate(config: Config,
              trainer: segmenting.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
@@ -293,31 +262,29 @@ def evaluate(config: ml_collections.ConfigDict,
 # Jobs.
 
 
-def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+def _base_params(config: Config, workdir: str) -> Any:
   return pretrain.load_pretrained(config, workdir, 'CompILE training')
 
 
-def checkpointer(config: ml_collections.ConfigDict, workdir: str
-                 ) -> ckpt_lib.Checkpointer:
+def checkpointer(config: Config, workdir: str) -> ckpt_lib.Checkpointer:
   return loop.checkpointer(workdir, RUN_NAME, config.compile,
                           fingerprint(config), ADDED_FIELDS)
 
 
 def _initial_state(trainer: segmenting.Trainer,
-                   config: ml_collections.ConfigDict,
+                   config: Config,
                    base_params: Any) -> loop.TrainState:
   c = config.compile
   return trainer.init(jax.random.key(c.seed), base_params, c.z_kl_weight,
                       c.b_kl_weight)
 
 
-def load_params(config: ml_collections.ConfigDict, workdir: str
-                ) -> tuple[Any, Any]:
+def load_params(config: Config, workdir: str) -> tuple[Any, Any]:
   """(CompILE params φ, frozen base-model params θ) of a finished run.
 
   Use with `make_adapter(config)` for internal RL.
   """
-  validate(config)
+  config = config_lib.build(config)
   trainer = make_trainer(config)
   base_params = _base_params(config, workdir)
   state = loop.load_finished(
@@ -328,7 +295,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   return state.params['compile'], base_params
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: Config, workdir: str,
           run_eval: bool = True,
           progress_fn: loop.ProgressFn | None = None) -> dict:
   """Trains CompILE against the frozen θ (resuming from `workdir`).
@@ -337,7 +304,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   `<workdir>/checkpoints/compile`, metrics `<workdir>/metrics/compile*` and
   the segmentation analysis in `<workdir>/compile/`.
   """
-  validate(config)
+  config = config_lib.build(config)
   c = config.compile
   base_params = _base_params(config, workdir)
   trainer = make_trainer(config)

@@ -19,11 +19,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from irl import acting
 from irl import config as config_lib
+from irl.config import Config
 from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel, init_cache
@@ -98,7 +98,7 @@ def complete_task_fraction(visits: np.ndarray, task_table) -> float:
   return float(np.mean([tuple(v[:length]) in table for v in visits]))
 
 
-def evaluate_base_model(config: ml_collections.ConfigDict, model: BaseModel,
+def evaluate_base_model(config: Config, model: BaseModel,
                         params: Any, key: jax.Array) -> dict[str, Any]:
   """All evaluation numbers of a base model, as a flat dict."""
   ec = config.eval

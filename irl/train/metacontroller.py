@@ -31,12 +31,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config
 from irl.models import BaseModel
 from irl.models import metacontroller as mc_lib
 from irl.train import loop
@@ -46,10 +46,7 @@ from irl.train import segmentation
 from irl.train import segmenting
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
-from irl.utils.config_utils import check, check_choice, check_range
 
-BASE_MODEL_MODES = ('frozen', 'cotrain', 'cotrain_scratch')
-SWITCHING_MODES = ('learned', 'always')
 # Fields of `config.metacontroller` that define what a checkpoint means.
 _MC_FINGERPRINT_FIELDS = (
     'seed', 'layer', 'latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
@@ -65,29 +62,7 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
 # Config.
 
 
-@config_utils.validated_once
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError naming the first bad metacontroller field."""
-  config_lib.validate_gridworld(config)
-  m = segmenting.validate_section(
-      config, 'metacontroller', ('latent_dim', 'embed_dim', 'embed_width',
-                                 'embed_heads', 'history_dim',
-                                 'encoder_hidden', 'switch_hidden'), ())
-  check(m.layer <= config.model.num_layers, 'metacontroller.layer',
-        f'{m.layer} must be in [0, model.num_layers={config.model.num_layers}]'
-        ' or -1 (L // 2)')
-  check(m.embed_width % m.embed_heads == 0, 'metacontroller.embed_heads',
-        f'{m.embed_heads} must divide metacontroller.embed_width='
-        f'{m.embed_width}')
-  check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
-  check_range(m.switch_bias, 'metacontroller.switch_bias')
-  check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
-  check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)
-  return config
-
-
-def metacontroller_config(config: ml_collections.ConfigDict
-                          ) -> mc_lib.MetacontrollerConfig:
+def metacontroller_config(config: Config) -> mc_lib.MetacontrollerConfig:
   """The `MetacontrollerConfig` of `config.metacontroller` for `config.model`."""
   m = config.metacontroller
   return config_utils.from_section(
@@ -97,7 +72,7 @@ def metacontroller_config(config: ml_collections.ConfigDict
       always_switch=m.switching == 'always').validate()
 
 
-def run_name(config: ml_collections.ConfigDict) -> str:
+def run_name(config: Config) -> str:
   """'metacontroller' plus a suffix per baseline: names checkpoints, metrics
   and the output folder, so the variants can share one workdir."""
   m = config.metacontroller
@@ -109,7 +84,7 @@ def run_name(config: ml_collections.ConfigDict) -> str:
   return name
 
 
-def fingerprint(config: ml_collections.ConfigDict) -> dict:
+def fingerprint(config: Config) -> dict:
   # A run on a pretrained θ is only meaningful with the θ it started from.
   return segmenting.fingerprint(
       config, 'metacontroller', _MC_FINGERPRINT_FIELDS,
@@ -120,18 +95,16 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 # Pure training functions.
 
 
-def make_trainer(config: ml_collections.ConfigDict
-                 ) -> segmenting.Trainer:
+def make_trainer(config: Config) -> segmenting.Trainer:
   """Pure init/chunk/evaluate functions; shared (with their compilations)
   between configs that differ only in run length, cadence or α."""
-  validate(config)
+  config = config_lib.build(config)
   return _make_trainer(segmenting.factory_key(
       config, 'metacontroller', ('kl_weight',)))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_trainer(config: ml_collections.FrozenConfigDict
-                  ) -> segmenting.Trainer:
+def _make_trainer(config: Config) -> segmenting.Trainer:
   m = config.metacontroller
   base_model = BaseModel(pretrain.model_config(config))
   metacontroller = mc_lib.Metacontroller(metacontroller_config(config))
@@ -266,15 +239,14 @@ def _grad_metrics(grads: Any) -> dict[str, jax.Array]:
 # Evaluation.
 
 
-def collect_eval(config: ml_collections.ConfigDict, batch_fn: Callable
-                 ) -> dict[str, np.ndarray]:
+def collect_eval(config: Config, batch_fn: Callable) -> dict[str, np.ndarray]:
   """`segmenting.collect_eval` at the metacontroller's evaluation size."""
   m = config.metacontroller
   return segmenting.collect_eval(batch_fn, m.eval_episodes,
                                  m.eval_batch_size)
 
 
-def summarise_eval(config: ml_collections.ConfigDict,
+def summarise_eval(config: Config,
                    arrays: dict[str, np.ndarray]) -> dict[str, float]:
   """Segmentation scores and held-out loss terms of one run's eval arrays."""
   m = config.metacontroller
@@ -296,7 +268,7 @@ def summarise_eval(config: ml_collections.ConfigDict,
 # Jobs.
 
 
-def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+def _base_params(config: Config, workdir: str) -> Any:
   """θ from `<workdir>/checkpoints/pretrain`, or None when trained from scratch."""
   if config.metacontroller.base_model == 'cotrain_scratch':
     return None
@@ -305,26 +277,24 @@ def _base_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
       '--config.metacontroller.base_model=cotrain_scratch)')
 
 
-def checkpointer(config: ml_collections.ConfigDict, workdir: str
-                 ) -> ckpt_lib.Checkpointer:
+def checkpointer(config: Config, workdir: str) -> ckpt_lib.Checkpointer:
   return loop.checkpointer(workdir, run_name(config), config.metacontroller,
                           fingerprint(config), ADDED_FIELDS)
 
 
 def _initial_state(trainer: segmenting.Trainer,
-                   config: ml_collections.ConfigDict,
+                   config: Config,
                    base_params: Any) -> loop.TrainState:
   m = config.metacontroller
   return trainer.init(jax.random.key(m.seed), base_params, m.kl_weight)
 
 
-def load_params(config: ml_collections.ConfigDict, workdir: str
-                ) -> tuple[Any, Any]:
+def load_params(config: Config, workdir: str) -> tuple[Any, Any]:
   """(metacontroller params φ, base-model params θ) of a finished run.
 
   θ is the pretrained model for 'frozen', the co-trained one otherwise.
   """
-  validate(config)
+  config = config_lib.build(config)
   trainer = make_trainer(config)
   base_params = _base_params(config, workdir)
   state = loop.load_finished(
@@ -337,7 +307,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str
   return state.params['metacontroller'], theta
 
 
-def evaluate(config: ml_collections.ConfigDict,
+def evaluate(config: Config,
              trainer: segmenting.Trainer,
              params: Any, base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
@@ -353,7 +323,7 @@ def evaluate(config: ml_collections.ConfigDict,
       out_dir)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: Config, workdir: str,
           run_eval: bool = True,
           progress_fn: loop.ProgressFn | None = None) -> dict:
   """Trains the metacontroller (resuming from `workdir`), evaluates it.
@@ -364,7 +334,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   (`segmentation.json` and the β traces' arrays, which
   `irl.analysis.reports.beta_traces` draws) in `<workdir>/<run_name>/`.
   """
-  validate(config)
+  config = config_lib.build(config)
   m = config.metacontroller
   base_params = _base_params(config, workdir)
   # Only a frozen θ is an argument of the step; a co-trained one is state.

@@ -19,11 +19,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config
 from irl.data import stream
 from irl.envs import registry
 from irl.models import BaseModel, ModelConfig
@@ -60,7 +60,7 @@ class Pretrainer(NamedTuple):
   train_chunk: Callable[[loop.TrainState], tuple[loop.TrainState, dict]]
 
 
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+def model_config(config: Config) -> ModelConfig:
   """The base model of `config.model`, sized for the environment."""
   m = config.model
   env = registry.from_config(config)
@@ -76,18 +76,18 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
       action_type=action.kind, **size, **env.encoder_fields(params))
 
 
-def make_pretrainer(config: ml_collections.ConfigDict) -> Pretrainer:
+def make_pretrainer(config: Config) -> Pretrainer:
   """Pure init/train functions; shared (with their compilations) between
   calls whose configs differ only in run length or checkpoint cadence."""
-  config_lib.validate_gridworld(config)
-  return _make_pretrainer(config_utils.factory_key(
+  config = config_lib.build(config)
+  return _make_pretrainer(config_lib.factory_key(
       config, sections=('env', 'data', 'model', 'pretrain'),
       zero=['pretrain.save_every',
             *optim.run_length(config.pretrain, 'pretrain')]))
 
 
 @functools.lru_cache(maxsize=8)
-def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
+def _make_pretrainer(config: Config) -> Pretrainer:
   pc = config.pretrain
   model = BaseModel(model_config(config))
   sample = stream.stream_from_config(config, 'pretrain', jit=False,
@@ -127,7 +127,7 @@ def _make_pretrainer(config: ml_collections.FrozenConfigDict) -> Pretrainer:
   return Pretrainer(model=model, init=init, train_chunk=train_chunk)
 
 
-def fingerprint_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+def fingerprint_keys(config: Config) -> tuple[str, ...]:
   """FINGERPRINT_KEYS, plus the run's length where the learning-rate schedule
   depends on it (step N of a decaying run is not an N-step run's model)."""
   if optim.run_length_matters(config.pretrain):
@@ -135,8 +135,7 @@ def fingerprint_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return FINGERPRINT_KEYS
 
 
-def checkpointer(config: ml_collections.ConfigDict, workdir: str
-                 ) -> ckpt_lib.Checkpointer:
+def checkpointer(config: Config, workdir: str) -> ckpt_lib.Checkpointer:
   return loop.checkpointer(
       workdir, 'pretrain', config.pretrain, config_utils.config_fingerprint(
           config, fingerprint_keys(config), exclude=TASK_FREE_FIELDS),
@@ -146,7 +145,7 @@ def checkpointer(config: ml_collections.ConfigDict, workdir: str
 StepNotKeptError = ckpt_lib.StepNotKeptError
 
 
-def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
+def load_params(config: Config, workdir: str) -> Any:
   """Parameters of `workdir`'s pretraining checkpoint of exactly step
   `config.pretrain.num_steps` (a longer run's later steps are never served in
   its place).
@@ -164,7 +163,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
       'workdir first').params
 
 
-def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
+def load_pretrained(config: Config, workdir: str,
                     needed_by: str = 'this job') -> Any:
   """θ of `workdir`'s finished pretraining run (`load_params`), for the
   phases that build on it.
@@ -183,7 +182,7 @@ def load_pretrained(config: ml_collections.ConfigDict, workdir: str,
   return load_params(config, workdir)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: Config, workdir: str,
           run_eval: bool = True,
           progress_fn: loop.ProgressFn | None = None) -> dict:
   """Pretrains (resuming from `workdir`), evaluates, writes the summary.

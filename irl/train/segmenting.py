@@ -1,5 +1,5 @@
 """What the two segmenting runs (the metacontroller and CompILE) share: their
-`Trainer` type, the checks of their config sections, what their checkpoints
+`Trainer` type, what their checkpoints
 mean, the key of their cached trainers, their D* samplers, the held-out
 evaluation (the same episodes for every run, collected and written the same
 way) and the job that trains, evaluates and writes them. The scores
@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
-import ml_collections
 import numpy as np
 
 from irl import config as config_lib
 from irl import optim
+from irl.config import Config
 from irl.data import stream
 from irl.envs import registry
 from irl.train import loop
@@ -27,7 +27,7 @@ from irl.train import segmentation
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import parallel
-from irl.utils.config_utils import check, check_int, check_range
+from irl.utils.config_utils import Section
 
 
 class Trainer(NamedTuple):
@@ -62,46 +62,17 @@ _PER_RUN_FIELDS = ('save_every', 'keep_checkpoints', 'seed',
                    'trace_episodes', 'eval_episodes')
 
 
-def validate_section(config: ml_collections.ConfigDict, section: str,
-                     positive: Sequence[str], non_negative: Sequence[str]
-                     ) -> ml_collections.ConfigDict:
-  """The checks every segmenting run's section shares: its trainer fields,
-  the integer fields in `positive` (≥ 1) and `non_negative` (≥ 0) besides
-  the common ones, the edit's rank, the episode length and the switch
-  threshold. Returns the section; raises ConfigError naming the field."""
-  s, model = config[section], config.model
-  optim.validate_trainer(s, section)
-  for name in ('batch_size', 'seq_len', 'keep_checkpoints', 'eval_episodes',
-               'eval_batch_size') + tuple(positive):
-    check_int(s[name], f'{section}.{name}', minimum=1)
-  for name in ('seed', 'decoder_hidden', 'rank', 'boundary_tolerance',
-               'trace_episodes') + tuple(non_negative):
-    check_int(s[name], f'{section}.{name}', minimum=0)
-  check_int(s.layer, f'{section}.layer', minimum=-1)
-  check(s.rank <= model.width, f'{section}.rank',
-        f'{s.rank} must be <= model.width={model.width} (0: full rank)')
-  check(s.seq_len <= config.env.max_steps, f'{section}.seq_len',
-        f'{s.seq_len} must be <= env.max_steps={config.env.max_steps}')
-  check(model.backbone != 'transformer' or s.seq_len <= model.max_len,
-        f'{section}.seq_len',
-        f'{s.seq_len} must be <= model.max_len={model.max_len}')
-  check_range(s.switch_threshold, f'{section}.switch_threshold', 0.0, 1.0)
-  for name in ('batch_size', 'eval_batch_size'):
-    config_utils.check_batch(s[name], f'{section}.{name}')
-  return s
+def control_layer(config: Config, section: str) -> int:
+  """The residual layer a run reads and edits: `<section>.layer` (the
+  config's -1, L // 2, is resolved by `irl.config.build`)."""
+  return config_lib.build(config)[section].layer
 
 
-def control_layer(config: ml_collections.ConfigDict, section: str) -> int:
-  """The residual layer a run reads and edits: `<section>.layer`, where -1
-  means the middle of the base model, L // 2."""
-  layer = config[section].layer
-  return config.model.num_layers // 2 if layer == -1 else layer
-
-
-def fingerprint(config: ml_collections.ConfigDict, section: str,
+def fingerprint(config: Config, section: str,
                 fields: Sequence[str], from_pretrained: bool = True) -> dict:
   """What a run's checkpoints mean: the environment, the model, `fields` of
   `section` and, for a run on a pretrained θ, the pretraining run."""
+  config = config_lib.build(config)
   keys = ['env', 'model'] + [f'{section}.{f}' for f in fields]
   keys += (list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
            if from_pretrained else ['seed'])
@@ -109,20 +80,19 @@ def fingerprint(config: ml_collections.ConfigDict, section: str,
       config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
 
 
-def factory_key(config: ml_collections.ConfigDict, section: str,
-                zero: Sequence[str]) -> ml_collections.FrozenConfigDict:
+def factory_key(config: Config, section: str, zero: Sequence[str]) -> Config:
   """The key of a segmenting run's cached trainer: the sections it reads
   (the environment, the model and `section`), with `section`'s per-run
   fields and the fields in `zero` (its loss weights, leaves of the state,
   and fields the trainer does not read) zeroed."""
   fields = [f'{section}.{f}' for f in _PER_RUN_FIELDS + tuple(zero)]
-  return config_utils.factory_key(
+  return config_lib.factory_key(
       config, sections=('env', 'model', section),
       zero=fields + optim.run_length(config[section], section))
 
 
-def expert_streams(config: ml_collections.ConfigDict,
-                   s: ml_collections.ConfigDict
+def expert_streams(config: Config,
+                   s: Section
                    ) -> tuple[Callable[[jax.Array], Any], ...]:
   """(training, held-out) samplers of D* (ε = 0 expert episodes) at section
   `s`'s batch sizes and sequence length; key -> Rollout [B, T]."""
@@ -159,7 +129,7 @@ def collect_eval(batch_fn, num_episodes: int, batch_size: int,
           for n in parts[0]}
 
 
-def evaluate(trainer: Trainer, section: ml_collections.ConfigDict,
+def evaluate(trainer: Trainer, section: Section,
              summarise: Callable[[dict], dict[str, float]], params: Any,
              base_params: Any, out_dir: str | None = None
              ) -> dict[str, float]:
@@ -178,7 +148,7 @@ def evaluate(trainer: Trainer, section: ml_collections.ConfigDict,
   return summary
 
 
-def train_job(config: ml_collections.ConfigDict, section: str, name: str,
+def train_job(config: Config, section: str, name: str,
               workdir: str, trainer: Trainer,
               checkpointer: ckpt_lib.Checkpointer, init_state: Any,
               frozen: Any, evaluate_fn: Callable[..., dict[str, float]],

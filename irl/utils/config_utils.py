@@ -8,11 +8,10 @@ a jitted function.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
+import difflib
 import enum
-import functools
 import io
 import json
 import math
@@ -117,6 +116,65 @@ def select_preset(presets: Mapping[str, Callable[[], Any]], preset: str) -> Any:
         " (choose one with --config=<file>.py:<preset>)"
     )
   return presets[preset]()
+
+
+class Section(Mapping):
+  """Base of the frozen, typed config sections (`irl.config`).
+
+  A section reads like the ConfigDict it is built from: `s.field`,
+  `s['field']`, `'field' in s`, `s.items()`. Subclasses are frozen
+  dataclasses, so a section is hashable and can key a jitted factory's cache.
+  """
+
+  def _names(self) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(self)
+                 if not f.metadata.get('hidden'))
+
+  def __getitem__(self, key: str) -> Any:
+    if key not in self._names():
+      raise KeyError(key)
+    return getattr(self, key)
+
+  def __iter__(self):
+    return iter(self._names())
+
+  def __len__(self) -> int:
+    return len(self._names())
+
+  def __contains__(self, key: object) -> bool:
+    return key in self._names()
+
+
+def _frozen(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  return value
+
+
+def unknown_field_error(where: str, key: str, keys: Iterable[str]
+                        ) -> ConfigError:
+  """'config.<where>.<key> is not a field: did you mean ...?' (closest)."""
+  keys = sorted(keys)
+  close = difflib.get_close_matches(key, keys, n=1)
+  hint = f'did you mean {where}.{close[0]}? ' if close else ''
+  return ConfigError(f'{where}.{key} is not a field: {hint}the fields of '
+                     f'{where} are {", ".join(keys)}')
+
+
+def build_section(cls: type, values: Mapping[str, Any], where: str) -> Any:
+  """The frozen section `cls` from a config section's fields; ConfigError
+  naming an unknown field (and the closest one) or the fields missing.
+  Sequences become tuples, so the section is hashable."""
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+  for key in values:
+    if key not in fields:
+      raise unknown_field_error(_name(where), key, fields)
+  missing = [n for n, f in fields.items() if n not in values
+             and f.default is dataclasses.MISSING
+             and f.default_factory is dataclasses.MISSING]
+  if missing:
+    raise ConfigError(f'{_name(where)} lacks the fields {", ".join(missing)}')
+  return cls(**{k: _frozen(v) for k, v in values.items()})
 
 
 def to_jsonable(value: Any, *, strict: bool = True) -> Any:
@@ -238,45 +296,6 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   return path
 
 
-def factory_key(config: ml_collections.ConfigDict, *,
-                sections: Iterable[str] | None = None,
-                drop: Iterable[str] = (), zero: Iterable[str] = ()
-                ) -> ml_collections.FrozenConfigDict:
-  """A frozen, hashable view of what enters a factory's jitted functions.
-
-  `functools.lru_cache`d factories take it, so configs that differ only in
-  fields left out here (run length, checkpoint cadence, other phases'
-  sections) share the factory and its compilations.
-
-  Args:
-    sections: the top-level entries to keep (None: all).
-    drop: dotted fields to remove ('control.layers').
-    zero: dotted fields to set to 0 (kept, so the factory may read them).
-  """
-  if isinstance(config, ml_collections.FrozenConfigDict):
-    # A factory asking another for its part; as_configdict shares the frozen
-    # key's storage, which must not change under its cache.
-    key = copy.deepcopy(config.as_configdict())
-  else:
-    key = config.copy_and_resolve_references()
-  key.unlock()   # configs from absl flags are locked
-  if sections is not None:
-    keep = set(sections)
-    for name in list(key.keys()):
-      if name not in keep:
-        del key[name]
-  for path, value in [(p, None) for p in drop] + [(p, 0) for p in zero]:
-    *parents, leaf = path.split('.')
-    node = key
-    for part in parents:
-      node = node[part]
-    if value is None:
-      del node[leaf]
-    else:
-      node[leaf] = value
-  return ml_collections.FrozenConfigDict(key)
-
-
 def from_section(cls: type, section: Mapping[str, Any], *,
                  optional: Iterable[str] = (), **overrides: Any) -> Any:
   """The frozen dataclass `cls` built from the fields of a config section
@@ -294,26 +313,3 @@ def from_section(cls: type, section: Mapping[str, Any], *,
     raise TypeError(f'{cls.__name__} needs {missing}, which the config '
                     'section does not have and no override gives')
   return cls(**kwargs)
-
-
-def validated_once(validate: Callable[[Any], Any]) -> Callable[[Any], Any]:
-  """Runs `validate(config)` once per distinct config content.
-
-  Every phase validates its config at each public entry (a run, a loader, a
-  factory), so one RL run reaches the same checks many times; the first
-  call for a config does the work and the rest return at once. A config
-  that fails is not remembered, so it fails again wherever it is used.
-  """
-  passed: dict[Any, None] = {}
-
-  @functools.wraps(validate)
-  def wrapper(config):
-    key = factory_key(config)
-    if key not in passed:
-      validate(config)
-      passed[key] = None
-      if len(passed) > 256:
-        passed.pop(next(iter(passed)))
-    return config
-
-  return wrapper
