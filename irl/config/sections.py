@@ -85,7 +85,7 @@ class ControlSection(TrainerSection):
 
 @dataclasses.dataclass(frozen=True)
 class DataSection(Section):
-  """config.data: The expert data of pretraining."""
+  """config.data: the expert data of pretraining."""
   batch_size: int
   episodes_per_row: int
   epsilons: tuple[float, ...]
@@ -95,7 +95,7 @@ class DataSection(Section):
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection(Section):
-  """config.eval: The base model's closed-loop evaluation."""
+  """config.eval: the base model's closed-loop evaluation."""
   batch_size: int
   num_batches: int
   num_episodes: int
@@ -104,14 +104,14 @@ class EvalSection(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ExpertDemoSection(Section):
-  """config.expert_demo: The experts' own success rates."""
+  """config.expert_demo: the experts' own success rates."""
   batch_size: int
   num_episodes: int
 
 
 @dataclasses.dataclass(frozen=True)
 class MetacontrollerSection(SegmentingSection):
-  """config.metacontroller: The metacontroller and its variants."""
+  """config.metacontroller: the metacontroller and its variants."""
   base_model: str
   embed_dim: int
   embed_heads: int
@@ -127,7 +127,7 @@ class MetacontrollerSection(SegmentingSection):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection(Section):
-  """config.model: The base model."""
+  """config.model: the base model."""
   attention_window: int
   attention_window_blocks: tuple[int, ...]
   backbone: str
@@ -146,7 +146,7 @@ class ModelSection(Section):
 
 @dataclasses.dataclass(frozen=True)
 class PretrainSection(RunSection):
-  """config.pretrain: The base model's training."""
+  """config.pretrain: the base model's training."""
   future_action_weight: float
   num_steps: int
   obs_loss_weight: float
@@ -154,7 +154,7 @@ class PretrainSection(RunSection):
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSection(TrainerSection):
-  """config.probe: The linear subgoal probes (Fig. 3)."""
+  """config.probe: the linear subgoal probes (Fig. 3)."""
   batch_size: int
   eval_batch_size: int
   eval_episodes: int
@@ -167,7 +167,7 @@ class ProbeSection(TrainerSection):
 
 @dataclasses.dataclass(frozen=True)
 class RateDistortionSection(Section):
-  """config.rate_distortion: The α sweep of Fig. 7."""
+  """config.rate_distortion: the α sweep of Fig. 7."""
   base_models: tuple[str, ...]
   f1_threshold: float
   kl_weights: tuple[float, ...]
@@ -178,7 +178,7 @@ class RateDistortionSection(Section):
 
 @dataclasses.dataclass(frozen=True)
 class RlSection(RunSection):
-  """config.rl: Internal RL and the raw-action baselines."""
+  """config.rl: internal RL and the raw-action baselines."""
   advantage_eps: float
   batch_size: int
   clip_eps: float
