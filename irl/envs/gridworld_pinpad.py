@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from irl.envs import pinpad_rules
 from irl.envs import tasks as tasks_lib
 
 # Action ids and their (row, col) displacement.
@@ -340,46 +341,13 @@ def advance(state: EnvState, action: jax.Array, params: EnvParams
   is_visit = moved & (cell >= 0) & (cell < params.num_colours)
   colour = jnp.where(is_visit, cell, -1)
 
-  expected = jnp.take(state.task, jnp.minimum(state.task_pos,
-                                              state.task.shape[-1] - 1))
-  correct = is_visit & (colour == expected)
-  wrong = is_visit & ~correct
-  task_pos = state.task_pos + correct.astype(jnp.int32)
-  success = correct & (task_pos >= state.task_len)
-
-  slot = jnp.minimum(state.num_visits, params.max_visits - 1)
-  log_full = state.num_visits >= params.max_visits
-  logged = is_visit & ~log_full
-  # An elementwise select, not a scatter (scatters are slow under vmap on CPU).
-  visits = jnp.where((jnp.arange(params.max_visits) == slot) & logged,
-                     colour, state.visits)
-  num_visits = state.num_visits + logged.astype(jnp.int32)
-
-  time = state.time + (~state.done).astype(jnp.int32)
-  if params.terminate_on_wrong_colour:
-    failure = wrong
-  else:
-    failure = is_visit & (num_visits >= params.max_visits) & ~success
-  timeout = (time >= params.max_steps) & ~state.done & ~success & ~failure
-  done = state.done | success | failure | timeout
-  reward = success.astype(jnp.float32)
-
+  changes, reward, done, info = pinpad_rules.visit_rules(
+      state, is_visit, colour, max_visits=params.max_visits,
+      max_steps=params.max_steps,
+      terminate_on_wrong_colour=params.terminate_on_wrong_colour)
   new_state = state.replace(
-      agent=jnp.where(state.done, state.agent, new_agent), task_pos=task_pos,
-      time=time, visits=visits, num_visits=num_visits, done=done,
-      success=state.success | success)
-  info = {
-      'subgoal': current_subgoal(new_state, params),
-      'task_pos': task_pos,
-      'visited_colour': colour,
-      'is_visit': is_visit,
-      'wrong_colour': wrong,
-      'success': success,
-      'failure': failure,
-      'timeout': timeout,
-      'visits': visits,
-      'num_visits': num_visits,
-  }
+      agent=jnp.where(state.done, state.agent, new_agent), **changes)
+  info = {'subgoal': current_subgoal(new_state, params), **info}
   return new_state, reward, done, info
 
 

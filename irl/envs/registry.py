@@ -22,11 +22,13 @@ for a continuous one (`ActionSpec`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import ml_collections
 
 from irl import acting
+from irl.envs import arena_pinpad
 from irl.envs import gridworld_expert
 from irl.envs import gridworld_pinpad
 from irl.envs import gridworld_render
@@ -163,3 +165,70 @@ GRIDWORLD = register(Environment(
     post_task=tuple(tasks_lib.GRID_POST_TASK),
     encoder_fields=lambda params: {'grid_size': params.grid_size},
 ))
+
+
+# ---------------------------------------------------------------------------
+# Ant-pinpad and its point body (docs/method.md §2.2).
+
+
+@dataclasses.dataclass(frozen=True)
+class ArenaSection(Section):
+  """config.env of the arena (`_arena_config` has the defaults)."""
+  cell_size: float
+  grid_size: int
+  max_steps: int
+  name: str
+  num_colours: int
+  num_walls: int
+  post_task: str
+  pretrain_tasks: tuple[str, ...]
+  max_visits: int = 16
+  point_dt: float = 0.25
+  point_speed: float = 1.0
+  subgoal_size: int = 1
+
+
+def _arena_config(name: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.grid_size = 4          # G
+  c.cell_size = 2.0        # metres (unspecified in the paper)
+  c.num_colours = 4        # O
+  c.num_walls = 1          # W
+  c.max_steps = 500        # T control steps
+  c.subgoal_size = 1       # a subgoal is one colour
+  c.max_visits = 16
+  c.point_speed = 1.0      # the point body: m/s at |action| = 1
+  c.point_dt = 0.25        # the point body: s per control step
+  c.pretrain_tasks = tuple(tasks_lib.format_task(t)
+                           for t in tasks_lib.ANT_PRETRAIN_TASKS)
+  c.post_task = tasks_lib.format_task(tasks_lib.ANT_POST_TASK)
+  return c
+
+
+def _no_expert(*args, **kwargs):
+  raise NotImplementedError(
+      'the arena has no expert yet: it is trained with Brax PPO (the '
+      'ant-pinpad issue, docs/method.md §3), which is not built')
+
+
+def _arena(name: str, body: str) -> Environment:
+  return register(Environment(
+      name=name,
+      default_config=functools.partial(_arena_config, name),
+      section=ArenaSection,
+      params_from_config=functools.partial(arena_pinpad.params_from_config,
+                                           body=body),
+      reset=arena_pinpad.reset,
+      step=arena_pinpad.step,
+      observation_size=lambda params: params.obs_dim,
+      action_spec=lambda params: ActionSpec('continuous', params.action_dim),
+      expert_rollout=_no_expert,
+      render_observation=arena_pinpad.render_observation,
+      pretrain_tasks=tuple(tasks_lib.ANT_PRETRAIN_TASKS),
+      post_task=tuple(tasks_lib.ANT_POST_TASK),
+  ))
+
+
+ANT = _arena('ant_pinpad', 'ant')
+POINT = _arena('point_pinpad', 'point')

@@ -1,0 +1,166 @@
+"""Ant-pinpad and its point body: the rules, the observation, jit and vmap."""
+
+import functools
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irl.envs import arena_pinpad as ap
+from irl.envs import registry
+
+
+def _params(body='point', **changes):
+  env = registry.get(f'{body}_pinpad')
+  return env.params_from_config(env.default_config()).replace(**changes)
+
+
+POINT = _params()
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(params):
+  return (jax.jit(lambda k, t=None: ap.reset(k, params, t)),
+          jax.jit(lambda s, a: ap.step(s, a, params)))
+
+
+def _at(state, xy):
+  """The state with the body moved to `xy` (the cell follows)."""
+  xy = jnp.asarray(xy, jnp.float32)
+  return state.replace(xy=xy, cell=ap.cell_of(xy, POINT))
+
+
+def _beside(state, cell, params=POINT):
+  """A point 0.1 m outside `cell`, on the side of a neighbour inside the
+  arena that holds no colour or wall, and the action that enters `cell`."""
+  centre = ap.cell_centres(params)[cell]
+  for direction in np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], np.float32):
+    xy = centre + direction * (params.cell_size / 2 + 0.1)
+    other = int(ap.cell_of(jnp.asarray(xy), params))
+    if other >= 0 and int(state.grid[other]) == -1:
+      return xy, -direction
+  return None, None
+
+
+def test_registered_with_the_papers_tasks_and_sizes():
+  assert {'ant_pinpad', 'point_pinpad'} <= set(registry.names())
+  ant = _params('ant')
+  assert (ant.grid_size, ant.num_colours, ant.num_walls, ant.max_steps) == (
+      4, 4, 1, 500)
+  assert ant.obs_dim == 27 + 2 + 8 + 2 + 2 and ant.action_dim == 8
+  assert POINT.obs_dim == 2 + 2 + 8 + 2 + 2 and POINT.action_dim == 2
+  assert registry.get('ant_pinpad').post_task == (0, 1, 2, 3)
+  with pytest.raises(NotImplementedError, match='Brax PPO'):
+    registry.get('ant_pinpad').expert_rollout()
+  with pytest.raises(ValueError, match='env.cell_size'):
+    _params(cell_size=0.0).validate()
+
+
+@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**31 - 1))
+def test_reset_places_everything_apart_and_the_observation_says_where(seed):
+  reset, _ = _jitted(POINT)
+  state, obs = reset(jax.random.key(seed))
+  grid = np.asarray(state.grid)
+  assert sorted(grid[grid >= 0]) == list(range(POINT.num_colours
+                                               + POINT.num_walls))
+  assert grid[int(state.cell)] == -1
+  assert int(ap.cell_of(state.xy, POINT)) == int(state.cell)
+  part = ap.observation_layout(POINT)
+  assert part['local'].stop == obs.shape[0] == POINT.obs_dim
+  decoded, xy = ap.decode_observation(np.asarray(obs), POINT)
+  np.testing.assert_array_equal(decoded, grid)
+  np.testing.assert_allclose(xy, state.xy, atol=1e-5)
+  assert np.all(np.abs(obs[part['local']]) <= 1.0)
+
+
+def test_entering_the_wall_cell_fails_at_once():
+  reset, step = _jitted(POINT)
+  for seed in range(20):
+    state, _ = reset(jax.random.key(seed))
+    wall = int(np.nonzero(np.asarray(state.grid) >= POINT.num_colours)[0][0])
+    xy, action = _beside(state, wall)
+    if xy is not None:
+      break
+  state, _, reward, done, info = step(_at(state, xy), jnp.asarray(action))
+  assert bool(done) and bool(info['crash']) and bool(info['failure'])
+  assert float(reward) == 0.0 and not bool(state.success)
+
+
+def test_visits_advance_the_task_wrong_colours_fail_and_success_pays_once():
+  one = _params(tasks=((2,),))
+  reset, step = _jitted(one)
+  for seed in range(20):
+    state, _ = reset(jax.random.key(seed), 0)
+    cells = np.asarray(state.colour_cell)
+    (xy2, a2), (xy0, a0) = _beside(state, cells[2], one), _beside(
+        state, cells[0], one)
+    if xy2 is not None and xy0 is not None:
+      break
+  wrong, _, reward, done, info = step(_at(state, xy0), jnp.asarray(a0))
+  assert bool(info['wrong_colour']) and bool(done) and float(reward) == 0
+  state, _, reward, done, info = step(_at(state, xy2), jnp.asarray(a2))
+  assert int(info['visited_colour']) == 2 and int(state.task_pos) == 1
+  assert bool(done) and bool(info['success']) and float(reward) == 1.0
+  frozen, _, reward, done, _ = step(state, jnp.asarray(a2))
+  assert float(reward) == 0.0 and bool(done)
+  np.testing.assert_array_equal(frozen.xy, state.xy)
+
+
+def test_episode_times_out_at_T():
+  short = _params(max_steps=5)
+  reset, step = _jitted(short)
+  state, _ = reset(jax.random.key(3))
+  for t in range(5):
+    state, _, _, done, info = step(state, jnp.zeros(2))
+    assert bool(done) == (t == 4)
+  assert bool(info['timeout']) and not bool(state.success)
+
+
+def _rollout(params, keys, actions):
+  """reset + steps, vmapped and jitted: (obs [B, S, D], reward, done)."""
+  def one(key, acts):
+    state, _ = ap.reset(key, params)
+
+    def body(s, a):
+      s, obs, reward, done, _ = ap.step(s, a, params)
+      return s, (obs, reward, done)
+    return jax.lax.scan(body, state, acts)[1]
+  return jax.jit(jax.vmap(one))(keys, actions)
+
+
+@pytest.mark.parametrize('body,steps', [('point', 12), ('ant', 3)])
+def test_jit_and_vmap_equal_a_python_loop_and_are_deterministic(body, steps):
+  params = POINT if body == 'point' else _params('ant')
+  keys = jax.random.split(jax.random.key(7), 2)
+  actions = jax.random.uniform(jax.random.key(8),
+                               (2, steps, params.action_dim), minval=-1)
+  batched = _rollout(params, keys, actions)
+  again = _rollout(params, keys, actions)
+  for x, y in zip(batched, again):
+    np.testing.assert_array_equal(x, y)
+  reset, step = _jitted(params)
+  for b in range(2):
+    state, _ = reset(keys[b])
+    for t in range(steps):
+      state, obs, reward, done, _ = step(state, actions[b, t])
+      np.testing.assert_allclose(obs, batched[0][b, t], rtol=1e-4, atol=1e-4)
+      assert float(reward) == float(batched[1][b, t])
+      assert bool(done) == bool(batched[2][b, t])
+
+
+def test_the_ant_starts_upright_and_fails_when_its_torso_leaves_the_band():
+  ant = _params('ant')
+  reset, step = _jitted(ant)
+  state, obs = reset(jax.random.key(0))
+  assert obs.shape == (ant.obs_dim,)
+  assert ap.ANT_HEIGHT_RANGE[0] < float(state.physics.qpos[2]) < (
+      ap.ANT_HEIGHT_RANGE[1])
+  # Lifted to 1.5 m, it is still above the band after one 0.05 s step.
+  high = state.replace(physics=state.physics.replace(
+      qpos=state.physics.qpos.at[2].set(1.5)))
+  _, _, reward, done, info = step(high, jnp.zeros(8))
+  assert bool(done) and bool(info['crash']) and float(reward) == 0.0
