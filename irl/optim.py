@@ -146,6 +146,6 @@ def run_length_matters(section: Section) -> bool:
 def run_length(section: Section, name: str,
                field: str = 'num_steps') -> list[str]:
   """`['<name>.<field>']`, the run's length, for a factory's cache key to
-  leave out (`config_utils.factory_key(zero=...)`) unless the schedule
+  leave out (`irl.config.factory_key(zero=...)`) unless the schedule
   depends on it: runs of any length then share one compilation."""
   return [] if run_length_matters(section) else [f'{name}.{field}']

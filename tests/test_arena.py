@@ -164,3 +164,45 @@ def test_the_ant_starts_upright_and_fails_when_its_torso_leaves_the_band():
       qpos=state.physics.qpos.at[2].set(1.5)))
   _, _, reward, done, info = step(high, jnp.zeros(8))
   assert bool(done) and bool(info['crash']) and float(reward) == 0.0
+
+
+def test_expert_observation_points_along_a_shortest_path():
+  from irl.envs import arena_expert
+  env = arena_expert.ExpertEnv(POINT)
+  state = env.reset(jax.random.key(4))
+  assert state.obs.shape == (env.observation_size,)
+  field = np.asarray(state.obs[POINT.obs_dim:]).reshape(-1, 4)
+  arena = state.pipeline_state.arena
+  target = int(arena.task[0])
+  # Every free cell next to the target points into it; the wall cell has no
+  # move.
+  from irl.envs import gridworld_pinpad
+  nbr = gridworld_pinpad.neighbour_table(POINT.grid_size)
+  goal = int(arena.colour_cell[target])
+  grid = np.asarray(arena.grid)
+  for cell in set(nbr[goal]) - {goal}:
+    if grid[cell] == -1:
+      assert nbr[cell, field[cell].argmax()] == goal
+  wall = int(np.nonzero(grid >= POINT.num_colours)[0][0])
+  assert field[wall].sum() == 0 and field.sum(-1).max() == 1.0
+
+
+def test_the_expert_trains_with_brax_ppo_and_reports_its_success(tmp_path):
+  from configs import ant
+  from irl.train import arena_expert
+  c = ant.get_config('test')
+  summary = arena_expert.train(c, str(tmp_path))
+  assert 0.0 <= summary['success_pretrain'] <= 1.0
+  assert 0.0 <= summary['success_post'] <= 1.0
+  assert (tmp_path / 'checkpoints' / 'expert.msgpack').exists()
+  assert arena_expert.train(c, str(tmp_path)) == summary     # loaded
+
+
+@pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])
+def test_ant_presets_build(preset):
+  from configs import ant
+  from irl import config as config_lib
+  c = config_lib.build(ant.get_config(preset))
+  assert c.env.name == ('ant_pinpad' if preset == 'paper' else 'point_pinpad')
+  assert config_lib.env_params(c).body == ('ant' if preset == 'paper'
+                                           else 'point')

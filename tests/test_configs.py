@@ -133,3 +133,22 @@ def test_factory_keys_leave_out_what_the_factory_does_not_read():
   assert key(a).rl is None and 'rl' not in key(a)
   b.model.width = 64
   assert key(a) != key(b)
+
+
+def test_checkpoints_written_before_layers_were_resolved_still_match():
+  from irl.utils import checkpoint as ckpt_lib
+  saved = {'model': {'num_layers': 4}, 'metacontroller': {'layer': -1}}
+  now = {'model': {'num_layers': 4}, 'metacontroller': {'layer': 2}}
+  assert ckpt_lib.fingerprint_diff(saved, now) == []
+  now['metacontroller']['layer'] = 3
+  assert ckpt_lib.fingerprint_diff(saved, now) == [
+      'metacontroller.layer: checkpoint=-1, config=3']
+
+
+def test_a_fig4_depth_variant_keeps_only_what_it_runs():
+  from irl.analysis import controllability
+  c = gridworld.get_config('test')
+  c.compile.layer = 2          # fits the main model, not a 1-layer one
+  shallow = controllability.depth_config(c, 1)
+  assert shallow.model.num_layers == 1 and 'compile' not in shallow
+  assert shallow.control == config_lib.build(c).control

@@ -68,7 +68,10 @@ def depth_config(config: Config, depth: int) -> Config:
   changes = {'model.num_layers': depth}
   if config.control.depth_pretrain_steps:
     changes['pretrain.num_steps'] = config.control.depth_pretrain_steps
-  return config_lib.replace(config, changes)
+  # Only what pretraining and the controllers read: the metacontroller's or
+  # CompILE's layer need not fit a shallower model they never run on.
+  return config_lib.replace(config, changes, sections=(
+      'data', 'model', 'pretrain', 'eval', 'control', 'probe'))
 
 
 def depth_workdir(config: Config, workdir: str, depth: int) -> str:

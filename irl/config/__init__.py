@@ -94,26 +94,31 @@ def _resolve(config: Config) -> Config:
 
 
 def replace(config: Mapping[str, Any] | Config,
-            changes: Mapping[str, Any]) -> Config:
+            changes: Mapping[str, Any],
+            sections: Iterable[str] | None = None) -> Config:
   """`config` with dotted fields changed ({'metacontroller.switching':
   'always'}), built again from the config as given, so it is validated and
   its resolved defaults follow the change (a new model.num_layers moves
-  `layer = -1`)."""
+  `layer = -1`). sections: keep only these sections (None: all), for a
+  variant that other phases' sections need not fit (a Fig. 4 depth)."""
   config = build(config)
   if not config.source:
     raise ValueError('a factory key (factory_key) cannot be rebuilt; '
                      'replace fields of the config it came from')
   raw = json.loads(config.source)
+  if sections is not None:
+    keep = set(sections) | {'env', 'preset', 'seed'}
+    raw = {k: v for k, v in raw.items() if k in keep}
   for path, value in changes.items():
     *parents, leaf = path.split('.')
-    node = raw
+    node, typed = raw, config
     for part in parents:
       if not isinstance(node.get(part), dict):
         raise ConfigError(f'config.{path} is not a field')
-      node = node[part]
-    if leaf not in node:
+      node, typed = node[part], typed[part]
+    if leaf not in typed:
       raise config_utils.unknown_field_error(
-          '.'.join(['config'] + parents), leaf, node)
+          '.'.join(['config'] + parents), leaf, typed)
     node[leaf] = config_utils.to_jsonable(value)
   return build(raw)
 
@@ -129,7 +134,8 @@ def factory_key(config: Mapping[str, Any] | Config, *,
   sections) share the factory and its compilations.
 
   Args:
-    sections: the sections to keep (None: all); the others become None.
+    sections: the sections to keep (None: all); the others become None
+      (`env` is always kept: every factory sizes its model from it).
     drop: dotted fields to set to None ('control.layers').
     zero: dotted fields to set to 0 (kept, so the factory may read them).
   """

@@ -153,6 +153,26 @@ def check_expert_demo(config: Any) -> None:
   check_batch(d.batch_size, 'expert_demo.batch_size')
 
 
+def check_expert(config: Any) -> None:
+  e = config.expert
+  for name in ('batch_size', 'eval_episodes', 'num_envs', 'num_minibatches',
+               'num_timesteps', 'num_updates_per_batch', 'unroll_length'):
+    check_int(e[name], f'expert.{name}', minimum=1)
+  check_int(e.seed, 'expert.seed', minimum=0)
+  for name in ('learning_rate', 'reward_scaling'):
+    check_range(e[name], f'expert.{name}', 0.0, None, lo_inclusive=False)
+  check_range(e.discounting, 'expert.discounting', 0.0, 1.0)
+  for name in ('entropy_cost', 'progress_weight'):
+    check_range(e[name], f'expert.{name}', 0.0)
+  check(isinstance(e.normalize_observations, bool),
+        'expert.normalize_observations',
+        f'{e.normalize_observations!r} must be True or False')
+  check_batch(e.num_envs, 'expert.num_envs')
+  check(e.batch_size * e.num_minibatches % e.num_envs == 0,
+        'expert.num_envs', f'{e.num_envs} must divide expert.batch_size × '
+        f'expert.num_minibatches = {e.batch_size * e.num_minibatches}')
+
+
 def check_probe(config: Any) -> None:
   p = config.probe
   optim.validate_trainer(p, 'probe')
@@ -202,6 +222,9 @@ def check_control(config: Any) -> None:
   check(max(pairs) < num_subgoals(config), 'env.post_task',
         f'its pairs {pairs} need subgoal ids < {num_subgoals(config)}')
   if c.depth_pretrain_steps:
+    check('pretrain' in config, 'control.depth_pretrain_steps',
+          f'{c.depth_pretrain_steps} pretrains the Fig. 4 depths: the config '
+          'needs a pretrain section')
     check(c.depth_pretrain_steps % config.pretrain.log_every == 0,
           'control.depth_pretrain_steps',
           f'{c.depth_pretrain_steps} must be a multiple of '
@@ -333,21 +356,26 @@ def check_rl(config: Any) -> None:
 # In this order: a section's checks may read the sections checked before it.
 CHECKS = (('env', check_env), ('data', check_data), ('model', check_model),
           ('pretrain', check_pretrain), ('eval', check_eval),
-          ('expert_demo', check_expert_demo), ('probe', check_probe),
+          ('expert', check_expert), ('expert_demo', check_expert_demo),
+          ('probe', check_probe),
           ('control', check_control),
           ('metacontroller', check_metacontroller),
           ('compile', check_compile),
           ('rate_distortion', check_rate_distortion), ('rl', check_rl))
 
 # The sections a section's checks read besides its own.
-NEEDS = {'control': ('model', 'pretrain'),
-         'metacontroller': ('model',), 'compile': ('model',)}
+NEEDS = {'control': ('model',), 'metacontroller': ('model',),
+         'compile': ('model',)}
 
 
 def check_config(config: Any) -> None:
-  """Every section's checks, in `CHECKS` order; ConfigError on the first
-  bad field. A section's checks run when it and the sections it reads are
-  present (a config may leave a phase's section out)."""
+  """Every present section's checks, in `CHECKS` order; ConfigError on the
+  first bad field, or on a section without one it needs (a config may leave
+  a phase's sections out)."""
   for name, fn in CHECKS:
-    if name in config and all(n in config for n in NEEDS.get(name, ())):
-      fn(config)
+    if name not in config:
+      continue
+    for need in NEEDS.get(name, ()):
+      check(need in config, name, f'the {name} section needs a {need} '
+            'section beside it')
+    fn(config)

@@ -110,6 +110,25 @@ class ExpertDemoSection(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpertSection(Section):
+  """config.expert: the arena expert's Brax PPO (irl/train/arena_expert.py)."""
+  batch_size: int
+  discounting: float
+  entropy_cost: float
+  eval_episodes: int
+  learning_rate: float
+  normalize_observations: bool
+  num_envs: int
+  num_minibatches: int
+  num_timesteps: int
+  num_updates_per_batch: int
+  progress_weight: float
+  reward_scaling: float
+  seed: int
+  unroll_length: int
+
+
+@dataclasses.dataclass(frozen=True)
 class MetacontrollerSection(SegmentingSection):
   """config.metacontroller: the metacontroller and its variants."""
   base_model: str
@@ -203,7 +222,7 @@ class RlSection(RunSection):
 SECTIONS: dict[str, type] = {
     'compile': CompileSection, 'control': ControlSection,
     'data': DataSection, 'eval': EvalSection,
-    'expert_demo': ExpertDemoSection,
+    'expert': ExpertSection, 'expert_demo': ExpertDemoSection,
     'metacontroller': MetacontrollerSection, 'model': ModelSection,
     'pretrain': PretrainSection, 'probe': ProbeSection,
     'rate_distortion': RateDistortionSection, 'rl': RlSection,
@@ -222,6 +241,7 @@ class Config(Section):
   control: ControlSection | None = None
   data: DataSection | None = None
   eval: EvalSection | None = None
+  expert: ExpertSection | None = None
   expert_demo: ExpertDemoSection | None = None
   metacontroller: MetacontrollerSection | None = None
   model: ModelSection | None = None

@@ -30,7 +30,7 @@ uniform yaw, its joint angles (brax's `init_qpos`) and velocities perturbed
 by U(±0.1).
 
 Observation (flat float32; `observation_layout` names the slices):
-  proprio   symlog(sign(x)·log(1+|x|)) of the body's own state. Ant: qpos
+  proprio   symlog (sign(x)·log(1+|x|)) of the body's own state. Ant: qpos
             without x, y (torso height, orientation quaternion, 8 joint
             angles: 13) and qvel (14), brax's ant observation. Point: its
             velocity (2).
@@ -38,9 +38,9 @@ Observation (flat float32; `observation_layout` names the slices):
             edges).
   colours   per colour, its cell centre minus the body's x, y, divided by the
             half width (2·O); world axes, not the body's.
-  walls     the same for each wall cell (2·W).
+  walls     the same for each wall cell, in wall-id order (2·W).
   local     the position inside the current cell, in [-1, 1]² (0 at the
-            centre; from the nearest cell off the arena).
+            centre); off the arena, relative to the nearest cell (beyond ±1).
 The task is not in the observation.
 """
 
@@ -64,6 +64,7 @@ BODIES = ('ant', 'point')
 ANT_ACTION_DIM, POINT_ACTION_DIM = 8, 2
 ANT_HEIGHT_RANGE = (0.2, 1.0)
 _ANT_FRAMES = 5             # brax's ant: 5 × 0.01 s per control step
+_ANT_TIMESTEP = 0.01        # ant.xml's <option timestep>
 _RESET_NOISE = 0.1
 
 
@@ -193,7 +194,9 @@ def observe(state: ArenaState, params: ArenaParams) -> jax.Array:
   else:
     proprio = state.physics
   o = params.num_colours
-  walls = jnp.nonzero(state.grid >= o, size=params.num_walls)[0]
+  # Wall cells in wall-id order (the grid holds O + wall id there).
+  walls = jnp.argsort(jnp.where(state.grid >= o, state.grid,
+                                jnp.iinfo(jnp.int32).max))[:params.num_walls]
   rel = lambda cells: ((centres[cells] - state.xy) / h).reshape(-1)
   nearest = jnp.clip(jnp.floor((state.xy * jnp.array([1.0, -1.0]) + h) / s),
                      0, g - 1)
@@ -205,6 +208,13 @@ def observe(state: ArenaState, params: ArenaParams) -> jax.Array:
 
 # ---------------------------------------------------------------------------
 # The ant's MJX model.
+
+
+def control_dt(params: ArenaParams) -> float:
+  """Seconds per control step."""
+  if params.body == 'ant':
+    return _ANT_FRAMES * _ANT_TIMESTEP
+  return params.point_dt
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,7 +280,9 @@ def reset(key: jax.Array, params: ArenaParams,
   physics = (_ant_reset(k_body, xy) if params.body == 'ant'
              else jnp.zeros(2, jnp.float32))
   state = ArenaState(
-      physics=physics, xy=xy, cell=layout.agent_cell, grid=layout.grid,
+      # cell_of, not the start cell: a point on the cell's lower or right
+      # edge belongs to the next cell, as it will on every step.
+      physics=physics, xy=xy, cell=cell_of(xy, params), grid=layout.grid,
       colour_cell=layout.colour_cell, task=jnp.asarray(table)[task_id],
       task_len=jnp.asarray(lengths)[task_id], task_id=task_id,
       task_pos=jnp.int32(0), time=jnp.int32(0),
@@ -312,7 +324,8 @@ def step(state: ArenaState, action: jax.Array, params: ArenaParams
                             xy=keep(state.xy, xy),
                             cell=keep(state.cell, cell), **changes)
   info = {'subgoal': current_subgoal(new_state, params), **info,
-          'crash': crash & ~state.done, 'xy': new_state.xy}
+          'crash': crash & ~state.done & ~info['success'],
+          'xy': new_state.xy}
   return new_state, observe(new_state, params), reward, done, info
 
 

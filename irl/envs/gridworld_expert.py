@@ -87,6 +87,19 @@ def _costs(cell: jax.Array, target: jax.Array, grid: jax.Array,
   return cost, safe
 
 
+def direction_field(grid: jax.Array, target: jax.Array, dist_row: jax.Array,
+                    params: gw.EnvParams) -> jax.Array:
+  """[N, 4] one-hot of a shortest-path move towards colour `target` from
+  every cell (the first optimal one: UP, DOWN, LEFT, RIGHT), all zeros
+  where the target cannot be reached; the arena expert's extra observation
+  (docs/method.md §3)."""
+  cost, _ = _costs(jnp.arange(params.num_cells), target, grid, dist_row,
+                   params)
+  best = jnp.argmin(cost, -1)
+  reachable = jnp.min(cost, -1) < UNREACHABLE
+  return jax.nn.one_hot(best, 4) * reachable[:, None]
+
+
 def act(key: jax.Array, state: gw.EnvState, dist: jax.Array,
         epsilon: jax.Array | float, params: gw.EnvParams) -> jax.Array:
   """[] int32 expert action for one (unbatched) state."""

@@ -208,8 +208,9 @@ def _arena_config(name: str) -> ml_collections.ConfigDict:
 
 def _no_expert(*args, **kwargs):
   raise NotImplementedError(
-      'the arena has no expert yet: it is trained with Brax PPO (the '
-      'ant-pinpad issue, docs/method.md §3), which is not built')
+      'the arena\'s expert data is not built yet: its expert is trained with '
+      'Brax PPO (experiments/train_expert.py, docs/method.md §3), but no '
+      'rollout of it feeds the data stream')
 
 
 def _arena(name: str, body: str) -> Environment:

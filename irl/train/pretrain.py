@@ -155,6 +155,7 @@ def load_params(config: Config, workdir: str) -> Any:
     StepNotKeptError: it went past it without keeping that checkpoint.
     CheckpointMismatchError: it was written under another config.
   """
+  config = config_lib.build(config)
   trainer = make_pretrainer(config)
   return loop.load_finished(
       checkpointer(config, workdir), int(config.pretrain.num_steps),
@@ -187,6 +188,7 @@ def train(config: Config, workdir: str,
           progress_fn: loop.ProgressFn | None = None) -> dict:
   """Pretrains (resuming from `workdir`), evaluates, writes the summary.
   `progress_fn(step, metrics)` sees every logged chunk."""
+  config = config_lib.build(config)
   pc = config.pretrain
   trainer = make_pretrainer(config)
   os.makedirs(workdir, exist_ok=True)

@@ -104,6 +104,8 @@ def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any],
   added_fields: dotted fields that joined the fingerprint after checkpoints
   were written, each with the value those checkpoints were trained under; a
   saved fingerprint without the field matches a config holding that value.
+  A saved `metacontroller.layer` or `compile.layer` of -1 (written before
+  `irl.config.build` resolved it) matches the middle of its model, L // 2.
   """
   a, b = _flatten(saved), _flatten(current)
   added = dict(added_fields or {})
@@ -111,6 +113,9 @@ def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any],
   for field in sorted(set(a) | set(b)):
     x, y = a.get(field, _MISSING), b.get(field, _MISSING)
     if x is _MISSING and field in added and y == added[field]:
+      continue
+    if (field.endswith(('metacontroller.layer', 'compile.layer')) and x == -1
+        and y == a.get('model.num_layers', -2) // 2):
       continue
     if x != y:
       fmt = lambda v: v if v is _MISSING else json.dumps(v)

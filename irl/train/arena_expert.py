@@ -1,0 +1,172 @@
+"""The arena's expert: Brax's PPO on `arena_expert.ExpertEnv`
+(docs/method.md §3), its success rates, and its policy for the data.
+
+`train` runs `brax.training.agents.ppo.train` (not a PPO of our own) with
+`config.expert`'s settings on all pretraining tasks and saves the policy
+(observation normaliser and network parameters) to
+`<workdir>/checkpoints/expert.msgpack`, with the deterministic policy's
+success rates on the pretraining tasks and on the post-training task and
+the training curve in `<workdir>/expert/summary.json`. A rerun with the same
+`env` and `expert` sections loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+from absl import logging
+import numpy as np
+from brax.envs.wrappers import training as brax_wrappers
+from brax.training.acme import running_statistics
+from brax.training.agents.ppo import networks as ppo_networks
+from brax.training.agents.ppo import train as ppo
+
+from irl import config as config_lib
+from irl.config import Config
+from irl.envs import arena_expert
+from irl.envs import arena_pinpad as ap
+from irl.envs import tasks as tasks_lib
+from irl.utils import config_utils
+from irl.utils import parallel
+
+# The `expert` fields that are Brax PPO's own arguments.
+PPO_FIELDS = ('num_timesteps', 'num_envs', 'batch_size', 'num_minibatches',
+              'unroll_length', 'num_updates_per_batch', 'learning_rate',
+              'entropy_cost', 'discounting', 'reward_scaling',
+              'normalize_observations')
+
+
+def _brax_compat() -> None:
+  """Brax 0.14.2's PPO still calls `jax.device_put_replicated`, which the
+  pinned jax removed; give it the same thing (a leading device axis, one
+  copy per device) so the well-kept trainer runs unchanged."""
+  if 'device_put_replicated' in vars(jax):
+    return
+
+  def device_put_replicated(x, devices):
+    mesh = jax.sharding.Mesh(np.array(devices), ('d',))
+    spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('d'))
+    return jax.tree.map(lambda a: jax.device_put(
+        jnp.stack([a] * len(devices)), spread), x)
+  jax.device_put_replicated = device_put_replicated
+
+
+class _Truncation(brax_wrappers.Wrapper):
+  """A timeout at T is a truncation (PPO bootstraps the value there), not a
+  termination; the episode wrapper below never truncates on its own."""
+
+  def step(self, state, action):
+    state = self.env.step(state, action)
+    state.info['truncation'] = state.metrics['timeout']
+    return state
+
+
+def _wrap(env, episode_length: int, action_repeat: int, **unused):
+  # No Brax auto-reset: ExpertEnv starts a fresh layout itself. The episode
+  # wrapper only keeps the bookkeeping PPO reads (metrics, episode ends).
+  del episode_length, unused
+  return _Truncation(brax_wrappers.EpisodeWrapper(
+      brax_wrappers.VmapWrapper(env), 2 ** 30, action_repeat))
+
+
+def make_policy(env: arena_expert.ExpertEnv, policy: Any,
+                normalize: bool = True
+                ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """(expert observation [D], key) -> action; `policy` as saved (normaliser,
+  policy network params); deterministic (the mean) when key is None.
+  normalize: it was trained with `expert.normalize_observations`."""
+  # Trained on normalised observations (expert.normalize_observations):
+  # the policy's first element is the normaliser's state.
+  networks = ppo_networks.make_ppo_networks(
+      env.observation_size, env.action_size,
+      preprocess_observations_fn=(running_statistics.normalize if normalize
+                                  else lambda x, _: x))
+  stochastic = ppo_networks.make_inference_fn(networks)(policy, False)
+  deterministic = ppo_networks.make_inference_fn(networks)(policy, True)
+
+  def act(obs: jax.Array, key: jax.Array | None) -> jax.Array:
+    if key is None:
+      return deterministic(obs, jax.random.key(0))[0]
+    return stochastic(obs, key)[0]
+  return act
+
+
+def success_rate(env: arena_expert.ExpertEnv, policy: Any, key: jax.Array,
+                 num_episodes: int, tasks: tuple | None = None,
+                 normalize: bool = True) -> float:
+  """Fraction of `num_episodes` deterministic-policy episodes that succeed
+  (on `tasks` instead of the pretraining table when given)."""
+  params = env.params if tasks is None else env.params.replace(tasks=tasks)
+  env = arena_expert.ExpertEnv(params)
+  act = make_policy(env, policy, normalize)
+
+  def episode(k):
+    start = env.reset(k)
+
+    def body(s, _):
+      arena = s.pipeline_state.arena
+      a = act(s.obs, None)
+      new, obs, _, _, _ = ap.step(arena, a, params)
+      inner = s.pipeline_state.replace(arena=new)
+      return s.replace(pipeline_state=inner, obs=env.observe(inner, obs)), None
+    end, _ = jax.lax.scan(body, start, None, length=params.max_steps)
+    return end.pipeline_state.arena.success
+  keys = jax.random.split(key, num_episodes)
+  return float(jnp.mean(jax.jit(jax.vmap(episode))(keys)))
+
+
+def train(config: Config, workdir: str) -> dict:
+  """Trains (or, when done with the same config, loads) the expert of
+  `config.env` with `config.expert`'s PPO; returns its summary."""
+  config = config_lib.build(config)
+  e = config.expert
+  params = config_lib.env_params(config)
+  path = os.path.join(workdir, 'checkpoints', 'expert.msgpack')
+  summary_path = os.path.join(workdir, 'expert', 'summary.json')
+  fingerprint = config_utils.config_fingerprint(config, ['env', 'expert'])
+  if os.path.exists(path) and os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if summary['fingerprint'] == fingerprint:
+      return summary
+  env = arena_expert.ExpertEnv(params, e.progress_weight)
+  _brax_compat()
+  t0 = time.time()
+  curve = []
+
+  def progress(step: int, metrics: dict) -> None:
+    curve.append({'step': int(step), **{k: float(v) for k, v in
+                                        metrics.items()}})
+    logging.info('expert: %d env steps (%.0f s) %s', step, time.time() - t0,
+                 {k: round(float(v), 3) for k, v in metrics.items()
+                  if 'reward' in k or 'success' in k})
+
+  _, policy_params, _ = ppo.train(
+      environment=env, episode_length=params.max_steps, wrap_env_fn=_wrap,
+      seed=e.seed, num_evals=0, run_evals=False, progress_fn=progress,
+      log_training_metrics=True, **{k: e[k] for k in PPO_FIELDS})
+  policy = (policy_params[0], policy_params[1])
+  key = jax.random.key(e.seed + 1)
+  post = (tasks_lib.parse_task(config.env.post_task),)
+  summary = {
+      'fingerprint': fingerprint, 'train_seconds': time.time() - t0,
+      'success_pretrain': success_rate(env, policy, key, e.eval_episodes,
+                                       normalize=e.normalize_observations),
+      'success_post': success_rate(env, policy, key, e.eval_episodes,
+                                   tasks=post,
+                                   normalize=e.normalize_observations),
+      'curve': curve}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  os.makedirs(os.path.dirname(summary_path), exist_ok=True)
+  if parallel.is_writer():
+    with open(path, 'wb') as f:
+      f.write(flax.serialization.to_bytes(policy))
+  config_utils.atomic_write_text(summary_path, json.dumps(
+      config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
+  return summary
