@@ -58,7 +58,10 @@ def _cpu() -> ml_collections.ConfigDict:
   # The point crosses a 2 m cell in 8 steps of 0.25 s; 100 steps leave room
   # for a 4-colour task.
   c.env.max_steps = 100
-  c.expert.num_timesteps = 3_000_000
+  # Success peaks near 1M steps (0.85 deterministic, 2.6 min on 2 cores)
+  # and then falls as PPO learns to farm the shaping reward (0.60 at 6M):
+  # docs/method.md §3.
+  c.expert.num_timesteps = 1_000_000
   c.expert.num_envs = 256
   c.expert.batch_size = 256
   c.expert.num_minibatches = 16

@@ -172,6 +172,7 @@ def test_expert_observation_points_along_a_shortest_path():
   state = env.reset(jax.random.key(4))
   assert state.obs.shape == (env.observation_size,)
   field = np.asarray(state.obs[POINT.obs_dim:]).reshape(-1, 4)
+  here, field = field[-1], field[:-1]
   arena = state.pipeline_state.arena
   target = int(arena.task[0])
   # Every free cell next to the target points into it; the wall cell has no
@@ -185,6 +186,7 @@ def test_expert_observation_points_along_a_shortest_path():
       assert nbr[cell, field[cell].argmax()] == goal
   wall = int(np.nonzero(grid >= POINT.num_colours)[0][0])
   assert field[wall].sum() == 0 and field.sum(-1).max() == 1.0
+  np.testing.assert_array_equal(here, field[int(arena.cell)])
 
 
 def test_the_expert_trains_with_brax_ppo_and_reports_its_success(tmp_path):

@@ -4,7 +4,9 @@
 The expert sees more than the base model will: the arena's observation plus,
 per grid cell, a one-hot of the grid-level shortest-path move towards the
 next colour of its task (walls and every other colour are obstacles;
-`gridworld_expert.direction_field`): G²·4 values. It is rewarded for its
+`gridworld_expert.direction_field`): G²·4 values; and, read from that field
+for it, the move at the cell its centre is in (4 more), so a small MLP need
+not learn to index the field by its own position. It is rewarded for its
 velocity along that move at the cell it stands in, `progress_weight` ·
 (v · d), plus the task's sparse reward (1 on success).
 
@@ -67,7 +69,7 @@ class ExpertEnv(brax_base.Env):
 
   @property
   def observation_size(self) -> int:
-    return self._params.obs_dim + 4 * self._params.grid_size ** 2
+    return self._params.obs_dim + 4 * (self._params.grid_size ** 2 + 1)
 
   @property
   def action_size(self) -> int:
@@ -86,8 +88,11 @@ class ExpertEnv(brax_base.Env):
     return state, self.observe(state, obs)
 
   def observe(self, state: ExpertState, obs: jax.Array) -> jax.Array:
-    """The arena's observation and the expert's direction field."""
-    return jnp.concatenate([obs, _field(state, self._params).reshape(-1)])
+    """The arena's observation, the expert's direction field and the move at
+    the body's cell."""
+    field = _field(state, self._params)
+    here = field[_nearest_cell(state.arena.xy, self._params)]
+    return jnp.concatenate([obs, field.reshape(-1), here])
 
   def reset(self, rng: jax.Array, task_id: Any = None) -> brax_base.State:
     state, obs = self._start(rng, jnp.int32(0), task_id)
