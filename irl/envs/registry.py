@@ -119,8 +119,8 @@ def from_config(config: ml_collections.ConfigDict) -> Environment:
 
 
 @dataclasses.dataclass(frozen=True)
-class GridworldSection(Section):
-  """config.env of the gridworld (`_gridworld_config` has the defaults)."""
+class PinpadSection(Section):
+  """The `env` fields every pinpad environment has."""
   grid_size: int
   max_steps: int
   name: str
@@ -128,6 +128,11 @@ class GridworldSection(Section):
   num_walls: int
   post_task: str
   pretrain_tasks: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridworldSection(PinpadSection):
+  """config.env of the gridworld (`_gridworld_config` has the defaults)."""
   max_visits: int = 16
   subgoal_size: int = 2
 
@@ -172,16 +177,9 @@ GRIDWORLD = register(Environment(
 
 
 @dataclasses.dataclass(frozen=True)
-class ArenaSection(Section):
+class ArenaSection(PinpadSection):
   """config.env of the arena (`_arena_config` has the defaults)."""
   cell_size: float
-  grid_size: int
-  max_steps: int
-  name: str
-  num_colours: int
-  num_walls: int
-  post_task: str
-  pretrain_tasks: tuple[str, ...]
   max_visits: int = 16
   point_dt: float = 0.25
   point_speed: float = 1.0
