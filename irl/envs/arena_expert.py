@@ -49,13 +49,6 @@ def _field(state: ExpertState, params: ap.ArenaParams) -> jax.Array:
   return field * (a.grid < params.num_colours)[:, None]
 
 
-def _nearest_cell(xy: jax.Array, params: ap.ArenaParams) -> jax.Array:
-  g, s, h = params.grid_size, params.cell_size, params.half_width
-  col = jnp.clip(jnp.floor((xy[0] + h) / s), 0, g - 1)
-  row = jnp.clip(jnp.floor((h - xy[1]) / s), 0, g - 1)
-  return (row * g + col).astype(jnp.int32)
-
-
 class ExpertEnv(brax_base.Env):
   """One arena episode at a time (Brax's wrappers batch it)."""
 
@@ -91,7 +84,7 @@ class ExpertEnv(brax_base.Env):
     """The arena's observation, the expert's direction field and the move at
     the body's cell."""
     field = _field(state, self._params)
-    here = field[_nearest_cell(state.arena.xy, self._params)]
+    here = field[ap.nearest_cell(state.arena.xy, self._params)]
     return jnp.concatenate([obs, field.reshape(-1), here])
 
   def reset(self, rng: jax.Array, task_id: Any = None) -> brax_base.State:
@@ -105,7 +98,7 @@ class ExpertEnv(brax_base.Env):
            ) -> brax_base.State:
     p = self._params
     old = state.pipeline_state
-    move = _field(old, p)[_nearest_cell(old.arena.xy, p)] @ _MOVE_XY
+    move = _field(old, p)[ap.nearest_cell(old.arena.xy, p)] @ _MOVE_XY
     arena, obs, reward, done, info = ap.step(old.arena, action, p)
     progress = jnp.dot(arena.xy - old.arena.xy, move) / ap.control_dt(p)
     stepped = ExpertState(arena, old.dist)

@@ -172,13 +172,25 @@ def cell_centres(params: ArenaParams) -> np.ndarray:
                   -1).astype(np.float32)
 
 
+def _col_row(xy: jax.Array, params: ArenaParams) -> jax.Array:
+  """[2] int32 (col, row) of the cell grid's square under `xy` (may lie off
+  the arena)."""
+  s, h = params.cell_size, params.half_width
+  return jnp.floor((xy * jnp.array([1.0, -1.0]) + h) / s).astype(jnp.int32)
+
+
 def cell_of(xy: jax.Array, params: ArenaParams) -> jax.Array:
   """[] int32 cell under `xy`, -1 off the arena."""
-  g, s, h = params.grid_size, params.cell_size, params.half_width
-  col = jnp.floor((xy[0] + h) / s).astype(jnp.int32)
-  row = jnp.floor((h - xy[1]) / s).astype(jnp.int32)
+  g = params.grid_size
+  col, row = _col_row(xy, params)
   inside = (col >= 0) & (col < g) & (row >= 0) & (row < g)
   return jnp.where(inside, row * g + col, -1)
+
+
+def nearest_cell(xy: jax.Array, params: ArenaParams) -> jax.Array:
+  """[] int32 the arena's cell nearest to `xy` (the cell under it inside)."""
+  col, row = jnp.clip(_col_row(xy, params), 0, params.grid_size - 1)
+  return row * params.grid_size + col
 
 
 def _symlog(x: jax.Array) -> jax.Array:
@@ -187,7 +199,7 @@ def _symlog(x: jax.Array) -> jax.Array:
 
 def observe(state: ArenaState, params: ArenaParams) -> jax.Array:
   """[obs_dim] float32 (module docstring)."""
-  h, s, g = params.half_width, params.cell_size, params.grid_size
+  h, s = params.half_width, params.cell_size
   centres = jnp.asarray(cell_centres(params))
   if params.body == 'ant':
     proprio = jnp.concatenate([state.physics.qpos[2:], state.physics.qvel])
@@ -198,9 +210,7 @@ def observe(state: ArenaState, params: ArenaParams) -> jax.Array:
   walls = jnp.argsort(jnp.where(state.grid >= o, state.grid,
                                 jnp.iinfo(jnp.int32).max))[:params.num_walls]
   rel = lambda cells: ((centres[cells] - state.xy) / h).reshape(-1)
-  nearest = jnp.clip(jnp.floor((state.xy * jnp.array([1.0, -1.0]) + h) / s),
-                     0, g - 1)
-  centre = jnp.array([-h, h]) + (nearest + 0.5) * jnp.array([s, -s])
+  centre = centres[nearest_cell(state.xy, params)]
   return jnp.concatenate([
       _symlog(proprio), state.xy / h, rel(state.colour_cell), rel(walls),
       (state.xy - centre) / (s / 2)]).astype(jnp.float32)
