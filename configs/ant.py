@@ -1,17 +1,52 @@
-"""Ant-pinpad configs (docs/method.md §2.2, §3). So far: the environment and
-its expert; the base model and the later phases come next.
+"""Ant-pinpad configs (docs/method.md §2.2, §3, §4). So far: the environment,
+its expert, the expert's data and the base model (Hawk, Gaussian actions);
+the later phases come next.
 
   python experiments/train_expert.py --config=configs/ant.py:cpu \
+      --workdir=/tmp/irl/point
+  python experiments/pretrain.py --config=configs/ant.py:cpu \
       --workdir=/tmp/irl/point
 
 Presets: `paper` (the MuJoCo ant, MJX), `cpu` (the point body on a 2-core
 laptop), `test` (the point body, seconds).
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 from irl.envs import registry
+from irl.models import presets as models
 from irl.utils import config_utils
+
+
+def _gridworld(preset: str) -> ml_collections.ConfigDict:
+  """The gridworld's preset: the phases' sections are shared, and the arena
+  overrides what differs."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'gridworld.py')
+  spec = importlib.util.spec_from_file_location('_irl_gridworld_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def _pretraining(c: ml_collections.ConfigDict, grid: ml_collections.ConfigDict,
+                 model: str) -> None:
+  """The data, base-model and pretraining sections (docs/method.md §4)."""
+  for name in ('data', 'pretrain', 'eval'):
+    c[name] = grid[name]
+  c.data.seq_len = c.env.max_steps
+  c.data.post_seq_len = c.env.max_steps
+  # D samples the expert's Gaussian at every step (ε = 1: the chance a step
+  # samples rather than takes the mean); D* (ε = 0) its mean action.
+  c.data.epsilons = (1.0,)
+  c.data.episodes_per_row = 1
+  c.model = models.hawk(model)
+  c.model.obs_encoder = 'linear'
+  # λ = 10 with a unit-variance Gaussian (MSE) over the next observation.
+  c.pretrain.obs_loss_weight = 10.0
 
 
 def _base(env: str) -> ml_collections.ConfigDict:
@@ -49,6 +84,11 @@ def _base(env: str) -> ml_collections.ConfigDict:
 def _paper() -> ml_collections.ConfigDict:
   c = _base('ant_pinpad')
   c.preset = 'paper'
+  _pretraining(c, _gridworld('paper'), 'paper')
+  # 204.8k steps at batch 512 (docs/method.md §4).
+  c.data.batch_size = 512
+  c.pretrain.num_steps = 204_800
+  c.eval.temperature = 1.0
   return c
 
 
@@ -68,6 +108,15 @@ def _cpu() -> ml_collections.ConfigDict:
   c.expert.unroll_length = 8
   c.expert.entropy_cost = 1e-3
   c.expert.eval_episodes = 256
+  _pretraining(c, _gridworld('cpu'), 'cpu')
+  c.data.batch_size = 64
+  c.pretrain.num_steps = 4000
+  c.pretrain.learning_rate = 1e-3
+  c.pretrain.log_every = 50
+  c.pretrain.save_every = 500
+  c.eval.batch_size = 256
+  c.eval.num_batches = 2
+  c.eval.num_episodes = 256
   return c
 
 
@@ -82,6 +131,14 @@ def _test() -> ml_collections.ConfigDict:
   c.expert.unroll_length = 4
   c.expert.num_updates_per_batch = 1
   c.expert.eval_episodes = 16
+  _pretraining(c, _gridworld('test'), 'test')
+  c.data.batch_size = 8
+  c.pretrain.num_steps = 20
+  c.pretrain.log_every = 10
+  c.pretrain.save_every = 10
+  c.eval.batch_size = 16
+  c.eval.num_batches = 1
+  c.eval.num_episodes = 16
   return c
 
 

@@ -91,6 +91,38 @@ def sample_actions(logits: jax.Array, key: jax.Array, temperature: float
   return action, log_prob
 
 
+def sample_gaussian(mean: jax.Array, log_std: jax.Array, key: jax.Array,
+                    temperature: float) -> tuple[jax.Array, jax.Array]:
+  """Continuous actions from a diagonal Gaussian whose standard deviation is
+  scaled by the temperature, and their log-probabilities under it.
+
+  Args:
+    mean, log_std: [B, A].
+    key: one key for the batch, or [B] keys.
+
+  Returns:
+    (action [B, A], log_prob [B]); the environment clips to its range.
+  """
+  std = jnp.exp(log_std) * temperature
+  if jnp.ndim(key) == 0:
+    noise = jax.random.normal(key, mean.shape)
+  else:
+    noise = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:]))(key)
+  action = mean + std * noise
+  log_prob = -0.5 * (noise ** 2 + jnp.log(2 * jnp.pi)) - jnp.log(std)
+  return action, log_prob.sum(-1)
+
+
+def sample_head(out: Any, key: jax.Array, temperature: float
+                ) -> tuple[jax.Array, jax.Array]:
+  """The base model's action at the last step of `out` (a `ModelOutput`):
+  categorical (`sample_actions`) or Gaussian (`sample_gaussian`)."""
+  if out.action_logits is not None:
+    return sample_actions(out.action_logits[:, -1], key, temperature)
+  return sample_gaussian(out.action_mean[:, -1], out.action_log_std[:, -1],
+                         key, temperature)
+
+
 def unroll(env: BatchedEnv, policy: Policy, env_state: Any, obs: jax.Array,
            policy_state: Any, key: jax.Array, num_steps: int
            ) -> tuple[Any, Any, jax.Array, Transition]:
@@ -129,8 +161,7 @@ def model_policy(model: Any, params: Any, temperature: float = 1.0
   def policy(cache, obs, env_state, key):
     del env_state
     out = model.apply(params, obs[:, None], cache=cache)
-    action, log_prob = sample_actions(out.action_logits[:, 0], key,
-                                      temperature)
+    action, log_prob = sample_head(out, key, temperature)
     return action, out.cache, {'log_prob': log_prob}
 
   return policy

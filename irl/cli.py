@@ -47,14 +47,20 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 class ConfigFlag:
   """The `--config` flag; `.value` is the typed config (`irl.config.build`:
-  validated, defaults resolved), built once when first read."""
+  validated, defaults resolved; `irl.config.locate`d in `--workdir` when the
+  entry point has one), built once per distinct content."""
 
   def __init__(self, holder: flags.FlagHolder):
     self._holder = holder
 
   @property
   def value(self) -> config_lib.Config:
-    return config_lib.build(self._holder.value)
+    config = config_lib.build(self._holder.value)
+    # Inputs that live in the run's workdir (the arena's expert) default
+    # to it.
+    if 'workdir' in flags.FLAGS and flags.FLAGS.workdir:
+      config = config_lib.locate(config, flags.FLAGS.workdir)
+    return config
 
 
 def config_flag(default: str = DEFAULT_CONFIG) -> ConfigFlag:

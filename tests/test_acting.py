@@ -76,3 +76,15 @@ def test_batched_gridworld_matches_a_vmap_of_the_single_episode_env():
                      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(unkey(a), unkey(b))
+
+
+def test_gaussian_actions_scale_their_spread_with_the_temperature():
+  mean = jnp.array([[0.5, -0.5]] * 4000)
+  log_std = jnp.log(jnp.full_like(mean, 0.2))
+  for temperature in (1.0, 0.5):
+    action, log_prob = acting.sample_gaussian(mean, log_std,
+                                              jax.random.key(0), temperature)
+    std = 0.2 * temperature
+    np.testing.assert_allclose(np.std(action, 0), [std, std], rtol=0.05)
+    expected = jax.scipy.stats.norm.logpdf(action, mean, std).sum(-1)
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,7 @@
 """Ant-pinpad and its point body: the rules, the observation, jit and vmap."""
 
 import functools
+import os
 
 import hypothesis
 import hypothesis.strategies as st
@@ -53,8 +54,9 @@ def test_registered_with_the_papers_tasks_and_sizes():
   assert ant.obs_dim == 27 + 2 + 8 + 2 + 2 and ant.action_dim == 8
   assert POINT.obs_dim == 2 + 2 + 8 + 2 + 2 and POINT.action_dim == 2
   assert registry.get('ant_pinpad').post_task == (0, 1, 2, 3)
-  with pytest.raises(NotImplementedError, match='Brax PPO'):
-    registry.get('ant_pinpad').expert_rollout()
+  with pytest.raises(FileNotFoundError, match='env.expert_checkpoint'):
+    registry.get('point_pinpad').expert_rollout(jax.random.key(0), POINT,
+                                                0.0, 10)
   with pytest.raises(ValueError, match='env.cell_size'):
     _params(cell_size=0.0).validate()
 
@@ -189,15 +191,96 @@ def test_expert_observation_points_along_a_shortest_path():
   np.testing.assert_array_equal(here, field[int(arena.cell)])
 
 
-def test_the_expert_trains_with_brax_ppo_and_reports_its_success(tmp_path):
+@pytest.fixture(scope='module')
+def expert_workdir(tmp_path_factory):
+  """A workdir holding the `test` preset's expert (trained once), and its
+  summary."""
   from configs import ant
+  from irl import config as config_lib
   from irl.train import arena_expert
-  c = ant.get_config('test')
-  summary = arena_expert.train(c, str(tmp_path))
+  workdir = str(tmp_path_factory.mktemp('point'))
+  config = config_lib.locate(ant.get_config('test'), workdir)
+  return workdir, config, arena_expert.train(config, workdir)
+
+
+def test_the_expert_trains_with_brax_ppo_and_reports_its_success(
+    expert_workdir):
+  from irl.train import arena_expert
+  workdir, config, summary = expert_workdir
   assert 0.0 <= summary['success_pretrain'] <= 1.0
   assert 0.0 <= summary['success_post'] <= 1.0
-  assert (tmp_path / 'checkpoints' / 'expert.msgpack').exists()
-  assert arena_expert.train(c, str(tmp_path)) == summary     # loaded
+  assert config.env.expert_checkpoint.startswith(workdir)
+  assert os.path.exists(os.path.join(workdir, 'checkpoints',
+                                     'expert.msgpack'))
+  assert arena_expert.train(config, workdir) == summary     # loaded
+
+
+def test_the_experts_data_d_samples_and_d_star_takes_the_mean(
+    expert_workdir):
+  from irl import config as config_lib
+  from irl.data import stream
+  _, config, _ = expert_workdir
+  params = config_lib.env_params(config)
+  env = registry.from_config(config)
+  sample = lambda eps: stream.make_expert_stream(
+      env, params, 8, params.max_steps, epsilons=(eps,))(jax.random.key(3))
+  mean, sampled = sample(0.0), sample(1.0)
+  for r in (mean, sampled):
+    assert r.actions.shape == (8, params.max_steps, 2)
+    assert r.actions.dtype == jnp.float32
+    assert np.all(np.abs(np.asarray(r.actions)) <= 1.0)
+    valid = np.asarray(r.valid)
+    # Valid steps are a prefix; the next observation is the one that follows.
+    np.testing.assert_array_equal(valid.sum(1), r.length)
+    assert np.all(valid[:, :-1] >= valid[:, 1:])
+    np.testing.assert_allclose(np.asarray(r.obs[:, 1:])[valid[:, 1:]],
+                               np.asarray(r.next_obs[:, :-1])[valid[:, 1:]])
+    assert np.all(np.asarray(r.subgoal)[~valid] == -1)
+    np.testing.assert_array_equal(np.asarray(r.reward).sum(1), r.success)
+  # Same keys, same layouts and tasks: only the actions' noise differs.
+  np.testing.assert_array_equal(mean.obs[:, 0], sampled.obs[:, 0])
+  assert not np.allclose(mean.actions[:, 0], sampled.actions[:, 0])
+  np.testing.assert_array_equal(mean.actions, sample(0.0).actions)
+
+
+def test_the_base_model_learns_the_experts_continuous_actions(
+    expert_workdir):
+  """A few steps of pretraining (Hawk, Gaussian head, MSE next
+  observation) lower the held-out action NLL of D*."""
+  from irl import config as config_lib
+  from irl.data import stream
+  from irl.train import evaluate, pretrain
+  _, config, _ = expert_workdir
+  config = config_lib.replace(config, {'pretrain.num_steps': 40,
+                                       'pretrain.log_every': 20,
+                                       'pretrain.save_every': 20})
+  trainer = pretrain.make_pretrainer(config)
+  assert trainer.model.config.backbone == 'hawk'
+  assert trainer.model.config.action_type == 'continuous'
+  held_out = stream.stream_from_config(config, 'expert', batch_size=16,
+                                       jit=False)
+  nll = lambda p: evaluate.action_prediction(
+      trainer.model, p, held_out, jax.random.key(9), 1)['action_nll']
+  state = trainer.init(jax.random.key(0))
+  before = nll(state.params)
+  for _ in range(2):
+    state, metrics = trainer.train_chunk(state)
+  assert np.isfinite(float(metrics['obs_nll']))
+  assert nll(state.params) < before - 0.2
+
+
+def test_a_workdir_locates_the_expert_and_fingerprints_ignore_where(
+    tmp_path):
+  from configs import ant
+  from irl import config as config_lib
+  from irl.utils import config_utils
+  a = config_lib.locate(ant.get_config('test'), str(tmp_path / 'a'))
+  b = config_lib.locate(ant.get_config('test'), str(tmp_path / 'b'))
+  assert a.env.expert_checkpoint == str(tmp_path / 'a' / 'checkpoints' /
+                                        'expert.msgpack')
+  assert config_lib.locate(a, str(tmp_path / 'b')) == a    # set: kept
+  assert (config_utils.config_fingerprint(a, ['env']) ==
+          config_utils.config_fingerprint(b, ['env']))
 
 
 @pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,7 +33,8 @@ from irl.utils import config_utils
 from irl.utils.config_utils import ConfigError
 
 __all__ = ['Config', 'ConfigError', 'build', 'replace', 'factory_key',
-           'env_params', 'num_subgoals', 'post_task_pairs']
+           'locate', 'expert_path', 'env_params', 'num_subgoals',
+           'post_task_pairs']
 
 _BUILT: collections.OrderedDict[str, Config] = collections.OrderedDict()
 _TOP_LEVEL = tuple(f.name for f in dataclasses.fields(Config)
@@ -152,3 +154,18 @@ def factory_key(config: Mapping[str, Any] | Config, *,
   for section, values in fields.items():
     changes[section] = dataclasses.replace(config[section], **values)
   return dataclasses.replace(config, source='', **changes)
+
+
+def expert_path(workdir: str) -> str:
+  """Where a workdir keeps a trained expert policy (the arena's)."""
+  return os.path.join(workdir, 'checkpoints', 'expert.msgpack')
+
+
+def locate(config: Mapping[str, Any] | Config, workdir: str) -> Config:
+  """`config` with its workdir defaults filled: an empty
+  `env.expert_checkpoint` (the arena's) becomes `expert_path(workdir)`, so
+  one workdir holds the expert and every phase that reads its data."""
+  config = build(config)
+  if config.env.get('expert_checkpoint', None) == '':
+    return replace(config, {'env.expert_checkpoint': expert_path(workdir)})
+  return config

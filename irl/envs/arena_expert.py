@@ -15,19 +15,33 @@ layout every episode; here an episode that ends is replaced, inside `step`,
 by a fresh one (a new layout and task from the episode's key), so PPO sees
 as many layouts as episodes. `done` is 1 on the step an episode ends, whose
 observation is then the new episode's first, as with Brax's wrapper.
+
+The trained policy (`save_policy` / `load_policy`: Brax's observation
+normaliser and policy network in one msgpack file) makes the data: `rollout`
+is the arena's `expert_rollout` (irl/envs/registry.py), one episode of the
+base model's observations and the expert's actions. ε there is the chance
+that a step samples the expert's Gaussian (tanh-squashed, as Brax's PPO
+acts) instead of taking its mean: D uses ε = 1, D* ε = 0 (docs/method.md §3).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import os
+from typing import Any, Callable
 
+import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from brax.envs import base as brax_base
+from brax.training.acme import running_statistics
+from brax.training.agents.ppo import networks as ppo_networks
 
 from irl.envs import arena_pinpad as ap
 from irl.envs import gridworld_expert
+from irl.utils.checkpoint import MissingInputError
 
 # The gridworld's moves UP, DOWN, LEFT, RIGHT on the arena's x, y (row 0 at +y).
 _MOVE_XY = jnp.array([[0.0, 1.0], [0.0, -1.0], [-1.0, 0.0], [1.0, 0.0]])
@@ -114,3 +128,113 @@ class ExpertEnv(brax_base.Env):
         done=done.astype(jnp.float32),
         metrics={'success': reward, 'progress': progress,
                  'timeout': info['timeout'].astype(jnp.float32)})
+
+
+# ---------------------------------------------------------------------------
+# The trained policy and its episodes.
+
+
+def make_policy(env: ExpertEnv, policy: Any, normalize: bool = True
+                ) -> Callable[[jax.Array, jax.Array | None], jax.Array]:
+  """(expert observation [D], key) -> action [A] in [-1, 1]; `policy` =
+  (normaliser state, policy network params) as Brax's PPO returns them;
+  the mean action (tanh of the Gaussian's mean) when key is None.
+  normalize: it was trained with `expert.normalize_observations`."""
+  networks = ppo_networks.make_ppo_networks(
+      env.observation_size, env.action_size,
+      preprocess_observations_fn=(running_statistics.normalize if normalize
+                                  else lambda x, _: x))
+  make = ppo_networks.make_inference_fn(networks)
+  stochastic, deterministic = make(policy, False), make(policy, True)
+
+  def act(obs: jax.Array, key: jax.Array | None) -> jax.Array:
+    if key is None:
+      return deterministic(obs, jax.random.key(0))[0]
+    return stochastic(obs, key)[0]
+  return act
+
+
+def save_policy(path: str, policy: Any, normalize: bool) -> None:
+  """Writes (normaliser state, policy params) and the normalise flag."""
+  normaliser, network = policy
+  data = {'normalize': np.bool_(normalize),
+          'normaliser': flax.serialization.to_state_dict(normaliser),
+          'network': flax.serialization.to_state_dict(network)}
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(data))
+  os.replace(tmp, path)
+
+
+def load_policy(path: str) -> tuple[Any, bool]:
+  """((normaliser state, policy params), normalize) saved by `save_policy`."""
+  if not path:
+    raise MissingInputError(
+        'config.env.expert_checkpoint is empty: the arena\'s data comes from '
+        'its trained expert. The entry points fill it with '
+        '<workdir>/checkpoints/expert.msgpack, which '
+        '`python experiments/train_expert.py --config=configs/ant.py:<preset> '
+        '--workdir=<workdir>` writes.')
+  if not os.path.exists(path):
+    raise MissingInputError(
+        f'no trained expert at {path} (config.env.expert_checkpoint); run '
+        '`python experiments/train_expert.py --config=configs/ant.py:<preset> '
+        '--workdir=<workdir>` first.')
+  return _load_policy(path, os.path.getmtime(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_policy(path: str, mtime: float) -> tuple[Any, bool]:
+  del mtime  # part of the cache key: a retrained expert is read again
+  with open(path, 'rb') as f:
+    raw = flax.serialization.msgpack_restore(f.read())
+  if set(raw) != {'normalize', 'normaliser', 'network'}:
+    raise MissingInputError(
+        f'{path} is not an expert policy of this version (keys '
+        f'{sorted(raw)}); retrain it with experiments/train_expert.py.')
+  normaliser = running_statistics.RunningStatisticsState(**raw['normaliser'])
+  return (normaliser, raw['network']), bool(raw['normalize'])
+
+
+def rollout(key: jax.Array, params: ap.ArenaParams,
+            epsilon: jax.Array | float, num_steps: int,
+            task_id: jax.Array | int | None = None,
+            obs_dtype: Any = jnp.float32) -> gridworld_expert.Rollout:
+  """One episode of the trained expert (`params.expert`) for `num_steps`
+  steps; the Rollout fields of the gridworld's expert, with actions
+  [S, action_dim] float32 and `optimal` the grid-level shortest-path move
+  at the body's cell (the expert's extra observation)."""
+  policy, normalize = load_policy(params.expert)
+  env = ExpertEnv(params)
+  act = make_policy(env, policy, normalize)
+  k_reset, k_steps = jax.random.split(key)
+  state, xobs = env._start(k_reset, jnp.int32(0), task_id)
+  obs = ap.observe(state.arena, params)
+
+  def body(carry, k):
+    s, xobs, obs = carry
+    k_explore, k_act = jax.random.split(k)
+    sample = jax.random.uniform(k_explore) < epsilon
+    action = jnp.where(sample, act(xobs, k_act), act(xobs, None))
+    arena = s.arena
+    optimal = _field(s, params)[ap.nearest_cell(arena.xy, params)] > 0
+    record = (obs, action, ~arena.done, ap.current_subgoal(arena, params),
+              arena.task_pos, optimal)
+    arena, next_obs, reward, _, _ = ap.step(arena, action, params)
+    new = ExpertState(arena, s.dist)
+    return (new, env.observe(new, next_obs), next_obs), record + (next_obs,
+                                                                  reward)
+
+  (end, _, _), (obs, actions, valid, subgoal, task_pos, optimal, next_obs,
+                reward) = jax.lax.scan(body, (state, xobs, obs),
+                                       jax.random.split(k_steps, num_steps))
+  arena = end.arena
+  return gridworld_expert.Rollout(
+      obs=obs.astype(obs_dtype), next_obs=next_obs.astype(obs_dtype),
+      actions=actions.astype(jnp.float32), valid=valid,
+      subgoal=jnp.where(valid, subgoal, -1),
+      subgoal_index=task_pos // params.subgoal_size, task_pos=task_pos,
+      optimal=optimal, reward=reward, task_id=arena.task_id,
+      epsilon=jnp.float32(epsilon), success=arena.success,
+      length=jnp.sum(valid).astype(jnp.int32), visits=arena.visits)

@@ -83,6 +83,13 @@ class ArenaParams:
   max_visits: int = flax.struct.field(pytree_node=False, default=16)
   point_speed: float = flax.struct.field(pytree_node=False, default=1.0)
   point_dt: float = flax.struct.field(pytree_node=False, default=0.25)
+  # False: a wrong colour is logged, not fatal (free-running evaluation, as
+  # the gridworld's `EnvParams`); the episode then ends when the log is full.
+  terminate_on_wrong_colour: bool = flax.struct.field(pytree_node=False,
+                                                      default=True)
+  # The trained expert's policy file (`irl.envs.arena_expert.rollout` reads
+  # it); '' until one is trained. Data only, never the rules.
+  expert: str = flax.struct.field(pytree_node=False, default='')
 
   @property
   def half_width(self) -> float:
@@ -327,7 +334,9 @@ def step(state: ArenaState, action: jax.Array, params: ArenaParams
   crash = ((cell >= 0) & (content >= o)) | fell
   changes, reward, done, info = pinpad_rules.visit_rules(
       state, is_visit, content, max_visits=params.max_visits,
-      max_steps=params.max_steps, crash=crash)
+      max_steps=params.max_steps,
+      terminate_on_wrong_colour=params.terminate_on_wrong_colour,
+      crash=crash)
   keep = lambda old, new: jax.tree.map(
       lambda a, b: jnp.where(state.done, a, b), old, new)
   new_state = state.replace(physics=keep(state.physics, physics),
@@ -354,7 +363,8 @@ def params_from_config(env_config: Any, tasks: Sequence[Sequence[int]] | None
       subgoal_size=int(env_config.subgoal_size),
       max_visits=int(env_config.max_visits),
       point_speed=float(env_config.point_speed),
-      point_dt=float(env_config.point_dt))
+      point_dt=float(env_config.point_dt),
+      expert=str(env_config.expert_checkpoint))
   params = params.replace(max_visits=max(params.max_visits,
                                          params.max_task_len))
   return params.replace(**overrides).validate()

@@ -67,6 +67,8 @@ class Environment:
     pretrain_tasks, post_task: the paper's task tables.
     encoder_fields: params -> model fields the observation encoders need
       (the gridworld's egocentric encoder needs `grid_size`).
+    obs_likelihood: the next-observation loss's form (`irl.train.losses`):
+      'bernoulli' over one-hot observations, 'gaussian' (MSE) over real ones.
   """
   name: str
   default_config: Callable[[], ml_collections.ConfigDict]
@@ -81,6 +83,7 @@ class Environment:
   pretrain_tasks: tuple[tuple[int, ...], ...]
   post_task: tuple[int, ...]
   encoder_fields: Callable[[Any], dict] = lambda params: {}
+  obs_likelihood: str = 'bernoulli'
 
   def batched(self, params: Any):
     """The environment over a leading batch axis (`irl.acting.BatchedEnv`)."""
@@ -180,6 +183,7 @@ GRIDWORLD = register(Environment(
 class ArenaSection(PinpadSection):
   """config.env of the arena (`_arena_config` has the defaults)."""
   cell_size: float
+  expert_checkpoint: str = ''
   max_visits: int = 16
   point_dt: float = 0.25
   point_speed: float = 1.0
@@ -198,17 +202,19 @@ def _arena_config(name: str) -> ml_collections.ConfigDict:
   c.max_visits = 16
   c.point_speed = 1.0      # the point body: m/s at |action| = 1
   c.point_dt = 0.25        # the point body: s per control step
+  # The trained expert whose episodes are the data; '' is filled by every
+  # entry point with <workdir>/checkpoints/expert.msgpack (irl.config.locate).
+  c.expert_checkpoint = ''
   c.pretrain_tasks = tuple(tasks_lib.format_task(t)
                            for t in tasks_lib.ANT_PRETRAIN_TASKS)
   c.post_task = tasks_lib.format_task(tasks_lib.ANT_POST_TASK)
   return c
 
 
-def _no_expert(*args, **kwargs):
-  raise NotImplementedError(
-      'the arena\'s expert data is not built yet: its expert is trained with '
-      'Brax PPO (experiments/train_expert.py, docs/method.md §3), but no '
-      'rollout of it feeds the data stream')
+def _arena_expert_rollout(*args, **kwargs):
+  # Imported here: Brax (the expert's networks) loads only for the arena.
+  from irl.envs import arena_expert  # noqa: PLC0415
+  return arena_expert.rollout(*args, **kwargs)
 
 
 def _arena(name: str, body: str) -> Environment:
@@ -222,10 +228,11 @@ def _arena(name: str, body: str) -> Environment:
       step=arena_pinpad.step,
       observation_size=lambda params: params.obs_dim,
       action_spec=lambda params: ActionSpec('continuous', params.action_dim),
-      expert_rollout=_no_expert,
+      expert_rollout=_arena_expert_rollout,
       render_observation=arena_pinpad.render_observation,
       pretrain_tasks=tuple(tasks_lib.ANT_PRETRAIN_TASKS),
       post_task=tuple(tasks_lib.ANT_POST_TASK),
+      obs_likelihood='gaussian',
   ))
 
 

@@ -7,7 +7,8 @@
 `<workdir>/checkpoints/expert.msgpack`, with the deterministic policy's
 success rates on the pretraining tasks and on the post-training task and
 the training curve in `<workdir>/expert/summary.json`. A rerun with the same
-`env` and `expert` sections loads it.
+`env` and `expert` sections loads it. The data of every later phase comes
+from that file (`irl.envs.arena_expert.rollout`, config.env.expert_checkpoint).
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 from absl import logging
 import numpy as np
 from brax.envs.wrappers import training as brax_wrappers
-from brax.training.acme import running_statistics
-from brax.training.agents.ppo import networks as ppo_networks
 from brax.training.agents.ppo import train as ppo
 
 from irl import config as config_lib
@@ -35,6 +33,8 @@ from irl.envs import tasks as tasks_lib
 from irl.utils import config_utils
 from irl.utils import parallel
 
+# Bumped when the saved policy's layout changes: an older file is retrained.
+POLICY_FORMAT = 2
 # The `expert` fields that are Brax PPO's own arguments.
 PPO_FIELDS = ('num_timesteps', 'num_envs', 'batch_size', 'num_minibatches',
               'unroll_length', 'num_updates_per_batch', 'learning_rate',
@@ -75,28 +75,6 @@ def _wrap(env, episode_length: int, action_repeat: int, **unused):
       brax_wrappers.VmapWrapper(env), 2 ** 30, action_repeat))
 
 
-def make_policy(env: arena_expert.ExpertEnv, policy: Any,
-                normalize: bool = True
-                ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """(expert observation [D], key) -> action; `policy` as saved (normaliser,
-  policy network params); deterministic (the mean) when key is None.
-  normalize: it was trained with `expert.normalize_observations`."""
-  # Trained on normalised observations (expert.normalize_observations):
-  # the policy's first element is the normaliser's state.
-  networks = ppo_networks.make_ppo_networks(
-      env.observation_size, env.action_size,
-      preprocess_observations_fn=(running_statistics.normalize if normalize
-                                  else lambda x, _: x))
-  stochastic = ppo_networks.make_inference_fn(networks)(policy, False)
-  deterministic = ppo_networks.make_inference_fn(networks)(policy, True)
-
-  def act(obs: jax.Array, key: jax.Array | None) -> jax.Array:
-    if key is None:
-      return deterministic(obs, jax.random.key(0))[0]
-    return stochastic(obs, key)[0]
-  return act
-
-
 def success_rate(env: arena_expert.ExpertEnv, policy: Any, key: jax.Array,
                  num_episodes: int, tasks: tuple | None = None,
                  normalize: bool = True) -> float:
@@ -104,7 +82,7 @@ def success_rate(env: arena_expert.ExpertEnv, policy: Any, key: jax.Array,
   (on `tasks` instead of the pretraining table when given)."""
   params = env.params if tasks is None else env.params.replace(tasks=tasks)
   env = arena_expert.ExpertEnv(params)
-  act = make_policy(env, policy, normalize)
+  act = arena_expert.make_policy(env, policy, normalize)
 
   def episode(k):
     start = env.reset(k)
@@ -127,9 +105,10 @@ def train(config: Config, workdir: str) -> dict:
   config = config_lib.build(config)
   e = config.expert
   params = config_lib.env_params(config)
-  path = os.path.join(workdir, 'checkpoints', 'expert.msgpack')
+  path = config_lib.expert_path(workdir)
   summary_path = os.path.join(workdir, 'expert', 'summary.json')
   fingerprint = config_utils.config_fingerprint(config, ['env', 'expert'])
+  fingerprint['policy_format'] = POLICY_FORMAT
   if os.path.exists(path) and os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
@@ -165,8 +144,7 @@ def train(config: Config, workdir: str) -> dict:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   os.makedirs(os.path.dirname(summary_path), exist_ok=True)
   if parallel.is_writer():
-    with open(path, 'wb') as f:
-      f.write(flax.serialization.to_bytes(policy))
+    arena_expert.save_policy(path, policy, e.normalize_observations)
   config_utils.atomic_write_text(summary_path, json.dumps(
       config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
   return summary

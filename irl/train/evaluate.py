@@ -33,23 +33,30 @@ from irl.utils import parallel
 
 def action_prediction(model: BaseModel, params: Any, sample, key: jax.Array,
                       num_batches: int) -> dict[str, float]:
-  """Next-action accuracy/NLL on expert batches, and the expert's ceiling."""
+  """Next-action accuracy/NLL on expert batches, and the expert's ceiling
+  (discrete actions); NLL and squared error of the mean (continuous)."""
 
   @jax.jit
   def batch_stats(key):
     batch = sample(key)
     out = model.apply(params, batch.obs)
     valid = batch.valid
-    pred = jnp.argmax(out.action_logits, -1)
-    k = batch.optimal.sum(-1).astype(jnp.float32)
-    picked_optimal = jnp.take_along_axis(batch.optimal, pred[..., None], -1)
-    sums = {
-        'action_acc': (pred == batch.actions),
-        'action_nll': losses.action_nll(out, batch.actions),
-        'optimal_move_acc': picked_optimal[..., 0],
-        'ceiling_action_acc': 1.0 / k,
-        'ceiling_action_nll': jnp.log(k),
-    }
+    sums = {'action_nll': losses.action_nll(out, batch.actions)}
+    if out.action_logits is None:
+      # Continuous: no ceiling is known (the expert's own Gaussian is not
+      # what D* holds: its mean action).
+      sums['action_mse'] = ((out.action_mean - batch.actions) ** 2).mean(-1)
+    else:
+      pred = jnp.argmax(out.action_logits, -1)
+      k = batch.optimal.sum(-1).astype(jnp.float32)
+      picked_optimal = jnp.take_along_axis(batch.optimal, pred[..., None],
+                                           -1)
+      sums.update({
+          'action_acc': (pred == batch.actions),
+          'optimal_move_acc': picked_optimal[..., 0],
+          'ceiling_action_acc': 1.0 / k,
+          'ceiling_action_nll': jnp.log(k),
+      })
     sums = {n: (v.astype(jnp.float32) * valid).sum() for n, v in sums.items()}
     sums['count'] = valid.sum().astype(jnp.float32)
     return sums

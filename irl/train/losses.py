@@ -90,6 +90,9 @@ def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
   if out.action_logits is not None:
     correct = jnp.argmax(out.action_logits, -1) == actions
     metrics['action_acc'] = masked_mean(correct.astype(jnp.float32), valid)
+  else:
+    metrics['action_mse'] = masked_mean(
+        ((out.action_mean - actions) ** 2).mean(-1), valid)
   if out.future_logits is not None:
     f_nll = future_action_nll(out, actions, valid)
     metrics['future_action_nll'] = f_nll

@@ -93,6 +93,7 @@ def _make_pretrainer(config: Config) -> Pretrainer:
   sample = stream.stream_from_config(config, 'pretrain', jit=False,
                                      pack=True)
   packed = config.data.episodes_per_row > 1     # batches are PackedRollouts
+  likelihood = registry.from_config(config).obs_likelihood
   tx = optim.section_optimizer(pc, pc.num_steps)
 
   def init(key: jax.Array) -> loop.TrainState:
@@ -106,7 +107,7 @@ def _make_pretrainer(config: Config) -> Pretrainer:
     out = model.apply(params, batch.obs,
                       segments=batch.segment if packed else None)
     return losses.pretrain_loss(out, batch.actions, batch.next_obs,
-                                batch.valid, pc.obs_loss_weight,
+                                batch.valid, pc.obs_loss_weight, likelihood,
                                 future_weight=pc.future_action_weight)
 
   def one_step(state: loop.TrainState, _) -> tuple[loop.TrainState, dict]:

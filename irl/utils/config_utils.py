@@ -216,6 +216,10 @@ def to_jsonable(value: Any, *, strict: bool = True) -> Any:
   return repr(value)
 
 
+# `env` fields that name a file, never part of a fingerprint.
+LOCATION_FIELDS = ('expert_checkpoint',)
+
+
 def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str],
                        exclude: Iterable[str] = ()) -> dict[str, Any]:
   """Returns a JSON-able nested dict holding only the named sub-configs/fields.
@@ -254,6 +258,12 @@ def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str],
       raise ConfigError(f'config_fingerprint: cannot exclude {_name(key)}: '
                         'not a field of the fingerprinted keys')
     del node[last]
+  # Where an input lives is not what a checkpoint means: a moved workdir
+  # still loads.
+  env = out.get('env')
+  if isinstance(env, dict):
+    for field in LOCATION_FIELDS:
+      env.pop(field, None)
   return out
 
 
