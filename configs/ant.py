@@ -32,21 +32,29 @@ def _gridworld(preset: str) -> ml_collections.ConfigDict:
   return module.get_config(preset)
 
 
-def _pretraining(c: ml_collections.ConfigDict, grid: ml_collections.ConfigDict,
-                 model: str) -> None:
-  """The data, base-model and pretraining sections (docs/method.md §4)."""
-  for name in ('data', 'pretrain', 'eval'):
+def _phases(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Every phase's section, the gridworld preset's with the arena's
+  differences (docs/method.md §4-§7, ant column)."""
+  grid = _gridworld(preset)
+  for name in ('data', 'pretrain', 'eval', 'probe', 'control',
+               'metacontroller', 'compile', 'rate_distortion', 'rl'):
     c[name] = grid[name]
-  c.data.seq_len = c.env.max_steps
-  c.data.post_seq_len = c.env.max_steps
+  t = c.env.max_steps
+  c.data.seq_len = c.data.post_seq_len = t
+  c.metacontroller.seq_len = c.compile.seq_len = t
   # D samples the expert's Gaussian at every step (ε = 1: the chance a step
   # samples rather than takes the mean); D* (ε = 0) its mean action.
   c.data.epsilons = (1.0,)
   c.data.episodes_per_row = 1
-  c.model = models.hawk(model)
+  c.model = models.hawk(preset)
   c.model.obs_encoder = 'linear'
   # λ = 10 with a unit-variance Gaussian (MSE) over the next observation.
   c.pretrain.obs_loss_weight = 10.0
+  # Full-rank edits of the stream (rank 0): the paper's ant controllers and
+  # decoder.
+  c.control.rank = c.metacontroller.rank = c.compile.rank = 0
+  # Fig. 4's depth axis is the gridworld's; here the main model only.
+  c.control.depths = (c.model.num_layers,)
 
 
 def _base(env: str) -> ml_collections.ConfigDict:
@@ -84,11 +92,17 @@ def _base(env: str) -> ml_collections.ConfigDict:
 def _paper() -> ml_collections.ConfigDict:
   c = _base('ant_pinpad')
   c.preset = 'paper'
-  _pretraining(c, _gridworld('paper'), 'paper')
-  # 204.8k steps at batch 512 (docs/method.md §4).
+  _phases(c, 'paper')
+  # docs/method.md §4-§7, ant column.
   c.data.batch_size = 512
   c.pretrain.num_steps = 204_800
-  c.eval.temperature = 1.0
+  c.control.batch_size = 256
+  c.control.learning_rate = 3e-4
+  c.metacontroller.num_steps = 32_000
+  c.metacontroller.batch_size = 128
+  c.metacontroller.learning_rate = 3e-4
+  c.rl.num_updates = 51_200
+  c.rl.batch_size = 256
   return c
 
 
@@ -108,7 +122,7 @@ def _cpu() -> ml_collections.ConfigDict:
   c.expert.unroll_length = 8
   c.expert.entropy_cost = 1e-3
   c.expert.eval_episodes = 256
-  _pretraining(c, _gridworld('cpu'), 'cpu')
+  _phases(c, 'cpu')
   c.data.batch_size = 64
   c.pretrain.num_steps = 4000
   c.pretrain.learning_rate = 1e-3
@@ -131,7 +145,7 @@ def _test() -> ml_collections.ConfigDict:
   c.expert.unroll_length = 4
   c.expert.num_updates_per_batch = 1
   c.expert.eval_episodes = 16
-  _pretraining(c, _gridworld('test'), 'test')
+  _phases(c, 'test')
   c.data.batch_size = 8
   c.pretrain.num_steps = 20
   c.pretrain.log_every = 10

@@ -123,6 +123,21 @@ def sample_head(out: Any, key: jax.Array, temperature: float
                          key, temperature)
 
 
+def head_log_prob(out: Any, actions: jax.Array, temperature: float
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(log-probability, entropy), each [B, T], of `actions` under the
+  base model's tempered action head (the policy of raw-action RL)."""
+  if out.action_logits is not None:
+    logits = jax.nn.log_softmax(out.action_logits / temperature)
+    logp = jnp.take_along_axis(logits, actions[..., None], -1)[..., 0]
+    return logp, -(jnp.exp(logits) * logits).sum(-1)
+  log_std = out.action_log_std + jnp.log(temperature)
+  z = (actions - out.action_mean) / jnp.exp(log_std)
+  logp = (-0.5 * (z ** 2 + jnp.log(2 * jnp.pi)) - log_std).sum(-1)
+  entropy = (0.5 * (1.0 + jnp.log(2 * jnp.pi)) + log_std).sum(-1)
+  return logp, entropy
+
+
 def unroll(env: BatchedEnv, policy: Policy, env_state: Any, obs: jax.Array,
            policy_state: Any, key: jax.Array, num_steps: int
            ) -> tuple[Any, Any, jax.Array, Transition]:

@@ -2,6 +2,8 @@
 
 Phases, in order (each reads what the earlier ones wrote to the workdir):
 
+  expert           the arena's expert, Brax's PPO (irl/train/arena_expert.py);
+                   only for a config with an `expert` section
   pretrain         base model (irl/train/pretrain.py) + its evaluation
   probes           linear subgoal probes, Fig. 3 (irl/analysis/probes.py, fig3.py)
   controllability  ground-truth controllers, Fig. 4 (irl/analysis/controllability.py)
@@ -33,7 +35,7 @@ from irl.rl import methods as rl_methods
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
-PHASES = ('pretrain', 'probes', 'controllability', 'metacontroller',
+PHASES = ('expert', 'pretrain', 'probes', 'controllability', 'metacontroller',
           'compile', 'internal_rl')
 
 # Metacontroller variants the RL baselines need: name -> config overrides
@@ -74,6 +76,11 @@ def pretrain_depth_variants(config: Config, workdir: str) -> list[str]:
       pretrain.train(cfg, wd, run_eval=False)
     done.append(wd)
   return done
+
+
+def _expert(config, workdir):
+  from irl.train import arena_expert
+  return arena_expert.train(config, workdir)
 
 
 def _pretrain(config, workdir):
@@ -120,7 +127,7 @@ def _internal_rl(config, workdir):
 
 
 _RUNNERS: dict[str, Callable[[Config, str], Any]] = {
-    'pretrain': _pretrain, 'probes': _probes,
+    'expert': _expert, 'pretrain': _pretrain, 'probes': _probes,
     'controllability': _controllability, 'metacontroller': _metacontroller,
     'compile': _compile, 'internal_rl': _internal_rl,
 }
@@ -128,8 +135,10 @@ _RUNNERS: dict[str, Callable[[Config, str], Any]] = {
 
 # Config sections each phase's outputs depend on: a finished phase is skipped
 # only if these are unchanged (editing a later phase's settings keeps it).
-_BASE_SECTIONS = ('seed', 'env', 'data', 'model', 'pretrain', 'eval')
+_BASE_SECTIONS = ('seed', 'env', 'expert', 'data', 'model', 'pretrain',
+                  'eval')
 PHASE_SECTIONS = {
+    'expert': ('env', 'expert'),
     'pretrain': _BASE_SECTIONS,
     'probes': _BASE_SECTIONS + ('probe',),
     'controllability': _BASE_SECTIONS + ('control',),
@@ -145,6 +154,8 @@ def _marker(workdir: str, phase: str) -> str:
 
 def _config_json(config: Config, phase: str) -> Any:
   full = config_utils.to_jsonable(config_lib.build(config))
+  for field in config_utils.LOCATION_FIELDS:  # where, not what
+    full['env'].pop(field, None)
   return {k: full.get(k) for k in PHASE_SECTIONS[phase]}
 
 
@@ -172,7 +183,9 @@ def run(config: Config, workdir: str,
         phases: list[str] | None = None) -> dict[str, Any]:
   """Runs (or skips, when already done) every phase; writes REPORT.md."""
   phases = check_phases(list(phases or PHASES))
-  config = config_lib.build(config)
+  config = config_lib.locate(config, workdir)
+  if 'expert' not in config:   # the gridworld's expert needs no training
+    phases = [p for p in phases if p != 'expert']
   os.makedirs(os.path.join(workdir, 'pipeline'), exist_ok=True)
   config_utils.save_config(config, workdir)
   results = {}

@@ -164,8 +164,7 @@ def _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
       ctrl = controller_index(env_state.task_pos, pairs, size)
       out = controlled_forward(model, base_params, decoder, factors, layer,
                                obs[:, None], ctrl[:, None], cache)
-      action, _ = acting.sample_actions(out.action_logits[:, 0], k,
-                                        temperature)
+      action, _ = acting.sample_head(out, k, temperature)
       return action, out.cache, {'controller': ctrl,
                                  'task_pos': env_state.task_pos}
 

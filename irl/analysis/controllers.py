@@ -181,10 +181,8 @@ def _make_control_trainer(config: Config, layer: int) -> ControlTrainer:
       iv = SubgoalControllers(layer, *factors, subgoal)
     out = model.apply(base_params, e, layer, iv, method=BaseModel.upper)
     nll = losses.masked_mean(losses.action_nll(out, actions), valid)
-    acc = losses.masked_mean(
-        (jnp.argmax(out.action_logits, -1) == actions).astype(jnp.float32),
-        valid)
-    return nll, {'action_nll': nll, 'action_acc': acc}
+    return nll, {'action_nll': nll,
+                 **losses.action_fit(out, actions, valid)}
 
   def lower(base_params, obs):
     e, _, _ = model.apply(base_params, obs, layer, method=BaseModel.lower)
@@ -239,9 +237,9 @@ def _make_control_trainer(config: Config, layer: int) -> ControlTrainer:
                              batch.obs, batch.subgoal)
       out[f'{name}_action_nll'] = losses.masked_mean(
           losses.action_nll(o, batch.actions), batch.valid)
-      out[f'{name}_action_acc'] = losses.masked_mean(
-          (jnp.argmax(o.action_logits, -1) == batch.actions
-           ).astype(jnp.float32), batch.valid)
+      for fit, value in losses.action_fit(o, batch.actions,
+                                          batch.valid).items():
+        out[f'{name}_{fit}'] = value
     return out
 
   def heldout(params, base_params, key):

@@ -42,7 +42,7 @@ class PackedRollout:
 def pack_episodes(episodes: Rollout) -> PackedRollout:
   """K rollouts of one row, fields [K, S, ...], -> one packed row [S, ...]."""
   lengths = episodes.length                                   # [K]
-  seq_len = episodes.actions.shape[-1]
+  seq_len = episodes.valid.shape[-1]
   start = jnp.concatenate([jnp.zeros((1,), jnp.int32),
                            jnp.cumsum(lengths)[:-1].astype(jnp.int32)])
   t = jnp.arange(seq_len)

@@ -301,8 +301,7 @@ class InternalEnv(NamedTuple):
     out = self.model.apply(params.base, state.residual[:, None], self.layer,
                            iv, state.cache, method=BaseModel.upper)
     keys = jax.vmap(jax.random.fold_in)(state.key, state.raw_steps)
-    action, _ = acting.sample_actions(out.action_logits[:, 0], keys,
-                                      self.temperature)
+    action, _ = acting.sample_head(out, keys, self.temperature)
     env, obs, reward, env_done, _ = self.raw_env.step(state.env, action)
     e, cache = self.lower(params, obs, out.cache)
     beta = self.module.switch(params.module, module, e, obs)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from irl import acting
 from irl import config as config_lib
 from irl import optim
 from irl.config import Config, checks
@@ -136,9 +137,7 @@ def _make_learner(config: Config,
     def log_prob_fn(params, frozen, inputs, actions):
       del frozen
       out = model.apply(params, inputs)
-      logits = jax.nn.log_softmax(out.action_logits / r.temperature)
-      logp = jnp.take_along_axis(logits, actions[..., None], -1)[..., 0]
-      entropy = -(jnp.exp(logits) * logits).sum(-1)
+      logp, entropy = acting.head_log_prob(out, actions, r.temperature)
       return logp, entropy, {}
   else:
     if module is None:

@@ -131,7 +131,8 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     iv = model.intervention(tuple(fold(f) for f in out.controller))
     upper = base_model.apply(base_params, e_all, layer, iv,
                              method=BaseModel.upper)
-    nll = losses.action_nll(upper, jnp.tile(actions, (num, 1)))
+    nll = losses.action_nll(
+        upper, jnp.tile(actions, (num,) + (1,) * (actions.ndim - 1)))
     nll = nll.reshape(num, batch, seq_len)
     return jnp.einsum('bnt,nbt->bt', out.segment_mask, nll), upper
 
@@ -169,7 +170,7 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
   def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_gumbel, k_noise = jax.random.split(state.key, 4)
     batch = sample(k_data)
-    shape = batch.actions.shape
+    shape = batch.valid.shape
     gumbel = jax.random.gumbel(k_gumbel, (shape[0], num - 1, shape[1] + 1))
     noise = jax.random.normal(k_noise, (shape[0], num, cfg.latent_dim))
     grads, metrics = jax.grad(loss_fn, has_aux=True)(

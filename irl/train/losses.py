@@ -36,6 +36,18 @@ def action_nll(out: ModelOutput, actions: jax.Array) -> jax.Array:
   return nll.sum(-1)
 
 
+def action_fit(out: ModelOutput, actions: jax.Array, valid: jax.Array
+               ) -> dict[str, jax.Array]:
+  """How well the head's mode matches the actions, over valid steps:
+  {'action_acc'} (discrete: argmax hits) or {'action_mse'} (continuous:
+  squared error of the mean, averaged over action dimensions)."""
+  if out.action_logits is not None:
+    correct = jnp.argmax(out.action_logits, -1) == actions
+    return {'action_acc': masked_mean(correct.astype(jnp.float32), valid)}
+  return {'action_mse': masked_mean(
+      ((out.action_mean - actions) ** 2).mean(-1), valid)}
+
+
 def obs_nll(obs_pred: jax.Array, next_obs: jax.Array,
             likelihood: str = 'bernoulli') -> jax.Array:
   """[B, T] −ln p(o_{t+1} | o_{1:t}), summed over observation dimensions."""
@@ -87,12 +99,7 @@ def pretrain_loss(out: ModelOutput, actions: jax.Array, next_obs: jax.Array,
                                 likelihood), valid)
     metrics['obs_nll'] = o_nll
     loss = loss + obs_weight * o_nll
-  if out.action_logits is not None:
-    correct = jnp.argmax(out.action_logits, -1) == actions
-    metrics['action_acc'] = masked_mean(correct.astype(jnp.float32), valid)
-  else:
-    metrics['action_mse'] = masked_mean(
-        ((out.action_mean - actions) ** 2).mean(-1), valid)
+  metrics.update(action_fit(out, actions, valid))
   if out.future_logits is not None:
     f_nll = future_action_nll(out, actions, valid)
     metrics['future_action_nll'] = f_nll

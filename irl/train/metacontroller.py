@@ -157,12 +157,11 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     sw = segmentation.switches(mc.switch_gate, valid, m.switch_threshold)
     bounds = segmentation.true_boundaries(batch.subgoal_index, valid)
     scored = valid & (jnp.arange(valid.shape[1]) >= 1)
-    correct = jnp.argmax(out.action_logits, -1) == batch.actions
     beta = mc.switch_gate
     metrics = {
         'loss': loss, 'action_nll': nll, 'kl': kl,
         'kl_per_episode': (mc.kl * valid).sum(1).mean(),
-        'action_acc': losses.masked_mean(correct.astype(jnp.float32), valid),
+        **losses.action_fit(out, batch.actions, valid),
         'beta_mean': losses.masked_mean(beta, scored),
         'beta_binary_fraction': losses.masked_mean(
             ((beta < 0.1) | (beta > 0.9)).astype(jnp.float32), scored),
@@ -174,7 +173,7 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
   def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_noise = jax.random.split(state.key, 3)
     batch = sample(k_data)
-    noise = jax.random.normal(k_noise, batch.actions.shape + (latent_dim,))
+    noise = jax.random.normal(k_noise, batch.valid.shape + (latent_dim,))
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, base_params, batch, noise, state.kl_weight)
     metrics.update(_grad_metrics(grads))
@@ -194,7 +193,7 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     loss terms under sampled codes (the training objective)."""
     k_data, k_noise = jax.random.split(key)
     batch = sample_eval(k_data)
-    noise = jax.random.normal(k_noise, batch.actions.shape + (latent_dim,))
+    noise = jax.random.normal(k_noise, batch.valid.shape + (latent_dim,))
     out, mc = forward(params, base_params, batch, noise)
     out_mean, mc_mean = forward(params, base_params, batch, None)
     theta = base_params if frozen else params['base_model']
