@@ -10,6 +10,8 @@ Phases, in order (each reads what the earlier ones wrote to the workdir):
   metacontroller   the method's metacontroller and the two baseline variants
                    (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py,
                    figures by irl/analysis/reports.py)
+  code_injection   the paper's code transfer: a subgoal's code injected into
+                   the base model (irl/analysis/code_injection.py); arena only
   compile          the CompILE baseline (irl/train/compile.py)
   internal_rl      internal RL and the four baselines, Fig. 8 (irl/rl/,
                    irl/analysis/fig8.py)
@@ -36,7 +38,11 @@ from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 
 PHASES = ('expert', 'pretrain', 'probes', 'controllability', 'metacontroller',
-          'compile', 'internal_rl')
+          'code_injection', 'compile', 'internal_rl')
+# Phases of the arena only (a config with an `expert` section): the
+# gridworld's expert needs no training, and the paper reports code transfer
+# on the ant.
+ARENA_PHASES = ('expert', 'code_injection')
 
 # Metacontroller variants the RL baselines need: name -> config overrides
 # (a value, or a function of the config).
@@ -79,13 +85,22 @@ def pretrain_depth_variants(config: Config, workdir: str) -> list[str]:
 
 
 def _expert(config, workdir):
+  from irl.analysis import trajectories
   from irl.train import arena_expert
-  return arena_expert.train(config, workdir)
+  summary = arena_expert.train(config, workdir)
+  trajectories.expert_figure(config, workdir)
+  return summary
 
 
 def _pretrain(config, workdir):
   from irl.train import pretrain
-  return pretrain.train(config, workdir)
+  summary = pretrain.train(config, workdir)
+  if 'expert' in config:   # the arena: its paths, top-down
+    from irl.analysis import trajectories
+    trajectories.base_model_figure(
+        config, workdir, pretrain.make_pretrainer(config).model,
+        pretrain.load_params(config, workdir))
+  return summary
 
 
 def _probes(config, workdir):
@@ -113,6 +128,11 @@ def _metacontroller(config, workdir):
   return summaries
 
 
+def _code_injection(config, workdir):
+  from irl.analysis import code_injection
+  return code_injection.run(config, workdir)
+
+
 def _compile(config, workdir):
   from irl.analysis import reports
   from irl.train import compile as compile_lib
@@ -129,6 +149,7 @@ def _internal_rl(config, workdir):
 _RUNNERS: dict[str, Callable[[Config, str], Any]] = {
     'expert': _expert, 'pretrain': _pretrain, 'probes': _probes,
     'controllability': _controllability, 'metacontroller': _metacontroller,
+    'code_injection': _code_injection,
     'compile': _compile, 'internal_rl': _internal_rl,
 }
 
@@ -143,6 +164,7 @@ PHASE_SECTIONS = {
     'probes': _BASE_SECTIONS + ('probe',),
     'controllability': _BASE_SECTIONS + ('control',),
     'metacontroller': _BASE_SECTIONS + ('metacontroller', 'rl'),
+    'code_injection': _BASE_SECTIONS + ('metacontroller', 'control'),
     'compile': _BASE_SECTIONS + ('compile',),
     'internal_rl': _BASE_SECTIONS + ('metacontroller', 'compile', 'rl'),
 }
@@ -184,8 +206,8 @@ def run(config: Config, workdir: str,
   """Runs (or skips, when already done) every phase; writes REPORT.md."""
   phases = check_phases(list(phases or PHASES))
   config = config_lib.locate(config, workdir)
-  if 'expert' not in config:   # the gridworld's expert needs no training
-    phases = [p for p in phases if p != 'expert']
+  if 'expert' not in config:
+    phases = [p for p in phases if p not in ARENA_PHASES]
   os.makedirs(os.path.join(workdir, 'pipeline'), exist_ok=True)
   config_utils.save_config(config, workdir)
   results = {}
@@ -287,7 +309,7 @@ def link_rows(done: dict) -> list[tuple[str, str, str, str]]:
     if name in s:
       m = s[name]
       rows.append((
-          f'metacontroller ({name}): held-out F1, code names the pair '
+          f'metacontroller ({name}): held-out F1, code names the subgoal '
           '(chance)',
           f"{_fmt(m.get('heldout/f1', float('nan')))}, "
           f"{_fmt(m.get('heldout/code_subgoal_acc', float('nan')))} "
@@ -321,14 +343,26 @@ def write_report(config: Config, workdir: str) -> str:
     lines += ['## Time per phase', ''] + _table(
         timing + [('total', f'{total / 60:.1f} min')]) + ['']
 
+  if 'expert' in done:
+    s = done['expert']['summary']
+    lines += ['## The expert (docs/method.md §3)', '',
+              'Brax\'s PPO; its mean action on 1 episode of each layout. The '
+              'arena\'s RL results are read against its post-task success.',
+              ''] + _table(_pick(s, ['success_pretrain', 'success_post',
+                                     'train_seconds'])) + ['']
+    lines += _figure(workdir, 'expert/trajectories.png',
+                     'the expert\'s paths, top-down')
   if 'pretrain' in done:
     s = done['pretrain']['summary']
     lines += ['## Base model (docs/method.md §4)', ''] + _table(_pick(s, [
         'num_steps', 'train_seconds_this_run', 'heldout/action_acc',
         'heldout/ceiling_action_acc', 'heldout/optimal_move_acc',
-        'heldout/action_nll', 'heldout/ceiling_action_nll', 'closed_loop/complete_pretrain_task',
+        'heldout/action_nll', 'heldout/ceiling_action_nll',
+        'heldout/action_mse', 'closed_loop/complete_pretrain_task',
         'closed_loop/pretrain_success', 'closed_loop/post_task_success'])
     ) + ['']
+    lines += _figure(workdir, 'eval/trajectories.png',
+                     'the base model\'s paths in closed loop, top-down')
   if 'probes' in done:
     s = done['probes']['summary']
     lines += ['## Probes (Fig. 3)', ''] + _table(_pick(s, [
@@ -358,7 +392,7 @@ def write_report(config: Config, workdir: str) -> str:
     lines += ['## Metacontroller (Figs. 6, 7)', '',
               '| variant | F1 | precision | recall | median switches | '
               'median true boundaries | action NLL | KL | '
-              'code names the pair (chance) |',
+              'code names the subgoal (chance) |',
               '|---|---|---|---|---|---|---|---|---|']
     for name, s in done['metacontroller']['summary'].items():
       g = lambda k: _fmt(s.get(f'heldout/{k}', float('nan')))
@@ -376,6 +410,23 @@ def write_report(config: Config, workdir: str) -> str:
       run_name = metacontroller.run_name(variant_config(config, name))
       lines += _figure(workdir, f'{run_name}/beta_traces.png',
                        f'β traces ({name})')
+  if 'code_injection' in done:
+    s = done['code_injection']['summary']
+    lines += ['## Code transfer (docs/method.md §6)', '',
+              'Success with a subgoal\'s mean code injected into the base '
+              'model, against the same episodes without it.', '',
+              '| measurement | without | with the code |', '|---|---|---|',
+              f"| reach subgoal k first (mean over k) | {_fmt(s['reach_none'])}"
+              f" | {_fmt(s['reach_code'])} |"]
+    for g, r in s['reach_subgoal'].items():
+      lines.append(f"| reach subgoal {g} first | {_fmt(r['none'])} | "
+                   f"{_fmt(r['code'])} |")
+    if 'force' in s:
+      f = s['force']
+      lines.append(f"| post task {f['post_task']}, forcing the unseen "
+                   f"{f['transition']} | {_fmt(f['none'])} | "
+                   f"{_fmt(f['code'])} |")
+    lines.append('')
   if 'compile' in done:
     s = done['compile']['summary']
     lines += ['## CompILE baseline', ''] + _table(
@@ -385,14 +436,22 @@ def write_report(config: Config, workdir: str) -> str:
     lines += ['## Internal RL and baselines (Fig. 8)', '']
     rows = s.get('final_success', {})
     if rows:
-      lines += ['| method | median final success | 25% | 75% | episodes |',
-                '|---|---|---|---|---|']
+      norm = s.get('expert_success_post')
+      lines += ['| method | median final success | 25% | 75% | episodes |'
+                + (' / expert\'s |' if norm else ''),
+                '|---|---|---|---|---|' + ('---|' if norm else '')]
       for method, r in rows.items():
         lines.append(f"| {method} | {_fmt(r['median'])} | {_fmt(r['q25'])} "
-                     f"| {_fmt(r['q75'])} | {r['episodes']} |")
+                     f"| {_fmt(r['q75'])} | {r['episodes']} |"
+                     + (f" {_fmt(r['normalised_median'])} |" if norm else ''))
+      if norm:
+        lines.append(f'\nThe expert\'s post-task success: {_fmt(norm)}.')
       lines.append('')
     lines += _figure(workdir, f'{rl_methods.fig8_dir(config)}/fig8_success.png',
                      'success vs episodes')
+    lines += _figure(
+        workdir, f'{rl_methods.fig8_dir(config)}/fig8_success_normalised.png',
+        'success vs episodes, normalised by the expert\'s')
   shown = {l[l.index('](') + 2:-1] for l in lines if l.startswith('![')}
   others = sorted(
       os.path.relpath(os.path.join(d, f), workdir)

@@ -251,9 +251,7 @@ def test_the_base_model_learns_the_experts_continuous_actions(
   from irl.data import stream
   from irl.train import evaluate, pretrain
   _, config, _ = expert_workdir
-  config = config_lib.replace(config, {'pretrain.num_steps': 40,
-                                       'pretrain.log_every': 20,
-                                       'pretrain.save_every': 20})
+  config = config_lib.replace(config, {'pretrain.num_steps': 40})
   trainer = pretrain.make_pretrainer(config)
   assert trainer.model.config.backbone == 'hawk'
   assert trainer.model.config.action_type == 'continuous'
@@ -263,7 +261,7 @@ def test_the_base_model_learns_the_experts_continuous_actions(
       trainer.model, p, held_out, jax.random.key(9), 1)['action_nll']
   state = trainer.init(jax.random.key(0))
   before = nll(state.params)
-  for _ in range(2):
+  for _ in range(4):
     state, metrics = trainer.train_chunk(state)
   assert np.isfinite(float(metrics['obs_nll']))
   assert nll(state.params) < before - 0.2
@@ -291,3 +289,38 @@ def test_ant_presets_build(preset):
   assert c.env.name == ('ant_pinpad' if preset == 'paper' else 'point_pinpad')
   assert config_lib.env_params(c).body == ('ant' if preset == 'paper'
                                            else 'point')
+
+
+def test_the_first_unseen_transition_of_each_post_task():
+  from configs import ant, gridworld
+  from irl.analysis import code_injection
+  from irl import config as config_lib
+  # The ant's 0-1-2-3: 0 -> 1 never follows in pretraining; the grid's
+  # pairs 0-1-2-3-0-1 begin with the unseen 01 -> 23.
+  assert code_injection.first_unseen_transition(
+      config_lib.build(ant.get_config('test'))) == 1
+  assert code_injection.first_unseen_transition(
+      config_lib.build(gridworld.get_config('test'))) == 1
+
+
+def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
+  """Every phase on the arena (expert loaded from the fixture's workdir):
+  the report shows the expert, the paths, code transfer and Fig. 8."""
+  from irl import pipeline
+  workdir, config, _ = expert_workdir
+  results = pipeline.run(config, workdir)
+  assert list(results) == list(pipeline.PHASES)
+  for figure in ('expert/trajectories.png', 'eval/trajectories.png'):
+    assert os.path.exists(os.path.join(workdir, figure)), figure
+  injection = results['code_injection']['summary']
+  assert set(map(int, injection['reach_subgoal'])) == {0, 1, 2, 3}
+  assert injection['force']['transition'] == '0->1'
+  for r in [*injection['reach_subgoal'].values(), injection['force']]:
+    assert 0.0 <= r['none'] <= 1.0 and 0.0 <= r['code'] <= 1.0
+  fig8 = results['internal_rl']['summary']
+  assert sorted(fig8['methods']) == sorted(config.rl.fig8_methods)
+  with open(os.path.join(workdir, 'REPORT.md')) as f:
+    report = f.read()
+  for heading in ('## The expert', '## Code transfer', '(Fig. 8)',
+                  'expert/trajectories.png', 'eval/trajectories.png'):
+    assert heading in report, heading

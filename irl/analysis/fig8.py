@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from irl import config as config_lib
 from irl.analysis.figures import plt, save_figure
 from irl.config import Config
 from irl.rl import methods as rl_methods
@@ -38,10 +39,12 @@ _STYLES = (('-', 'o'), ('--', 's'), (':', '^'), ('-.', 'v'), ((0, (5, 1)), 'D'))
 
 
 def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
-                log_x: bool = False, title: str = '') -> str:
+                log_x: bool = False, title: str = '',
+                scale: float = 1.0) -> str:
   """Median and 25–75% band over seeds of success vs episodes, per method
   (left), and each method's final median with its 25–75% range (right), so
-  methods whose curves coincide (all at 0, say) stay distinguishable."""
+  methods whose curves coincide (all at 0, say) stay distinguishable.
+  scale: success is divided by it (the expert's, for the arena)."""
   fig, (ax, ax_end) = plt.subplots(
       1, 2, figsize=(8.0, 3.8), gridspec_kw={'width_ratios': [3, 1.3]})
   finals = []
@@ -49,7 +52,7 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
     if not len(curve['update']):
       continue
     x = curve['update'] * batch_size
-    s = curve['success']
+    s = curve['success'] / scale
     med = np.nanmedian(s, 1)
     lo, hi = np.nanpercentile(s, 25, 1), np.nanpercentile(s, 75, 1)
     style, marker = _STYLES[i % len(_STYLES)]
@@ -62,8 +65,11 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   if log_x:
     ax.set_xscale('log')
   ax.set_xlabel('episodes')
-  ax.set_ylabel('success rate (median over seeds)')
-  ax.set_ylim(-0.02, 1.02)
+  normalised = scale != 1.0
+  ax.set_ylabel('success / expert\'s' if normalised
+                else 'success rate (median over seeds)')
+  top = max([1.0] + [f[3] for f in finals])
+  ax.set_ylim(-0.02, top + 0.02)
   ax.grid(alpha=0.3)
   if finals:
     ax.legend(fontsize=7, title='method (final)', title_fontsize=7)
@@ -71,9 +77,10 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
     ax_end.errorbar([med], [j], xerr=[[med - lo], [hi - med]], fmt=marker,
                     color=color, capsize=3)
   ax_end.set_yticks(range(len(finals)), [f[0] for f in finals], fontsize=7)
-  ax_end.set_xlim(-0.02, 1.02)
+  ax_end.set_xlim(-0.02, top + 0.02)
   ax_end.invert_yaxis()
-  ax_end.set_xlabel('final success')
+  ax_end.set_xlabel('final success / expert\'s' if normalised
+                    else 'final success')
   ax_end.grid(alpha=0.3, axis='x')
   if title:
     fig.suptitle(title, fontsize=9)
@@ -96,6 +103,18 @@ def run_curve(config: Config, workdir: str,
   plot_curves(os.path.join(out_dir, 'success.png'),
               {cfg.rl.method: (curve, cfg.rl.batch_size)})
   return curve
+
+
+def _expert_success(config: Config, workdir: str) -> float | None:
+  """The trained expert's success on the post-training task (the arena's
+  `expert` phase), or None (the gridworld's expert needs no training, or a
+  zero rate, by which nothing can be normalised)."""
+  path = config_lib.expert_summary_path(workdir)
+  if 'expert' not in config or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rate = json.load(f).get('success_post', 0.0)
+  return rate if rate > 0 else None
 
 
 def _jsonl(config: Config, workdir: str) -> str:
@@ -159,7 +178,16 @@ def run(config: Config, workdir: str,
         'q75': float(np.nanpercentile(last, 75)),
         'episodes': int(curve['update'][-1] * batch_size
                         if len(curve['update']) else 0)}
+  # The arena's results are read against its expert (docs/method.md §3).
+  expert = _expert_success(config, workdir)
+  if expert:
+    plot_curves(os.path.join(out_dir, 'fig8_success_normalised.png'),
+                curves, title=f'{title}, normalised by the expert ({expert:.2f})',
+                scale=expert)
+    for f in final.values():
+      f['normalised_median'] = f['median'] / expert
   summary = {'final_success': final, 'methods': list(curves),
+             'expert_success_post': expert,
              'skipped': [m for m in methods if m not in curves],
              'post_task': config.env.post_task}
   config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),

@@ -33,7 +33,7 @@ from irl.utils import config_utils
 from irl.utils.config_utils import ConfigError
 
 __all__ = ['Config', 'ConfigError', 'build', 'replace', 'factory_key',
-           'locate', 'expert_path', 'env_params', 'num_subgoals',
+           'locate', 'expert_path', 'expert_summary_path', 'env_params', 'num_subgoals',
            'post_task_pairs']
 
 _BUILT: collections.OrderedDict[str, Config] = collections.OrderedDict()
@@ -159,6 +159,11 @@ def factory_key(config: Mapping[str, Any] | Config, *,
 def expert_path(workdir: str) -> str:
   """Where a workdir keeps a trained expert policy (the arena's)."""
   return os.path.join(workdir, 'checkpoints', 'expert.msgpack')
+
+
+def expert_summary_path(workdir: str) -> str:
+  """Where it keeps that expert's success rates and training curve."""
+  return os.path.join(workdir, 'expert', 'summary.json')
 
 
 def locate(config: Mapping[str, Any] | Config, workdir: str) -> Config:

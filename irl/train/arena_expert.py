@@ -106,7 +106,7 @@ def train(config: Config, workdir: str) -> dict:
   e = config.expert
   params = config_lib.env_params(config)
   path = config_lib.expert_path(workdir)
-  summary_path = os.path.join(workdir, 'expert', 'summary.json')
+  summary_path = config_lib.expert_summary_path(workdir)
   fingerprint = config_utils.config_fingerprint(config, ['env', 'expert'])
   fingerprint['policy_format'] = POLICY_FORMAT
   if os.path.exists(path) and os.path.exists(summary_path):

@@ -71,11 +71,13 @@ def action_prediction(model: BaseModel, params: Any, sample, key: jax.Array,
 
 def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
                 env_params: Any, key: jax.Array, num_episodes: int,
-                temperature: float = 1.0) -> dict[str, np.ndarray]:
+                temperature: float = 1.0, trajectories: bool = False
+                ) -> dict[str, np.ndarray]:
   """Samples actions from the model in the environment, with the cache.
 
   Returns host arrays: success [E], length [E], visits [E, max_visits],
-  task_id [E].
+  task_id [E]; with `trajectories`, also obs [E, T, obs_dim] (what the model
+  read at each step) and live [E, T].
   """
   num_steps = env_params.max_steps
   if model.config.backbone == 'transformer' and model.config.max_len < num_steps:
@@ -89,11 +91,14 @@ def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
   def run(key):
     k_reset, k_act = jax.random.split(key)
     state, obs = parallel.shard_batch(batched.reset(k_reset, num_episodes))
-    state, _, _, _ = acting.unroll(batched, policy, state, obs,
-                                   init_cache(model.config, num_episodes),
-                                   k_act, num_steps)
-    return {'success': state.success, 'length': state.time,
-            'visits': state.visits, 'task_id': state.task_id}
+    state, _, _, trace = acting.unroll(batched, policy, state, obs,
+                                       init_cache(model.config, num_episodes),
+                                       k_act, num_steps)
+    out = {'success': state.success, 'length': state.time,
+           'visits': state.visits, 'task_id': state.task_id}
+    if trajectories:
+      out.update(obs=trace.obs.swapaxes(0, 1), live=trace.live.T)
+    return out
 
   return parallel.to_host(run(key))
 
