@@ -1,11 +1,11 @@
-"""Ant-pinpad configs (docs/method.md §2.2, §3, §4). So far: the environment,
-its expert, the expert's data and the base model (Hawk, Gaussian actions);
-the later phases come next.
+"""Ant-pinpad configs (docs/method.md §2.2-§7): the arena, its Brax-PPO
+expert, and every phase of the pipeline on the expert's data (a Hawk base
+model with Gaussian actions, full-rank edits of its stream).
 
+  python experiments/reproduce.py --config=configs/ant.py:cpu \
+      --workdir=/tmp/irl/point
   python experiments/train_expert.py --config=configs/ant.py:cpu \
-      --workdir=/tmp/irl/point
-  python experiments/pretrain.py --config=configs/ant.py:cpu \
-      --workdir=/tmp/irl/point
+      --workdir=/tmp/irl/point      # the expert alone
 
 Presets: `paper` (the MuJoCo ant, MJX), `cpu` (the point body on a 2-core
 laptop), `test` (the point body, seconds).
