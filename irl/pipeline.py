@@ -416,7 +416,8 @@ def write_report(config: Config, workdir: str) -> str:
               'Success with a subgoal\'s mean code injected into the base '
               'model, against the same episodes without it.', '',
               '| measurement | without | with the code |', '|---|---|---|',
-              f"| reach subgoal k first (mean over k) | {_fmt(s['reach_none'])}"
+              f"| reach subgoal k first (k uniform per episode) | "
+              f"{_fmt(s['reach_none'])}"
               f" | {_fmt(s['reach_code'])} |"]
     for g, r in s['reach_subgoal'].items():
       lines.append(f"| reach subgoal {g} first | {_fmt(r['none'])} | "

@@ -59,7 +59,8 @@ def subgoal_codes(config: Config, workdir: str) -> tuple[np.ndarray, Any,
   k = config_lib.num_subgoals(config)
   codes, subgoal = arrays['code'], arrays['subgoal']
   keep = arrays['valid'] & (subgoal >= 0)
-  mean = np.zeros((k, codes.shape[-1]), np.float32)
+  # A subgoal never pursued in the held-out episodes has no code (nan).
+  mean = np.full((k, codes.shape[-1]), np.nan, np.float32)
   for g in range(k):
     rows = codes[keep & (subgoal == g)]
     if len(rows):
@@ -131,7 +132,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
   codes, phi, theta = subgoal_codes(config, workdir)
   trainer = mct.make_trainer(config)
   layer = trainer.model.config.layer
-  factors = trainer.model.apply({'params': phi['params']}, jnp.asarray(codes),
+  has_code = ~np.isnan(codes).any(-1)
+  factors = trainer.model.apply({'params': phi['params']},
+                                jnp.asarray(np.nan_to_num(codes)),
                                 method='controller')
   # Index K: the identity edit (no injection) in the same compiled rollout.
   factors = tuple(jnp.concatenate([f, jnp.zeros_like(f[:1])]) for f in factors)
@@ -149,17 +152,19 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
   fn = _rollout_fn(trainer.base_model, decoder, layer, env, params,
                    cc.num_episodes, float(cc.temperature), 'target', 0)
   runs = _with_and_without(fn, theta, factors, key)
-  reach = {g: {name: float(success[task == g].mean()) if (task == g).any()
-               else float('nan') for name, (success, task) in runs.items()}
+  reach = {g: {name: float(success[task == g].mean())
+                  if (task == g).any() and has_code[g] else float('nan')
+               for name, (success, task) in runs.items()}
            for g in range(k)}
+  scored = has_code[runs['none'][1]]       # episodes whose subgoal has a code
   summary: dict[str, Any] = {
       'reach_subgoal': reach,
-      'reach_none': float(runs['none'][0].mean()),
-      'reach_code': float(runs['code'][0].mean())}
+      'reach_none': float(runs['none'][0][scored].mean()),
+      'reach_code': float(runs['code'][0][scored].mean())}
 
   position = first_unseen_transition(config)
-  if position is not None:
-    pairs = config_lib.post_task_pairs(config)
+  pairs = config_lib.post_task_pairs(config)
+  if position is not None and has_code[pairs[position]]:
     post = config_lib.env_params(config, post=True)
     fn = _rollout_fn(trainer.base_model, decoder, layer, env, post,
                      cc.num_episodes, float(cc.temperature), 'force',

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from irl import config as config_lib
 from irl.analysis.figures import plt, save_figure
 from irl.config import Config
 from irl.rl import methods as rl_methods
@@ -47,7 +46,7 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
   scale: success is divided by it (the expert's, for the arena)."""
   fig, (ax, ax_end) = plt.subplots(
       1, 2, figsize=(8.0, 3.8), gridspec_kw={'width_ratios': [3, 1.3]})
-  finals = []
+  finals, top = [], 1.0
   for i, (name, (curve, batch_size)) in enumerate(curves.items()):
     if not len(curve['update']):
       continue
@@ -62,13 +61,13 @@ def plot_curves(path: str, curves: dict[str, tuple[dict, int]],
                     label=f'{name} ({med[-1]:.2f})', zorder=3 + (i == 0))
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
     finals.append((name, med[-1], lo[-1], hi[-1], line.get_color(), marker))
+    top = max(top, float(np.nanmax(hi)))
   if log_x:
     ax.set_xscale('log')
   ax.set_xlabel('episodes')
   normalised = scale != 1.0
   ax.set_ylabel('success / expert\'s' if normalised
                 else 'success rate (median over seeds)')
-  top = max([1.0] + [f[3] for f in finals])
   ax.set_ylim(-0.02, top + 0.02)
   ax.grid(alpha=0.3)
   if finals:
@@ -106,15 +105,14 @@ def run_curve(config: Config, workdir: str,
 
 
 def _expert_success(config: Config, workdir: str) -> float | None:
-  """The trained expert's success on the post-training task (the arena's
-  `expert` phase), or None (the gridworld's expert needs no training, or a
-  zero rate, by which nothing can be normalised)."""
-  path = config_lib.expert_summary_path(workdir)
-  if 'expert' not in config or not os.path.exists(path):
+  """The trained expert's success on this post-training task (the arena's
+  `expert` phase), or None (the gridworld's expert needs no training; a
+  zero rate normalises nothing)."""
+  if 'expert' not in config:
     return None
-  with open(path) as f:
-    rate = json.load(f).get('success_post', 0.0)
-  return rate if rate > 0 else None
+  from irl.train import arena_expert  # noqa: PLC0415 (Brax: the arena only)
+  rate = arena_expert.post_task_success(config, workdir)
+  return rate if rate else None
 
 
 def _jsonl(config: Config, workdir: str) -> str:
@@ -132,8 +130,10 @@ def run(config: Config, workdir: str,
   `<workdir>/fig8/` (`fig8_task_<task>/` for another post-training task):
   `fig8.csv` (method, update, episodes, median, q25, q75 of success over
   seeds), `fig8_success.png`, `fig8_success_log.png`
-  (log-scale episodes) and `summary.json` ({'final_success': {method:
-  {median, q25, q75, episodes}}, ...}, success of the last logged chunk).
+  (log-scale episodes), for the arena `fig8_success_normalised.png` (by the
+  expert's post-task success) and `summary.json` ({'final_success':
+  {method: {median, q25, q75, episodes[, normalised_median]}},
+  'expert_success_post', ...}, success of the last logged chunk).
   """
   methods = list(methods or config.rl.fig8_methods)
   curves, missing = {}, {}

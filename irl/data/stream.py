@@ -33,7 +33,7 @@ class PackedRollout:
   """
   obs: jax.Array          # [B, S, obs_dim] o_t
   next_obs: jax.Array     # [B, S, obs_dim] o_{t+1}
-  actions: jax.Array      # [B, S] int32 a_t
+  actions: jax.Array      # [B, S] int32 a_t, or [B, S, A] float32 (continuous)
   valid: jax.Array        # [B, S] bool, a real step of some episode
   segment: jax.Array      # [B, S] int32 episode index within the row
   episodes: jax.Array     # [B] int32 episodes with at least one step in the row

@@ -124,7 +124,7 @@ class Rollout:
   """One batch of expert episodes, time-major inside the scan, batch-major out."""
   obs: jax.Array          # [B, S, obs_dim] o_t
   next_obs: jax.Array     # [B, S, obs_dim] o_{t+1}
-  actions: jax.Array      # [B, S] int32 a_t
+  actions: jax.Array      # [B, S] int32 a_t, or [B, S, A] float32 (the arena)
   valid: jax.Array        # [B, S] bool, step t happened (episode not done)
   subgoal: jax.Array      # [B, S] int32 subgoal id pursued at t (-1 invalid)
   subgoal_index: jax.Array  # [B, S] int32 position of that subgoal in the task

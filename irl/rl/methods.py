@@ -21,6 +21,7 @@ from __future__ import annotations
 from irl import config as config_lib
 from irl.config import Config
 from irl.config.checks import RL_METHODS
+from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.rl import policy as policy_lib
 
@@ -51,8 +52,8 @@ def task_suffix(config: Config) -> str:
   RL runs on several novel tasks share one workdir (and its base model,
   metacontrollers and CompILE) side by side."""
   post = config.env.post_task
-  return '' if post == tasks_lib.format_task(tasks_lib.GRID_POST_TASK) else (
-      f'_task_{post}')
+  paper = registry.from_config(config).post_task
+  return '' if post == tasks_lib.format_task(paper) else f'_task_{post}'
 
 
 def run_name(config: Config) -> str:

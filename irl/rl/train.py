@@ -284,7 +284,7 @@ def fingerprint(config: Config) -> dict:
           'rl.policy_width', 'rl.policy_heads', 'rl.policy_mlp_dim',
           'rl.init_log_std', 'rl.seeds', 'seed'] + [
               f'rl.{f}' for f in optim.SCHEDULE_FIELDS] + list(
-              pretrain.FINGERPRINT_KEYS)
+              pretrain.FINGERPRINT_KEYS + pretrain.data_keys(config))
   if config.rl.method == 'raw_action':
     keys.append('rl.raw_action_params')
   elif config.rl.method == 'compile':

@@ -107,13 +107,16 @@ def train(config: Config, workdir: str) -> dict:
   params = config_lib.env_params(config)
   path = config_lib.expert_path(workdir)
   summary_path = config_lib.expert_summary_path(workdir)
-  fingerprint = config_utils.config_fingerprint(config, ['env', 'expert'])
+  # The post-training task is only evaluated (post_task_success), never
+  # trained on: another one reuses the expert.
+  fingerprint = config_utils.config_fingerprint(
+      config, ['env', 'expert'], exclude=('env.post_task',))
   fingerprint['policy_format'] = POLICY_FORMAT
   if os.path.exists(path) and os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
     if summary['fingerprint'] == fingerprint:
-      return summary
+      return {**summary, 'success_post': post_task_success(config, workdir)}
   env = arena_expert.ExpertEnv(params, e.progress_weight)
   _brax_compat()
   t0 = time.time()
@@ -141,6 +144,8 @@ def train(config: Config, workdir: str) -> dict:
                                    tasks=post,
                                    normalize=e.normalize_observations),
       'curve': curve}
+  summary['success_by_post_task'] = {config.env.post_task:
+                                     summary['success_post']}
   os.makedirs(os.path.dirname(path), exist_ok=True)
   os.makedirs(os.path.dirname(summary_path), exist_ok=True)
   if parallel.is_writer():
@@ -148,3 +153,29 @@ def train(config: Config, workdir: str) -> dict:
   config_utils.atomic_write_text(summary_path, json.dumps(
       config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
   return summary
+
+
+def post_task_success(config: Config, workdir: str) -> float | None:
+  """The workdir's expert's deterministic success on `config.env.post_task`
+  (measured once per task and kept in its summary), or None when no expert
+  was trained there. The arena's Fig. 8 is read against it."""
+  config = config_lib.build(config)
+  path = config_lib.expert_path(workdir)
+  summary_path = config_lib.expert_summary_path(workdir)
+  if not (os.path.exists(path) and os.path.exists(summary_path)):
+    return None
+  with open(summary_path) as f:
+    summary = json.load(f)
+  rates = summary.setdefault('success_by_post_task', {})
+  task = config.env.post_task
+  if task not in rates:
+    policy, normalize = arena_expert.load_policy(path)
+    env = arena_expert.ExpertEnv(config_lib.env_params(config))
+    rates[task] = success_rate(
+        env, policy, jax.random.key(config.expert.seed + 1),
+        config.expert.eval_episodes,
+        tasks=(tasks_lib.parse_task(task),), normalize=normalize)
+    if parallel.is_writer():
+      config_utils.atomic_write_text(summary_path, json.dumps(
+          config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
+  return rates[task]

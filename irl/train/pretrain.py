@@ -128,12 +128,21 @@ def _make_pretrainer(config: Config) -> Pretrainer:
   return Pretrainer(model=model, init=init, train_chunk=train_chunk)
 
 
+def data_keys(config: Config) -> tuple[str, ...]:
+  """The config of a trained expert whose episodes are the data (the
+  arena's `expert` section): a checkpoint trained on another expert's data
+  is refused."""
+  return ('expert',) if 'expert' in config else ()
+
+
 def fingerprint_keys(config: Config) -> tuple[str, ...]:
-  """FINGERPRINT_KEYS, plus the run's length where the learning-rate schedule
-  depends on it (step N of a decaying run is not an N-step run's model)."""
+  """FINGERPRINT_KEYS and `data_keys`, plus the run's length where the
+  learning-rate schedule depends on it (step N of a decaying run is not an
+  N-step run's model)."""
+  keys = FINGERPRINT_KEYS + data_keys(config)
   if optim.run_length_matters(config.pretrain):
-    return FINGERPRINT_KEYS + ('pretrain.num_steps',)
-  return FINGERPRINT_KEYS
+    return keys + ('pretrain.num_steps',)
+  return keys
 
 
 def checkpointer(config: Config, workdir: str) -> ckpt_lib.Checkpointer:

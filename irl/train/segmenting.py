@@ -75,7 +75,7 @@ def fingerprint(config: Config, section: str,
   config = config_lib.build(config)
   keys = ['env', 'model'] + [f'{section}.{f}' for f in fields]
   keys += (list(pretrain.FINGERPRINT_KEYS) + ['pretrain.num_steps']
-           if from_pretrained else ['seed'])
+           if from_pretrained else ['seed']) + list(pretrain.data_keys(config))
   return config_utils.config_fingerprint(
       config, sorted(set(keys)), exclude=pretrain.TASK_FREE_FIELDS)
 
