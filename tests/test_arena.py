@@ -304,11 +304,22 @@ def test_the_first_unseen_transition_of_each_post_task():
 
 
 def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
-  """Every phase on the arena (expert loaded from the fixture's workdir):
-  the report shows the expert, the paths, code transfer and Fig. 8."""
+  """Every phase on the arena through the README's command (expert loaded
+  from the fixture's workdir): the report shows the expert, the paths, code
+  transfer and Fig. 8. A subprocess, as a user runs it, and so that its
+  compilations do not pile up in the test process."""
+  import subprocess
+  import sys
   from irl import pipeline
   workdir, config, _ = expert_workdir
-  results = pipeline.run(config, workdir)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run(
+      [sys.executable, 'experiments/reproduce.py',
+       '--config=configs/ant.py:test', f'--workdir={workdir}'],
+      cwd=root, capture_output=True, text=True, timeout=1500,
+      env={**os.environ, 'PYTHONPATH': root})
+  assert run.returncode == 0, run.stderr[-3000:]
+  results = pipeline.load_markers(workdir)
   assert list(results) == list(pipeline.PHASES)
   for figure in ('expert/trajectories.png', 'eval/trajectories.png'):
     assert os.path.exists(os.path.join(workdir, figure)), figure
