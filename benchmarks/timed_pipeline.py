@@ -95,8 +95,9 @@ def main(argv):
            + [f'--phases={",".join(done)}'], max(left(), 60.0), log)
 
   from irl import pipeline  # pylint: disable=g-import-not-at-top
+  from irl.analysis import report  # pylint: disable=g-import-not-at-top
   markers = pipeline.load_markers(workdir)
-  links = pipeline.link_rows(markers)
+  links = report.link_rows(markers)
   result = {
       'config': _CONFIG.value, 'overrides': overrides,
       'budget_s': _BUDGET.value, 'elapsed_s': time.time() - start,

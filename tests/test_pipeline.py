@@ -9,6 +9,7 @@ import pytest
 from configs import gridworld
 from irl import config as config_lib
 from irl import pipeline
+from irl.analysis import report as report_lib
 from irl.utils import config_utils
 
 
@@ -102,7 +103,7 @@ def test_report_puts_every_link_beside_its_target(tmp_path):
         str(tmp_path / 'pipeline' / f'{phase}.json'),
         json.dumps({'phase': phase, 'seconds': 60.0, 'summary': summary,
                     'config': {}}))
-  report = open(pipeline.write_report(config, str(tmp_path))).read()
+  report = open(report_lib.write_report(config, str(tmp_path))).read()
   table = report.split('## The chain at a glance')[1].split('\n## ')[0]
   rows = [l for l in table.splitlines() if l.startswith('| ') and
           not l.startswith('| link')]
@@ -124,6 +125,6 @@ def test_report_shows_every_figure_of_the_workdir(tmp_path):
   os.makedirs(tmp_path / 'control' / 'depth_2')
   for rel in ('probe/fig3_probe_accuracy.png', 'control/depth_2/extra.png'):
     open(tmp_path / rel, 'wb').close()
-  report = open(pipeline.write_report(config, str(tmp_path))).read()
+  report = open(report_lib.write_report(config, str(tmp_path))).read()
   assert report.count('](control/depth_2/extra.png)') == 1
   assert '](probe/fig3_probe_accuracy.png)' in report
