@@ -187,9 +187,10 @@ def run(config: Config, workdir: str,
     for f in final.values():
       f['normalised_median'] = f['median'] / expert
   summary = {'final_success': final, 'methods': list(curves),
-             'expert_success_post': expert,
              'skipped': [m for m in methods if m not in curves],
              'post_task': config.env.post_task}
+  if expert:
+    summary['expert_success_post'] = expert
   config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),
                                  json.dumps(summary, indent=2) + '\n')
   return summary
