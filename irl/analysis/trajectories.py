@@ -57,8 +57,12 @@ def plot_trajectories(path: str, obs: np.ndarray, live: np.ndarray,
   return save_figure(fig, path)
 
 
-def _visits(v: np.ndarray) -> str:
-  return '-'.join(str(c) for c in v if c >= 0) or 'none'
+def _titles(params: arena_pinpad.ArenaParams, task_id: np.ndarray,
+            visits: np.ndarray, success: np.ndarray) -> list[str]:
+  """'task 0-3-2: 0-3 ✗' per episode: its task and the colours visited."""
+  seq = lambda v: '-'.join(str(c) for c in v if c >= 0) or 'none'
+  return [f'task {seq(params.tasks[t])}: {seq(v)} {"✓" if ok else "✗"}'
+          for t, v, ok in zip(task_id, visits, success)]
 
 
 def expert_figure(config: Config, workdir: str, num_episodes: int = 8,
@@ -67,9 +71,7 @@ def expert_figure(config: Config, workdir: str, num_episodes: int = 8,
   params = config_lib.env_params(config)
   roll = parallel.to_host(stream.stream_from_config(
       config, 'expert', batch_size=num_episodes)(jax.random.key(seed)))
-  titles = [f'task {"-".join(map(str, params.tasks[t]))}: '
-            f'{_visits(v)} {"✓" if ok else "✗"}' for t, v, ok in
-            zip(roll.task_id, roll.visits, roll.success)]
+  titles = _titles(params, roll.task_id, roll.visits, roll.success)
   return plot_trajectories(
       os.path.join(workdir, 'expert', 'trajectories.png'), roll.obs,
       roll.valid, params, titles, 'the expert (mean action), pretraining tasks')
@@ -85,9 +87,7 @@ def base_model_figure(config: Config, workdir: str, model: Any,
   roll = evaluate.closed_loop(model, base_params, env, params,
                               jax.random.key(seed), num_episodes,
                               config.eval.temperature, trajectories=True)
-  titles = [f'task {"-".join(map(str, params.tasks[t]))}: '
-            f'{_visits(v)} {"✓" if ok else "✗"}' for t, v, ok in
-            zip(roll['task_id'], roll['visits'], roll['success'])]
+  titles = _titles(params, roll['task_id'], roll['visits'], roll['success'])
   return plot_trajectories(
       os.path.join(workdir, 'eval', 'trajectories.png'), roll['obs'],
       roll['live'], params, titles,

@@ -210,7 +210,7 @@ def rollout(key: jax.Array, params: ap.ArenaParams,
   act = make_policy(env, policy, normalize)
   k_reset, k_steps = jax.random.split(key)
   state, xobs = env._start(k_reset, jnp.int32(0), task_id)
-  obs = ap.observe(state.arena, params)
+  obs = xobs[:params.obs_dim]      # the arena's own part of the expert's view
 
   def body(carry, k):
     s, xobs, obs = carry
