@@ -33,13 +33,24 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-_PRESET = flags.DEFINE_string('preset', 'cpu', 'configs/gridworld.py preset.')
+_PRESET = flags.DEFINE_string('preset', 'cpu', 'Preset of --config_file.')
+_CONFIG_FILE = flags.DEFINE_string(
+    'config_file', 'configs/gridworld.py',
+    'Config file (configs/ant.py times the arena: pretraining only, with '
+    '--expert_checkpoint).')
+_EXPERT = flags.DEFINE_string('expert_checkpoint', '',
+                              "The arena's env.expert_checkpoint.")
+_BATCH = flags.DEFINE_integer('batch_size', 0, "data.batch_size (0: the "
+                              "preset's).")
+_LOG_EVERY = flags.DEFINE_integer('log_every', 0, 'Pretraining steps per '
+                                  "timed chunk (0: the preset's).")
 _DEVICES = flags.DEFINE_list('devices', ['1', '2', '4', '8'],
                              'Device counts to run.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
@@ -72,23 +83,33 @@ def _timed(fn, state, repeats: int):
 def _matmul_peak(dtype: str) -> float:
   """FLOP/s of the best square matmul on one device."""
   import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
   device = jax.devices()[0]
   matmul = jax.jit(lambda x: x @ x)
   best = 0.0
-  for n in (1024, 2048) + (() if device.platform == 'cpu' else (4096,)):
-    a = jax.device_put(jnp.ones((n, n), dtype), device)
+  for n in (1024, 2048) + (() if device.platform == 'cpu' else (4096, 8192)):
+    # Random operands: a product of ones or zeros runs faster than real data.
+    a = jax.device_put(jax.random.normal(jax.random.key(n), (n, n), dtype),
+                       device)
     _, seconds, _ = _timed(lambda _: matmul(a), None, 3)
     best = max(best, 2 * n**3 / seconds)
   return best
 
 
-def run_worker(preset: str, dtype: str, phases: list[str],
-               repeats: int) -> dict:
+def _config(config_file: str, preset: str) -> Any:
+  """`config_file`'s `get_config(preset)`, loaded by path."""
+  import importlib.util  # noqa: PLC0415
+  spec = importlib.util.spec_from_file_location('_scaling_config', config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def run_worker(config_file: str, preset: str, dtype: str, phases: list[str],
+               repeats: int, batch_size: int = 0, expert: str = '',
+               log_every: int = 0) -> dict:
   """Times `phases` on the devices this process sees."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
-  from configs import gridworld  # noqa: PLC0415
   from irl.models import flops as flops_lib  # noqa: PLC0415
   from irl.rl import internal_env as ienv  # noqa: PLC0415
   from irl.rl import methods  # noqa: PLC0415
@@ -98,8 +119,16 @@ def run_worker(preset: str, dtype: str, phases: list[str],
   from irl.utils import checkpoint as ckpt_lib  # noqa: PLC0415
   from irl.utils import parallel  # noqa: PLC0415
 
-  c = gridworld.get_config(preset)
+  c = _config(config_file, preset)
   c.model.dtype = dtype
+  if batch_size:
+    c.data.batch_size = batch_size
+  if expert:
+    c.env.expert_checkpoint = expert
+  if log_every:
+    p = c.pretrain   # a timed chunk; the run's length is not timed
+    p.log_every = p.save_every = log_every
+    p.num_steps = -(-p.num_steps // log_every) * log_every
   n = parallel.num_devices()
   out = {'devices': n, 'platform': jax.devices()[0].platform,
          'device_kind': jax.devices()[0].device_kind,
@@ -167,13 +196,17 @@ def main(argv: list[str]) -> None:
   counts = [1, 2] if _QUICK.value else [int(d) for d in _DEVICES.value]
   repeats = 1 if _QUICK.value else _REPEATS.value
   args = [f'--preset={preset}', f'--dtype={_DTYPE.value}',
+          f'--config_file={_CONFIG_FILE.value}', f'--batch_size={_BATCH.value}',
+          f'--expert_checkpoint={_EXPERT.value}', f'--log_every={_LOG_EVERY.value}',
           f'--phases={",".join(_PHASES.value)}', f'--repeats={repeats}']
   if _WORKER.value:
-    print(json.dumps(run_worker(preset, _DTYPE.value, _PHASES.value,
-                                repeats)))
+    print(json.dumps(run_worker(_CONFIG_FILE.value, preset, _DTYPE.value,
+                                _PHASES.value, repeats, _BATCH.value,
+                                _EXPERT.value, _LOG_EVERY.value)))
     return
   rows = []
-  print(f'preset {preset}, model.dtype {_DTYPE.value}')
+  print(f'{_CONFIG_FILE.value}:{preset}, model.dtype {_DTYPE.value}, '
+        f'batch {_BATCH.value or "preset"}')
   print(f'{"devices":>7} {"phase":<15} {"steps/s":>9} {"tokens/s":>11} '
         f'{"MFU":>7} {"compile+1st s":>13}')
   for n in counts:
@@ -189,8 +222,9 @@ def main(argv: list[str]) -> None:
             flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, 'w') as f:
-    json.dump({'preset': preset, 'dtype': _DTYPE.value, 'rows': rows}, f,
-              indent=2)
+    json.dump({'config_file': _CONFIG_FILE.value, 'preset': preset,
+               'dtype': _DTYPE.value, 'batch_size': _BATCH.value,
+               'rows': rows}, f, indent=2)
   print(f'wrote {_OUT.value}')
 
 

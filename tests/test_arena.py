@@ -168,6 +168,20 @@ def test_the_ant_starts_upright_and_fails_when_its_torso_leaves_the_band():
   assert bool(done) and bool(info['crash']) and float(reward) == 0.0
 
 
+def test_the_ants_model_first_built_under_pmap_carries_no_mesh():
+  # Brax's PPO first resets inside pmap: arrays MuJoCo's model made there
+  # carried pmap's manual mesh into the cache, and the expert's evaluation
+  # under jit then refused to mix them with its own.
+  ap.ant_model.cache_clear()
+  ant = _params('ant')
+  keys = jax.random.split(jax.random.PRNGKey(1), 2).reshape(1, 2, -1)
+  obs = jax.pmap(jax.vmap(lambda k: ap.reset(k, ant)[1]), axis_name='i')(keys)
+  assert obs.shape == (1, 2, ant.obs_dim)
+  for leaf in jax.tree.leaves(ap.ant_model()[0]):
+    if isinstance(leaf, jax.Array):
+      assert not leaf.aval.sharding.mesh.axis_names, leaf.aval.sharding
+
+
 def test_expert_observation_points_along_a_shortest_path():
   from irl.envs import arena_expert
   env = arena_expert.ExpertEnv(POINT)

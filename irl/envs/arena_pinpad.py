@@ -46,6 +46,7 @@ The task is not in the observation.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import importlib.resources
 from typing import Any, Sequence
@@ -246,9 +247,12 @@ def ant_model() -> tuple[Any, np.ndarray]:
   model.opt.iterations = 1
   model.opt.ls_iterations = 4
   init_qpos = np.array(model.numeric('init_qpos').data, np.float32)
-  # Cached: built as concrete arrays even when first asked for under jit.
-  with jax.ensure_compile_time_eval():
-    return mjx.put_model(model), init_qpos
+  # Cached, so built outside any trace even when first asked for under one:
+  # in a fresh thread, whose JAX contexts are the defaults (arrays made
+  # under jit would be tracers, and under Brax's pmap they would carry its
+  # manual mesh, which a later trace outside it refuses to mix with).
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(mjx.put_model, model).result(), init_qpos
 
 
 def _ant_reset(key: jax.Array, xy: jax.Array) -> Any:
