@@ -159,6 +159,19 @@ def test_sweep_end_to_end_and_resume(pretrained, monkeypatch):
   monkeypatch.setattr(ctl, 'evaluate_controllers', fail)
   assert ctl.run(c, workdir) == summary
 
+  # Another post-training task: the trained controllers are scored on it,
+  # not trained again.
+  monkeypatch.setattr(ctl, 'evaluate_controllers',
+                      control_rollouts.evaluate_controllers)
+  other = c.copy_and_resolve_references()
+  other.env.post_task = '2-3-4-5-6-7-0-1'
+  ctl.run(other, workdir)
+  with open(os.path.join(out, 'depth_2', 'layer_1.json')) as f:
+    scored = json.load(f)
+  assert scored['fingerprint']['env']['post_task'] == '2-3-4-5-6-7-0-1'
+  assert scored['train_nll'] == r['train_nll']
+  assert len(scored['pair_pass_rate']) == 4
+
 
 def test_depth_variants_are_pretrained_in_their_own_workdir(tmp_path,
                                                             monkeypatch):

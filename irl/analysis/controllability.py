@@ -24,6 +24,7 @@ training length are confounded there).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -37,6 +38,7 @@ from absl import logging
 
 from irl import config as config_lib
 from irl.analysis.control_rollouts import evaluate_controllers
+from irl.analysis.controllers import make_control_trainer
 from irl.analysis.controllers import train_controllers
 from irl.config import Config
 from irl.train import pretrain
@@ -116,6 +118,30 @@ def _load_if_done(path: str, fingerprint: dict) -> dict | None:
   return done if done.get('fingerprint') == fingerprint else None
 
 
+def _training_fingerprint(fingerprint: dict) -> dict:
+  """What the controllers' training depends on: everything but the
+  post-training task, which only their evaluation reads."""
+  fingerprint = copy.deepcopy(fingerprint)
+  fingerprint.get('env', {}).pop('post_task', None)
+  return fingerprint
+
+
+def _trained_before(path: str, controllers_path: str,
+                    fingerprint: dict) -> dict | None:
+  """The training metrics of the controllers kept at `controllers_path` by a
+  run that differed from `fingerprint` only in its post-training task, or
+  None: such controllers are scored on the new task, not trained again."""
+  if not (os.path.exists(path) and os.path.exists(controllers_path)):
+    return None
+  with open(path) as f:
+    old = json.load(f)
+  if (_training_fingerprint(old.get('fingerprint', {}))
+      != _training_fingerprint(fingerprint)):
+    return None
+  return {k: v for k, v in old.items()
+          if k in ('train_nll', 'train_seconds') or k.startswith('heldout/')}
+
+
 def _write_json(path: str, data: Any) -> None:
   config_utils.atomic_write_text(
       path, json.dumps(config_utils.to_jsonable(data, strict=False),
@@ -174,23 +200,35 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
         done = _load_if_done(path, fingerprint)
         if done is None:
           t0 = time.time()
-          name = f'control_depth{depth}_layer{layer}'
-          run_writer = metrics_lib.MetricsWriter(workdir, name, resume_step=0)
-          key = jax.random.fold_in(jax.random.key(config.seed),
-                                   4_000 + 100 * depth + layer)
-          dec_params, train_metrics = train_controllers(
-              cfg, params, layer, key, writer=run_writer,
-              progress_desc=f'control depth {depth} layer {layer}')
-          run_writer.close()
+          controllers_path = os.path.join(
+              d_dir, f'controllers_layer_{layer}.msgpack')
+          train_metrics = _trained_before(path, controllers_path, fingerprint)
+          if train_metrics is not None:
+            logging.info('control: depth %d layer %d: the controllers trained '
+                         'for another post-training task are scored on %s',
+                         depth, layer, config.env.post_task)
+            template = make_control_trainer(cfg, layer).init(
+                jax.random.key(0)).params
+            with open(controllers_path, 'rb') as f:
+              dec_params = flax.serialization.from_bytes(template, f.read())
+          else:
+            name = f'control_depth{depth}_layer{layer}'
+            run_writer = metrics_lib.MetricsWriter(workdir, name,
+                                                   resume_step=0)
+            key = jax.random.fold_in(jax.random.key(config.seed),
+                                     4_000 + 100 * depth + layer)
+            dec_params, train_metrics = train_controllers(
+                cfg, params, layer, key, writer=run_writer,
+                progress_desc=f'control depth {depth} layer {layer}')
+            run_writer.close()
+            with open(controllers_path, 'wb') as f:
+              f.write(flax.serialization.to_bytes(dec_params))
           result = evaluate_controllers(cfg, params, layer, dec_params,
                                         eval_key)
           result.update(train_metrics)
           result.update(depth=depth, layer=layer, fingerprint=fingerprint,
                         base_success=base['success'],
                         seconds=time.time() - t0)
-          with open(os.path.join(d_dir, f'controllers_layer_{layer}.msgpack'),
-                    'wb') as f:
-            f.write(flax.serialization.to_bytes(dec_params))
           _write_json(path, result)
           writer.write_scalars(100 * depth + layer, {
               'depth': depth, 'layer': layer, 'success': result['success'],
