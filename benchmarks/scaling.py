@@ -43,14 +43,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 _PRESET = flags.DEFINE_string('preset', 'cpu', 'Preset of --config_file.')
 _CONFIG_FILE = flags.DEFINE_string(
     'config_file', 'configs/gridworld.py',
-    'Config file (configs/ant.py times the arena: pretraining only, with '
+    "Config file (configs/ant.py times the arena, its expert's data from "
     '--expert_checkpoint).')
 _EXPERT = flags.DEFINE_string('expert_checkpoint', '',
                               "The arena's env.expert_checkpoint.")
 _BATCH = flags.DEFINE_integer('batch_size', 0, "data.batch_size (0: the "
-                              "preset's).")
+                              "preset's).", lower_bound=0)
 _LOG_EVERY = flags.DEFINE_integer('log_every', 0, 'Pretraining steps per '
-                                  "timed chunk (0: the preset's).")
+                                  "timed chunk (0: the preset's).",
+                                  lower_bound=0)
 _DEVICES = flags.DEFINE_list('devices', ['1', '2', '4', '8'],
                              'Device counts to run.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
@@ -98,6 +99,8 @@ def _matmul_peak(dtype: str) -> float:
 def _config(config_file: str, preset: str) -> Any:
   """`config_file`'s `get_config(preset)`, loaded by path."""
   import importlib.util  # noqa: PLC0415
+  if not os.path.exists(config_file):   # relative to the repository
+    config_file = str(pathlib.Path(__file__).resolve().parents[1] / config_file)
   spec = importlib.util.spec_from_file_location('_scaling_config', config_file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -148,6 +151,8 @@ def run_worker(config_file: str, preset: str, dtype: str, phases: list[str],
         'steps_per_s': steps, 'first_chunk_s': first,
         'tokens_per_s': steps * c.data.batch_size * c.data.seq_len,
         'mfu': steps * flops / (n * out['matmul_peak_flops_per_s'])}
+  if not {'metacontroller', 'internal_rl'} & set(phases):
+    return out
   m = c.metacontroller
   mtrainer = mct.make_trainer(c)
   mstate = ckpt_lib.on_device(mtrainer.init(key, theta, m.kl_weight))

@@ -212,6 +212,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
             with open(controllers_path, 'rb') as f:
               dec_params = flax.serialization.from_bytes(template, f.read())
           else:
+            # The stored result no longer describes the file trained next.
+            if os.path.exists(path):
+              os.remove(path)
             name = f'control_depth{depth}_layer{layer}'
             run_writer = metrics_lib.MetricsWriter(workdir, name,
                                                    resume_step=0)
@@ -221,8 +224,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                 cfg, params, layer, key, writer=run_writer,
                 progress_desc=f'control depth {depth} layer {layer}')
             run_writer.close()
-            with open(controllers_path, 'wb') as f:
+            with open(controllers_path + '.tmp', 'wb') as f:
               f.write(flax.serialization.to_bytes(dec_params))
+            os.replace(controllers_path + '.tmp', controllers_path)
           result = evaluate_controllers(cfg, params, layer, dec_params,
                                         eval_key)
           result.update(train_metrics)
