@@ -97,14 +97,11 @@ def _matmul_peak(dtype: str) -> float:
 
 
 def _config(config_file: str, preset: str) -> Any:
-  """`config_file`'s `get_config(preset)`, loaded by path."""
-  import importlib.util  # noqa: PLC0415
+  """`config_file`'s `get_config(preset)`, the file found from any directory."""
+  from irl import cli  # noqa: PLC0415
   if not os.path.exists(config_file):   # relative to the repository
     config_file = str(pathlib.Path(__file__).resolve().parents[1] / config_file)
-  spec = importlib.util.spec_from_file_location('_scaling_config', config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return cli.load_config(f'{config_file}:{preset}')
 
 
 def run_worker(config_file: str, preset: str, dtype: str, phases: list[str],

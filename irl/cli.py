@@ -81,7 +81,8 @@ def _config_spec(argv: Sequence[str]) -> str:
   return DEFAULT_CONFIG
 
 
-def _load_config(spec: str) -> Any:
+def load_config(spec: str) -> Any:
+  """The config of `path[:preset]`, loaded by path."""
   path, _, preset = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('_irl_config', path)
   module = importlib.util.module_from_spec(module_spec)
@@ -93,7 +94,7 @@ def unknown_field(argv: Sequence[str]) -> str | None:
   """The message for the first `--config.<path>` override that names no
   field of the config, with the closest fields; None when every one exists."""
   try:
-    config = _load_config(_config_spec(argv))
+    config = load_config(_config_spec(argv))
   except Exception:  # The config file itself is at fault; absl says how.
     return None
   for arg in argv:

@@ -45,6 +45,7 @@ from irl.train import pretrain
 from irl.utils import config_utils
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import metrics as metrics_lib
+from irl.utils import parallel
 from irl.utils import progress as progress_lib
 
 # Config fields that decide what a stored per-layer result means.
@@ -213,7 +214,7 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
               dec_params = flax.serialization.from_bytes(template, f.read())
           else:
             # The stored result no longer describes the file trained next.
-            if os.path.exists(path):
+            if parallel.is_writer() and os.path.exists(path):
               os.remove(path)
             name = f'control_depth{depth}_layer{layer}'
             run_writer = metrics_lib.MetricsWriter(workdir, name,
@@ -224,9 +225,8 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                 cfg, params, layer, key, writer=run_writer,
                 progress_desc=f'control depth {depth} layer {layer}')
             run_writer.close()
-            with open(controllers_path + '.tmp', 'wb') as f:
-              f.write(flax.serialization.to_bytes(dec_params))
-            os.replace(controllers_path + '.tmp', controllers_path)
+            config_utils.atomic_write_text(
+                controllers_path, flax.serialization.to_bytes(dec_params))
           result = evaluate_controllers(cfg, params, layer, dec_params,
                                         eval_key)
           result.update(train_metrics)

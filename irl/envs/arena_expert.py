@@ -41,6 +41,7 @@ from brax.training.agents.ppo import networks as ppo_networks
 
 from irl.envs import arena_pinpad as ap
 from irl.envs import gridworld_expert
+from irl.utils import config_utils
 from irl.utils.checkpoint import MissingInputError
 
 # The gridworld's moves UP, DOWN, LEFT, RIGHT on the arena's x, y (row 0 at +y).
@@ -161,10 +162,8 @@ def save_policy(path: str, policy: Any, normalize: bool) -> None:
           'normaliser': flax.serialization.to_state_dict(normaliser),
           'network': flax.serialization.to_state_dict(network)}
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(flax.serialization.msgpack_serialize(data))
-  os.replace(tmp, path)
+  config_utils.atomic_write_text(
+      path, flax.serialization.msgpack_serialize(data))
 
 
 def load_policy(path: str) -> tuple[Any, bool]:

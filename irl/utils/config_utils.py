@@ -267,14 +267,14 @@ def config_fingerprint(config: ml_collections.ConfigDict, keys: Iterable[str],
   return out
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and rename (on the
-  writing process only: `parallel.is_writer`)."""
+def atomic_write_text(path: str, text: str | bytes) -> None:
+  """Writes `text` (or bytes) to `path` via a temporary file and rename (on
+  the writing process only: `parallel.is_writer`)."""
   if not parallel.is_writer():
     return
   # A run killed mid-write must leave either the old file or the new one.
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
+  with open(tmp, 'wb' if isinstance(text, bytes) else 'w') as f:
     f.write(text)
   os.replace(tmp, path)
 
