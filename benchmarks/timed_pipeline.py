@@ -94,9 +94,8 @@ def main(argv):
       _run(['experiments/reproduce.py'] + rest
            + [f'--phases={",".join(done)}'], max(left(), 60.0), log)
 
-  from irl import pipeline  # pylint: disable=g-import-not-at-top
   from irl.analysis import report  # pylint: disable=g-import-not-at-top
-  markers = pipeline.load_markers(workdir)
+  markers = report.load_markers(workdir)
   links = report.link_rows(markers)
   result = {
       'config': _CONFIG.value, 'overrides': overrides,

@@ -35,32 +35,14 @@ from absl import logging
 from irl import config as config_lib
 from irl.config import Config
 from irl.utils import checkpoint as ckpt_lib
+from irl.analysis import report
 from irl.utils import config_utils
 
-PHASES = ('expert', 'pretrain', 'probes', 'controllability', 'metacontroller',
-          'code_injection', 'compile', 'internal_rl')
+PHASES = report.PHASES
 # Phases of the arena only (a config with an `expert` section): the
 # gridworld's expert needs no training, and the paper reports code transfer
 # on the ant.
 ARENA_PHASES = ('expert', 'code_injection')
-
-# Metacontroller variants the RL baselines need: name -> config overrides
-# (a value, or a function of the config).
-METACONTROLLER_VARIANTS = {
-    'method': {},
-    'no_temporal_abstraction': {'switching': 'always'},
-    # docs/method.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
-    'cotrained': {'base_model': lambda c: c.rl.cotrained_base_model},
-}
-
-
-def variant_config(config: Config, variant: str) -> Config:
-  """`config` with the metacontroller overrides of `variant`."""
-  config = config_lib.build(config)
-  return config_lib.replace(config, {
-      f'metacontroller.{key}': value(config) if callable(value) else value
-      for key, value in METACONTROLLER_VARIANTS[variant].items()})
-
 
 def pretrain_depth_variants(config: Config, workdir: str) -> list[str]:
   """Pretrains (resuming) every base model of `control.depths` other than
@@ -121,8 +103,8 @@ def _metacontroller(config, workdir):
   from irl.analysis import reports
   from irl.train import metacontroller
   summaries = {}
-  for name in METACONTROLLER_VARIANTS:
-    variant = variant_config(config, name)
+  for name in metacontroller.VARIANTS:
+    variant = metacontroller.variant_config(config, name)
     summaries[name] = metacontroller.train(variant, workdir)
     reports.metacontroller_traces(variant, workdir)
   return summaries
@@ -170,10 +152,6 @@ PHASE_SECTIONS = {
 }
 
 
-def _marker(workdir: str, phase: str) -> str:
-  return os.path.join(workdir, 'pipeline', f'{phase}.json')
-
-
 def _config_json(config: Config, phase: str) -> Any:
   full = config_utils.to_jsonable(config_lib.build(config))
   for field in config_utils.LOCATION_FIELDS:  # where, not what
@@ -212,7 +190,7 @@ def run(config: Config, workdir: str,
   config_utils.save_config(config, workdir)
   results = {}
   for phase in phases:
-    marker = _marker(workdir, phase)
+    marker = report.marker_path(workdir, phase)
     if os.path.exists(marker):
       with open(marker) as f:
         done = json.load(f)
@@ -238,16 +216,5 @@ def run(config: Config, workdir: str,
     config_utils.atomic_write_text(marker, json.dumps(done, indent=2) + '\n')
     logging.info('pipeline: %s done in %.0f s', phase, done['seconds'])
     results[phase] = done
-  from irl.analysis import report  # noqa: PLC0415 (report reads pipeline)
   report.write_report(config, workdir)
   return results
-
-
-def load_markers(workdir: str) -> dict[str, dict]:
-  out = {}
-  for phase in PHASES:
-    path = _marker(workdir, phase)
-    if os.path.exists(path):
-      with open(path) as f:
-        out[phase] = json.load(f)
-  return out

@@ -325,6 +325,7 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   import subprocess
   import sys
   from irl import pipeline
+  from irl.analysis import report
   workdir, config, _ = expert_workdir
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   run = subprocess.run(
@@ -333,7 +334,7 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
       cwd=root, capture_output=True, text=True, timeout=1500,
       env={**os.environ, 'PYTHONPATH': root})
   assert run.returncode == 0, run.stderr[-3000:]
-  results = pipeline.load_markers(workdir)
+  results = report.load_markers(workdir)
   assert list(results) == list(pipeline.PHASES)
   for figure in ('expert/trajectories.png', 'eval/trajectories.png'):
     assert os.path.exists(os.path.join(workdir, figure)), figure

@@ -10,6 +10,7 @@ from configs import gridworld
 from irl import config as config_lib
 from irl import pipeline
 from irl.analysis import report as report_lib
+from irl.train import metacontroller as mct
 from irl.utils import config_utils
 
 
@@ -67,8 +68,8 @@ def test_pretrain_phase_runs_once_then_is_skipped(tmp_path, monkeypatch):
 
 def test_metacontroller_variants_change_only_their_fields():
   config = gridworld.get_config('test')
-  always = pipeline.variant_config(config, 'no_temporal_abstraction')
-  cotrained = pipeline.variant_config(config, 'cotrained')
+  always = mct.variant_config(config, 'no_temporal_abstraction')
+  cotrained = mct.variant_config(config, 'cotrained')
   assert always.metacontroller.switching == 'always'
   assert cotrained.metacontroller.base_model == config.rl.cotrained_base_model
   assert config.metacontroller.switching == 'learned'   # not mutated

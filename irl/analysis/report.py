@@ -4,13 +4,33 @@ phases (`irl.pipeline`), with the chain's links beside their targets.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
-from irl import pipeline
 from irl.config import Config
 from irl.rl import methods as rl_methods
 from irl.utils import config_utils
+
+# The pipeline's phases in order (`irl.pipeline` runs them). A finished phase
+# leaves `<workdir>/pipeline/<phase>.json`: its summary, seconds and config.
+PHASES = ('expert', 'pretrain', 'probes', 'controllability', 'metacontroller',
+          'code_injection', 'compile', 'internal_rl')
+
+
+def marker_path(workdir: str, phase: str) -> str:
+  return os.path.join(workdir, 'pipeline', f'{phase}.json')
+
+
+def load_markers(workdir: str) -> dict[str, dict]:
+  """phase -> its marker, for the phases finished in `workdir`, in order."""
+  out = {}
+  for phase in PHASES:
+    path = marker_path(workdir, phase)
+    if os.path.exists(path):
+      with open(path) as f:
+        out[phase] = json.load(f)
+  return out
 
 
 def _fmt(value: Any) -> str:
@@ -85,7 +105,7 @@ def link_rows(done: dict) -> list[tuple[str, str, str, str]]:
 
 def write_report(config: Config, workdir: str) -> str:
   """Writes `<workdir>/REPORT.md` from the phases finished so far."""
-  done = pipeline.load_markers(workdir)
+  done = load_markers(workdir)
   lines = [f'# Internal RL: pipeline report ({config.preset} preset)', '',
            f'Workdir `{workdir}`. Phases finished: '
            f'{", ".join(done) or "none"}.', '']
@@ -164,8 +184,9 @@ def write_report(config: Config, workdir: str) -> str:
     lines += _figure(workdir, 'rate_distortion/rate_distortion.png',
                      'Fig. 7: rate-distortion, frozen vs co-trained')
     from irl.train import metacontroller
-    for name in pipeline.METACONTROLLER_VARIANTS:
-      run_name = metacontroller.run_name(pipeline.variant_config(config, name))
+    for name in metacontroller.VARIANTS:
+      run_name = metacontroller.run_name(
+          metacontroller.variant_config(config, name))
       lines += _figure(workdir, f'{run_name}/beta_traces.png',
                        f'β traces ({name})')
   if 'code_injection' in done:

@@ -62,6 +62,24 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
 # Config.
 
 
+# Metacontroller variants the pipeline trains for the RL baselines: name ->
+# config overrides (a value, or a function of the config).
+VARIANTS = {
+    'method': {},
+    'no_temporal_abstraction': {'switching': 'always'},
+    # docs/method.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
+    'cotrained': {'base_model': lambda c: c.rl.cotrained_base_model},
+}
+
+
+def variant_config(config: Config, variant: str) -> Config:
+  """`config` with the metacontroller overrides of `variant`."""
+  config = config_lib.build(config)
+  return config_lib.replace(config, {
+      f'metacontroller.{key}': value(config) if callable(value) else value
+      for key, value in VARIANTS[variant].items()})
+
+
 def metacontroller_config(config: Config) -> mc_lib.MetacontrollerConfig:
   """The `MetacontrollerConfig` of `config.metacontroller` for `config.model`."""
   m = config.metacontroller
