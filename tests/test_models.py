@@ -331,9 +331,10 @@ def test_low_rank_intervention_is_a_b_transpose_and_broadcasts():
     Intervention.full(0, jnp.zeros((3, 3))).apply(e)
 
 
-def test_factored_decoder_intervention_equals_the_built_factors():
+@pytest.mark.parametrize('rank', [3, None])
+def test_factored_decoder_intervention_equals_the_built_factors(rank):
   from irl.models import ControllerDecoder  # pylint: disable=g-import-not-at-top
-  decoder = ControllerDecoder(width=WIDTH, rank=3, hidden=5)
+  decoder = ControllerDecoder(width=WIDTH, rank=rank, hidden=5)
   z = jax.random.normal(jax.random.PRNGKey(5), (BATCH, SEQ, 4))
   e = jax.random.normal(jax.random.PRNGKey(6), (BATCH, SEQ, WIDTH))
   params = decoder.init(jax.random.PRNGKey(7), z)
@@ -351,8 +352,9 @@ def test_factored_decoder_intervention_equals_the_built_factors():
 
   built, factored = edited(params, e, False), edited(params, e, True)
   np.testing.assert_allclose(factored, built, atol=1e-4, rtol=1e-5)
+  hyper = decoder.apply(params, z, factored=True)
   np.testing.assert_allclose(
-      decoder.apply(params, z, factored=True).factors(),
+      hyper.factors() if rank else (hyper.matrix(),),
       decoder.apply(params, z), atol=1e-6)
   loss = lambda p, e, f: jnp.sum(jnp.sin(edited(p, e, f)))
   for argnum in (0, 1):
@@ -360,9 +362,8 @@ def test_factored_decoder_intervention_equals_the_built_factors():
     g_fact = jax.grad(loss, argnum)(params, e, True)
     for x, y in zip(jax.tree.leaves(g_fact), jax.tree.leaves(g_built)):
       np.testing.assert_allclose(x, y, atol=1e-3, rtol=1e-4)
-  with pytest.raises(ValueError, match='low-rank'):
-    ControllerDecoder(width=WIDTH, rank=None).init(jax.random.PRNGKey(0), z,
-                                                   factored=True)
+  with pytest.raises(ValueError, match='width'):
+    decoder.as_intervention(0, hyper).apply(e[..., :-1])
 
 
 @pytest.mark.parametrize('overrides,field', [

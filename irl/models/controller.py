@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from irl.models.intervention import HyperLowRank, Intervention
+from irl.models.intervention import HyperFull, HyperLowRank, Intervention
 
 
 class ControllerDecoder(nn.Module):
@@ -35,31 +35,31 @@ class ControllerDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, factored: bool = False
-               ) -> tuple[jax.Array, ...] | HyperLowRank:
+               ) -> tuple[jax.Array, ...] | HyperLowRank | HyperFull:
     """Returns (A, B) [..., n_e, r] each, or (U,) [..., n_e, n_e].
 
-    factored=True (low rank only) returns the same U as a `HyperLowRank`:
+    factored=True returns the same U as a `HyperLowRank` (or `HyperFull`):
     the hidden code h and the last layer's weights, so that applying U (and
     its gradient) never builds the per-step factors.
     """
     h = z
     if self.hidden:
       h = nn.relu(nn.Dense(self.hidden, name='hidden')(z))
-    lead = z.shape[:-1]
+    # One row binds the parameters; the weights themselves are handed on, and
+    # the factored classes are the one place U or A, B are built from them.
+    probe = jnp.zeros((1, h.shape[-1]), h.dtype)
     if self.rank is None:
-      if factored:
-        raise ValueError('factored=True needs a low-rank decoder (rank set).')
-      u = nn.Dense(self.width * self.width, kernel_init=nn.initializers.zeros,
-                   name='u')(h)
-      return (u.reshape(lead + (self.width, self.width)),)
+      u_layer = nn.Dense(self.width * self.width,
+                         kernel_init=nn.initializers.zeros, name='u')
+      u_layer(probe)
+      pu = u_layer.variables['params']
+      full = HyperFull(h=h, kernel=pu['kernel'], bias=pu['bias'])
+      return full if factored else (full.matrix(),)
     scale = 1.0 / jnp.sqrt(self.width)
     a_layer = nn.Dense(self.width * self.rank, name='a',
                        kernel_init=nn.initializers.normal(scale))
     b_layer = nn.Dense(self.width * self.rank,
                        kernel_init=nn.initializers.zeros, name='b')
-    # One row binds the parameters; the weights themselves are handed on, and
-    # `HyperLowRank.factors` is the one place A and B are built from them.
-    probe = jnp.zeros((1, h.shape[-1]), h.dtype)
     a_layer(probe)
     b_layer(probe)
     pa, pb = a_layer.variables['params'], b_layer.variables['params']
@@ -71,6 +71,7 @@ class ControllerDecoder(nn.Module):
   @nn.nowrap
   def as_intervention(self, layer: int,
                       factors: tuple[jax.Array, ...] | HyperLowRank
+                      | HyperFull
                       ) -> Intervention:
     """Wraps the decoder output [B, T, ...] for `BaseModel.upper`."""
     return Intervention.from_factors(layer, factors)

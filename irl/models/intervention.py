@@ -5,11 +5,13 @@ and the full-rank U (ant); the forward pass has one code path for both and for
 "no intervention" (`None`). `layer` is static (part of the treedef), so a
 jitted function recompiles per layer but never branches on traced data.
 
-A low-rank U may also come factored (`HyperLowRank`): A_t and B_t an affine
-map of a per-step code h_t, as the last layer of the controller decoder
-makes them. The edit is then two matmuls per step against the decoder's
-weights, and its gradient never builds the per-step [width, r] factors,
-whose weight gradient was half of a metacontroller training step on a CPU.
+U may also come factored (`HyperLowRank`, `HyperFull`): A_t and B_t, or U_t
+itself, an affine map of a per-step code h_t, as the last layer of the
+controller decoder makes them. The edit is then matmuls against the
+decoder's weights, and neither it nor its gradient builds the per-step
+factors: the low-rank factors' weight gradient was half of a metacontroller
+training step on a CPU, and a built full U ([B, T, width, width]) made the
+point body's metacontroller step several times slower than the factored one.
 """
 from __future__ import annotations
 
@@ -31,13 +33,13 @@ class Intervention:
     a: [B, T, width, r] low-rank factor A, or None.
     b: [B, T, width, r] low-rank factor B, or None.
     u: [B, T, width, width] full matrix U (row = output), or None.
-    hyper: a factored low-rank U (`HyperLowRank`), or None.
+    hyper: a factored U (`HyperLowRank` or `HyperFull`), or None.
   """
   layer: int = flax.struct.field(pytree_node=False)
   a: jax.Array | None = None
   b: jax.Array | None = None
   u: jax.Array | None = None
-  hyper: HyperLowRank | None = None
+  hyper: HyperLowRank | HyperFull | None = None
 
   @classmethod
   def low_rank(cls, layer: int, a: jax.Array, b: jax.Array) -> Intervention:
@@ -54,11 +56,11 @@ class Intervention:
 
   @classmethod
   def from_factors(cls, layer: int,
-                   factors: tuple[jax.Array, ...] | HyperLowRank
+                   factors: tuple[jax.Array, ...] | HyperLowRank | HyperFull
                    ) -> Intervention:
     """A hypernetwork's output: (A, B) for U = A B^T, (U,) full rank, or a
-    factored `HyperLowRank`."""
-    if isinstance(factors, HyperLowRank):
+    factored `HyperLowRank` / `HyperFull`."""
+    if isinstance(factors, (HyperLowRank, HyperFull)):
       return cls(layer=layer, hyper=factors)
     if len(factors) == 1:
       return cls.full(layer, factors[0])
@@ -152,3 +154,43 @@ class HyperLowRank:
     ka = self.a_kernel.reshape(k, width, r).transpose(0, 2, 1).reshape(
         k * r, width)
     return outer @ ka + coeff @ self.a_bias.reshape(width, r).T
+
+
+@flax.struct.dataclass
+class HyperFull:
+  """A full U_t = reshape(h_t @ kernel + bias, [width, width]), unbuilt.
+
+  The last layer of a hypernetwork (irl/models/controller.py) with h_t its
+  hidden activation; rows of U are outputs, as in `Intervention.u`.
+
+  Attributes:
+    h: [B, T, k] per-step code.
+    kernel: [k, width * width].
+    bias: [width * width].
+  """
+  h: jax.Array
+  kernel: jax.Array
+  bias: jax.Array
+
+  def matrix(self) -> jax.Array:
+    """The per-step U, [B, T, width, width]."""
+    width = _square_width(self.bias.shape[-1])
+    return (self.h @ self.kernel + self.bias).reshape(
+        self.h.shape[:-1] + (width, width))
+
+  def delta(self, e: jax.Array) -> jax.Array:
+    """U_t e_t for e: [B, T, width] as Σ_k h_k (K_k e) + b e, with the kernel
+    seen as k matrices K_k [width, width]: one [.., width] x [width, k·width]
+    matmul, never the [.., width, width] U."""
+    k, width = self.h.shape[-1], e.shape[-1]
+    if self.bias.shape[-1] != width * width:
+      raise ValueError(f'a full U of width {_square_width(self.bias.shape[-1])}'
+                       f' does not match the residual width {width}.')
+    per_k = jnp.einsum('...j,kij->...ki', e,
+                       self.kernel.reshape(k, width, width))    # [.., k, n]
+    return (jnp.einsum('...k,...ki->...i', self.h, per_k)
+            + e @ self.bias.reshape(width, width).T)
+
+
+def _square_width(size: int) -> int:
+  return int(round(size ** 0.5))

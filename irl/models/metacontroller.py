@@ -61,7 +61,7 @@ from irl.models import common
 from irl.models.common import gaussian_kl, read_residual
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
-from irl.models.intervention import HyperLowRank, Intervention
+from irl.models.intervention import HyperFull, HyperLowRank, Intervention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,9 +181,9 @@ class MetacontrollerOutput:
     log_var: [B, T, n_z] log σ²_t.
     kl: [B, T] KL(N(μ_t, σ²_t) ‖ N(0, I)).
     sequence_embedding: [B, embed_dim] s.
-    controller: low rank: a `HyperLowRank` (U_t factored through the
-      decoder's weights; `.factors()` gives (A, B) [B, T, n_e, r]); full
-      rank: (U,) [B, T, n_e, n_e].
+    controller: U_t factored through the decoder's weights: low rank a
+      `HyperLowRank` (`.factors()` gives (A, B) [B, T, n_e, r]), full rank
+      a `HyperFull` (`.matrix()` gives U [B, T, n_e, n_e]).
     state: the `MetacontrollerState` after the last step.
   """
   switch_gate: jax.Array
@@ -193,7 +193,7 @@ class MetacontrollerOutput:
   log_var: jax.Array
   kl: jax.Array
   sequence_embedding: jax.Array
-  controller: tuple[jax.Array, ...] | HyperLowRank
+  controller: HyperLowRank | HyperFull
   state: MetacontrollerState
 
 
@@ -376,8 +376,7 @@ class Metacontroller(nn.Module):
         switch_gate=steps.switch_gate, latent_code=steps.latent_code,
         proposal=proposal, mean=mean, log_var=log_var,
         kl=gaussian_kl(mean, log_var), sequence_embedding=embedding,
-        controller=self.decoder(steps.latent_code,
-                                factored=self.config.rank is not None),
+        controller=self.decoder(steps.latent_code, factored=True),
         state=state)
 
   def step(self, state: MetacontrollerState, e: jax.Array,
@@ -412,7 +411,8 @@ class Metacontroller(nn.Module):
     return self.decoder(latent_code)
 
   @nn.nowrap
-  def intervention(self, factors: tuple[jax.Array, ...] | HyperLowRank
+  def intervention(self,
+                   factors: tuple[jax.Array, ...] | HyperLowRank | HyperFull
                    ) -> Intervention:
     """Controller factors [B, T, ...] (or factored) -> an `Intervention`."""
     return Intervention.from_factors(self.config.layer, factors)
