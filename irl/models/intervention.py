@@ -10,8 +10,8 @@ itself, an affine map of a per-step code h_t, as the last layer of the
 controller decoder makes them. The edit is then matmuls against the
 decoder's weights, and neither it nor its gradient builds the per-step
 factors: the low-rank factors' weight gradient was half of a metacontroller
-training step on a CPU, and a built full U ([B, T, width, width]) made the
-point body's metacontroller step several times slower than the factored one.
+training step on a CPU, and building the full U ([B, T, width, width]) cost
+a fifth of the point body's metacontroller step (0.59 against 0.74 steps/s).
 """
 from __future__ import annotations
 
