@@ -33,9 +33,9 @@ from typing import Any, Callable
 from absl import logging
 
 from irl import config as config_lib
+from irl.analysis import report
 from irl.config import Config
 from irl.utils import checkpoint as ckpt_lib
-from irl.analysis import report
 from irl.utils import config_utils
 
 PHASES = report.PHASES

@@ -324,7 +324,6 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   compilations do not pile up in the test process."""
   import subprocess
   import sys
-  from irl import pipeline
   from irl.analysis import report
   workdir, config, _ = expert_workdir
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -335,7 +334,7 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
       env={**os.environ, 'PYTHONPATH': root})
   assert run.returncode == 0, run.stderr[-3000:]
   results = report.load_markers(workdir)
-  assert list(results) == list(pipeline.PHASES)
+  assert list(results) == list(report.PHASES)
   for figure in ('expert/trajectories.png', 'eval/trajectories.png'):
     assert os.path.exists(os.path.join(workdir, figure)), figure
   injection = results['code_injection']['summary']

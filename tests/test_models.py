@@ -356,6 +356,20 @@ def test_factored_decoder_intervention_equals_the_built_factors(rank):
   np.testing.assert_allclose(
       hyper.factors() if rank else (hyper.matrix(),),
       decoder.apply(params, z), atol=1e-6)
+  if rank is None:
+    # The full U is the last Dense layer 'u' of the hidden code, reshaped
+    # row = output (checkpoints of the built U keep their meaning).
+    p = params['params']
+    assert p['u']['kernel'].shape == (5, WIDTH * WIDTH)
+    assert p['u']['bias'].shape == (WIDTH * WIDTH,)
+    h = jax.nn.relu(z @ p['hidden']['kernel'] + p['hidden']['bias'])
+    u = (h @ p['u']['kernel'] + p['u']['bias']).reshape(
+        z.shape[:-1] + (WIDTH, WIDTH))
+    np.testing.assert_allclose(hyper.matrix(), u, atol=1e-5)
+    np.testing.assert_allclose(
+        decoder.as_intervention(0, hyper).apply(e),
+        e + jnp.einsum('btij,btj->bti', u, e), atol=1e-4, rtol=1e-5)
+    assert not decoder.as_intervention(0, hyper).is_low_rank
   loss = lambda p, e, f: jnp.sum(jnp.sin(edited(p, e, f)))
   for argnum in (0, 1):
     g_built = jax.grad(loss, argnum)(params, e, False)

@@ -79,7 +79,7 @@ class Intervention:
 
   @property
   def is_low_rank(self) -> bool:
-    return self.u is None
+    return self.u is None and not isinstance(self.hyper, HyperFull)
 
   def apply(self, e: jax.Array) -> jax.Array:
     """Returns e + U e for e: [B, T, width]; exact identity when U = 0."""
