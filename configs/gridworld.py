@@ -127,8 +127,11 @@ def _base() -> ml_collections.ConfigDict:
   c.metacontroller.switch_hidden = 64
   c.metacontroller.switch_bias = 0.0    # β ≈ sigmoid(bias) at init
   c.metacontroller.decoder_hidden = 32  # hypernetwork z -> U
+  c.metacontroller.decoder_init_scale = 0.0  # std of B's layer / A's; 0: U = 0 at init
   c.metacontroller.rank = 16            # U = A Bᵀ; 0: full n_e × n_e (the ant)
   c.metacontroller.kl_weight = 0.1      # α
+  c.metacontroller.kl_delay = 0         # steps at α = 0 before the ramp
+  c.metacontroller.kl_warmup = 0        # steps of a linear ramp of α from 0; 0: constant
   # 'learned' β, or 'always' (β ≡ 1: the no-temporal-abstraction baseline).
   c.metacontroller.switching = 'learned'
   # 'frozen' θ (the method), 'cotrain' (θ from the pretrained model, trained

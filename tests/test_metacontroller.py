@@ -289,6 +289,22 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
     mct.train(other, straight, run_eval=False)
 
 
+def test_kl_delay_and_warmup_ramp_alpha_from_zero():
+  c = _config(kl_delay=2, kl_warmup=5)
+  state, base = ckpt_lib.on_device((_initial_state(),
+                                    _pretrain_state().params))
+  trainer = mct.make_trainer(c)
+  alpha = c.metacontroller.kl_weight
+  # α·clip((step - 2) / 5): 0, 0, 0, .2, .4 on steps 0..4, then .6, .8, 1,
+  # 1, 1; a chunk logs the mean.
+  for expected in (0.12 * alpha, 0.88 * alpha):
+    state, metrics = trainer.train_chunk(state, base)
+    np.testing.assert_allclose(float(metrics['kl_weight']), expected,
+                               rtol=1e-5)
+  # The state keeps the target α; the ramp is a function of the step.
+  assert float(state.kl_weight) == pytest.approx(alpha)
+
+
 def test_cotraining_puts_base_model_in_optimiser_state():
   base = jax.eval_shape(_pretrain_state).params
   frozen = jax.eval_shape(mct.make_trainer(_config()).init,
@@ -425,6 +441,9 @@ def test_figures_are_written(tmp_path):
 
 @pytest.mark.parametrize('field,value', [
     ('metacontroller.kl_weight', -0.1),
+    ('metacontroller.kl_warmup', -1),
+    ('metacontroller.kl_delay', -3),
+    ('metacontroller.decoder_init_scale', -0.5),
     ('metacontroller.base_model', 'thawed'),
     ('metacontroller.switching', 'sometimes'),
     ('metacontroller.layer', 7),

@@ -576,3 +576,25 @@ def _decoded_logits(model, params, obs):
 def _window_config():
   return ModelConfig(backbone='transformer', num_layers=2, width=32,
                      num_heads=2, mlp_dim=64, obs_dim=20, max_len=16)
+
+
+@pytest.mark.parametrize('rank', [3, None])
+def test_decoder_init_scale_makes_the_edit_depend_on_the_code(rank):
+  from irl.models import ControllerDecoder  # pylint: disable=g-import-not-at-top
+  z = jax.random.normal(jax.random.PRNGKey(5), (2, 1, 4))
+  # One residual, two codes.
+  e = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(6), (1, 1, WIDTH)),
+                       (2, 1, WIDTH))
+  edits = {}
+  for scale in (0.0, 1.0):
+    decoder = ControllerDecoder(width=WIDTH, rank=rank, hidden=5,
+                                init_scale=scale)
+    params = decoder.init(jax.random.PRNGKey(7), z)
+    edits[scale] = decoder.as_intervention(
+        0, decoder.apply(params, z)).apply(e) - e
+  # The default starts as the identity edit for every code; a scale > 0
+  # gives two codes two different non-zero edits from the first step.
+  np.testing.assert_array_equal(edits[0.0], 0.0)
+  delta = np.asarray(edits[1.0])
+  assert np.all(np.abs(delta).sum(-1) > 1e-3)
+  assert not np.allclose(delta[0], delta[1])

@@ -270,6 +270,9 @@ def check_metacontroller(config: Any) -> None:
         f'{m.embed_heads} must divide metacontroller.embed_width='
         f'{m.embed_width}')
   check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
+  check_int(m.kl_warmup, 'metacontroller.kl_warmup', 0)
+  check_int(m.kl_delay, 'metacontroller.kl_delay', 0)
+  check_range(m.decoder_init_scale, 'metacontroller.decoder_init_scale', 0.0)
   check_range(m.switch_bias, 'metacontroller.switch_bias')
   check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
   check_choice(m.base_model, 'metacontroller.base_model', BASE_MODEL_MODES)

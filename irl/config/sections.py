@@ -132,11 +132,14 @@ class ExpertSection(Section):
 class MetacontrollerSection(SegmentingSection):
   """config.metacontroller: the metacontroller and its variants."""
   base_model: str
+  decoder_init_scale: float
   embed_dim: int
   embed_heads: int
   embed_width: int
   encoder_hidden: int
   history_dim: int
+  kl_delay: int
+  kl_warmup: int
   kl_weight: float
   num_steps: int
   switch_bias: float

@@ -28,10 +28,14 @@ class ControllerDecoder(nn.Module):
     width: residual-stream width n_e.
     rank: r for U = A Bᵀ; None for a full n_e×n_e matrix.
     hidden: hidden width of the hypernetwork (0: a linear map of z).
+    init_scale: std of the layer that emits B (or the full U), relative to
+      A's 1/sqrt(width). 0 (default) starts every controller at U = 0, the
+      identity edit, whatever z is; > 0 makes U depend on z from step 0.
   """
   width: int
   rank: int | None = 16
   hidden: int = 32
+  init_scale: float = 0.0
 
   @nn.compact
   def __call__(self, z: jax.Array, factored: bool = False
@@ -48,18 +52,20 @@ class ControllerDecoder(nn.Module):
     # One row binds the parameters; the weights themselves are handed on, and
     # the factored classes are the one place U or A, B are built from them.
     probe = jnp.zeros((1, h.shape[-1]), h.dtype)
+    scale = 1.0 / jnp.sqrt(self.width)
+    last_init = (nn.initializers.normal(self.init_scale * scale)
+                 if self.init_scale else nn.initializers.zeros)
     if self.rank is None:
-      u_layer = nn.Dense(self.width * self.width,
-                         kernel_init=nn.initializers.zeros, name='u')
+      u_layer = nn.Dense(self.width * self.width, kernel_init=last_init,
+                         name='u')
       u_layer(probe)
       pu = u_layer.variables['params']
       full = HyperFull(h=h, kernel=pu['kernel'], bias=pu['bias'])
       return full if factored else (full.matrix(),)
-    scale = 1.0 / jnp.sqrt(self.width)
     a_layer = nn.Dense(self.width * self.rank, name='a',
                        kernel_init=nn.initializers.normal(scale))
-    b_layer = nn.Dense(self.width * self.rank,
-                       kernel_init=nn.initializers.zeros, name='b')
+    b_layer = nn.Dense(self.width * self.rank, kernel_init=last_init,
+                       name='b')
     a_layer(probe)
     b_layer(probe)
     pa, pb = a_layer.variables['params'], b_layer.variables['params']

@@ -82,6 +82,8 @@ class MetacontrollerConfig:
       init; > 0 starts from switching often).
     decoder_hidden: hidden width of the hypernetwork decoder.
     rank: rank r of U = A Bᵀ; None for a full n_e × n_e U.
+    decoder_init_scale: `ControllerDecoder.init_scale` (0: U = 0 at init for
+      every code).
     always_switch: β ≡ 1 (the baseline without temporal abstraction).
   """
   width: int = 256
@@ -96,6 +98,7 @@ class MetacontrollerConfig:
   switch_bias: float = 0.0
   decoder_hidden: int = 32
   rank: int | None = 16
+  decoder_init_scale: float = 0.0
   always_switch: bool = False
 
   def validate(self) -> MetacontrollerConfig:
@@ -118,6 +121,9 @@ class MetacontrollerConfig:
                                   or not 1 <= self.rank <= self.width):
       raise ValueError(f'rank={self.rank!r} must be None (full) or an '
                        f'integer in [1, width={self.width}].')
+    if not self.decoder_init_scale >= 0:
+      raise ValueError(f'decoder_init_scale={self.decoder_init_scale!r} must '
+                       'be >= 0.')
     return self
 
 
@@ -346,7 +352,8 @@ class Metacontroller(nn.Module):
     self.embedder = SequenceEmbedder(cfg.embed_dim, cfg.embed_width,
                                      cfg.embed_heads)
     self.posterior = _PosteriorStep(cfg)
-    self.decoder = ControllerDecoder(cfg.width, cfg.rank, cfg.decoder_hidden)
+    self.decoder = ControllerDecoder(cfg.width, cfg.rank, cfg.decoder_hidden,
+                                     cfg.decoder_init_scale)
 
   def __call__(self, e: jax.Array, valid: jax.Array,
                noise: jax.Array | None = None,

@@ -51,11 +51,15 @@ from irl.utils import config_utils
 _MC_FINGERPRINT_FIELDS = (
     'seed', 'layer', 'latent_dim', 'embed_dim', 'embed_width', 'embed_heads',
     'history_dim', 'encoder_hidden', 'switch_hidden', 'switch_bias',
-    'decoder_hidden', 'rank',
+    'decoder_hidden', 'rank', 'decoder_init_scale', 'kl_delay',
+    'kl_warmup',
     'kl_weight', 'switching', 'base_model', 'batch_size', 'seq_len',
     'learning_rate', 'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
 # Checkpoints written before these fields existed trained under these values.
-ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller')}
+ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller'),
+                'metacontroller.decoder_init_scale': 0.0,
+                'metacontroller.kl_delay': 0,
+                'metacontroller.kl_warmup': 0}
 
 
 # --------------------------------------------------------------------------
@@ -188,12 +192,23 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     }
     return loss, metrics
 
+  def kl_weight_at(state: loop.TrainState) -> jax.Array:
+    """α at this step: 0 for `kl_delay` steps, then linear to α over
+    `kl_warmup` steps (both 0: the constant α of the paper)."""
+    if not (m.kl_delay or m.kl_warmup):
+      return state.kl_weight
+    t = state.step.astype(jnp.float32) - m.kl_delay
+    ramp = jnp.clip(t / max(m.kl_warmup, 1) + (m.kl_warmup == 0), 0.0, 1.0)
+    return state.kl_weight * ramp
+
   def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_noise = jax.random.split(state.key, 3)
     batch = sample(k_data)
     noise = jax.random.normal(k_noise, batch.valid.shape + (latent_dim,))
+    kl_weight = kl_weight_at(state)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        state.params, base_params, batch, noise, state.kl_weight)
+        state.params, base_params, batch, noise, kl_weight)
+    metrics['kl_weight'] = kl_weight
     metrics.update(_grad_metrics(grads))
     return state.apply_gradients(tx, grads, key=key), metrics
 
