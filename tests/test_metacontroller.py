@@ -289,20 +289,55 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
     mct.train(other, straight, run_eval=False)
 
 
-def test_kl_delay_and_warmup_ramp_alpha_from_zero():
-  c = _config(kl_delay=2, kl_warmup=5)
+@pytest.mark.parametrize('delay,warmup,expected', [
+    # α·clip((step - 2) / 5): 0, 0, 0, .2, .4 on steps 0..4, then .6, .8,
+    # 1, 1, 1; a chunk logs the mean.
+    (2, 5, (0.12, 0.88)),
+    # No ramp: a step from 0 to α at step 5.
+    (5, 0, (0.0, 1.0)),
+])
+def test_kl_delay_and_warmup_ramp_alpha_from_zero(delay, warmup, expected):
+  c = gridworld.get_config('test')
+  c.metacontroller.kl_delay, c.metacontroller.kl_warmup = delay, warmup
+  c.rate_distortion.num_steps = 0   # the sweep's 5 steps would end mid-ramp
   state, base = ckpt_lib.on_device((_initial_state(),
                                     _pretrain_state().params))
   trainer = mct.make_trainer(c)
   alpha = c.metacontroller.kl_weight
-  # α·clip((step - 2) / 5): 0, 0, 0, .2, .4 on steps 0..4, then .6, .8, 1,
-  # 1, 1; a chunk logs the mean.
-  for expected in (0.12 * alpha, 0.88 * alpha):
+  for fraction in expected:
     state, metrics = trainer.train_chunk(state, base)
-    np.testing.assert_allclose(float(metrics['kl_weight']), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(metrics['kl_weight_now']),
+                               fraction * alpha, rtol=1e-5)
+    if fraction == 0.0:
+      # The loss the gradient followed is the NLL alone, not the logged α.
+      assert float(metrics['kl']) > 0
+      np.testing.assert_allclose(float(metrics['loss']),
+                                 float(metrics['action_nll']), rtol=1e-6)
   # The state keeps the target α; the ramp is a function of the step.
   assert float(state.kl_weight) == pytest.approx(alpha)
+
+
+def test_decoder_init_scale_reaches_the_metacontroller_decoder():
+  cfg = mct.metacontroller_config(_config(decoder_init_scale=0.5))
+  assert cfg.decoder_init_scale == 0.5
+  e, valid, _ = _inputs()
+  for scale, nonzero in ((0.0, False), (0.5, True)):
+    model = mc_lib.Metacontroller(dataclasses.replace(
+        cfg, decoder_init_scale=scale))
+    params = model.init(jax.random.key(0), e, valid)
+    kernel = np.asarray(params['params']['decoder']['b']['kernel'])
+    assert bool(np.any(kernel != 0)) == nonzero
+    if nonzero:
+      # A's std is 1/sqrt(width); B's is init_scale times that.
+      assert np.std(kernel) == pytest.approx(scale / np.sqrt(cfg.width),
+                                             rel=0.2)
+
+
+def test_rl_checkpoints_accept_the_metacontroller_added_fields():
+  from irl.rl import train as rl_train  # pylint: disable=g-import-not-at-top
+  # RL fingerprints the whole metacontroller section: a field added there
+  # must be known to RL's checkpoints too, or older runs are refused.
+  assert set(mct.ADDED_FIELDS) <= set(rl_train.ADDED_FIELDS)
 
 
 def test_cotraining_puts_base_model_in_optimiser_state():
@@ -443,6 +478,7 @@ def test_figures_are_written(tmp_path):
     ('metacontroller.kl_weight', -0.1),
     ('metacontroller.kl_warmup', -1),
     ('metacontroller.kl_delay', -3),
+    ('metacontroller.kl_warmup', 11),
     ('metacontroller.decoder_init_scale', -0.5),
     ('metacontroller.base_model', 'thawed'),
     ('metacontroller.switching', 'sometimes'),

@@ -272,6 +272,11 @@ def check_metacontroller(config: Any) -> None:
   check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
   check_int(m.kl_warmup, 'metacontroller.kl_warmup', 0)
   check_int(m.kl_delay, 'metacontroller.kl_delay', 0)
+  # The run must end on the objective it names (α, not a point of the ramp).
+  ramp = m.kl_delay + m.kl_warmup
+  check(ramp <= m.num_steps, 'metacontroller.kl_warmup',
+        f'kl_delay + kl_warmup = {ramp} must be <= metacontroller.num_steps='
+        f'{m.num_steps}')
   check_range(m.decoder_init_scale, 'metacontroller.decoder_init_scale', 0.0)
   check_range(m.switch_bias, 'metacontroller.switch_bias')
   check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
@@ -318,6 +323,10 @@ def check_rate_distortion(config: Any) -> None:
     check(r.num_steps % every == 0, 'rate_distortion.num_steps',
           f'{r.num_steps} must be a multiple of metacontroller.log_every='
           f'{every}')
+    ramp = config.metacontroller.kl_delay + config.metacontroller.kl_warmup
+    check(not r.num_steps or ramp <= r.num_steps, 'rate_distortion.num_steps',
+          f'{r.num_steps} must be >= metacontroller.kl_delay + kl_warmup = '
+          f'{ramp} (0: metacontroller.num_steps)')
   check_int(r.runs_per_group, 'rate_distortion.runs_per_group', minimum=0)
   check_range(r.f1_threshold, 'rate_distortion.f1_threshold', 0.0, 1.0)
 

@@ -53,8 +53,7 @@ from irl.utils import parallel
 
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
-ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('rl'),
-                **optim.added_fields('metacontroller'),
+ADDED_FIELDS = {**mct.ADDED_FIELDS, **optim.added_fields('rl'),
                 **optim.added_fields('compile')}
 
 

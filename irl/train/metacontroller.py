@@ -193,8 +193,9 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     return loss, metrics
 
   def kl_weight_at(state: loop.TrainState) -> jax.Array:
-    """α at this step: 0 for `kl_delay` steps, then linear to α over
-    `kl_warmup` steps (both 0: the constant α of the paper)."""
+    """α_t = α·clip((t − kl_delay) / kl_warmup, 0, 1): 0 up to step
+    `kl_delay`, α from step kl_delay + kl_warmup on (kl_warmup = 0: a step
+    to α at kl_delay; both 0: the constant α of the paper)."""
     if not (m.kl_delay or m.kl_warmup):
       return state.kl_weight
     t = state.step.astype(jnp.float32) - m.kl_delay
@@ -208,7 +209,7 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     kl_weight = kl_weight_at(state)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, base_params, batch, noise, kl_weight)
-    metrics['kl_weight'] = kl_weight
+    metrics['kl_weight_now'] = kl_weight
     metrics.update(_grad_metrics(grads))
     return state.apply_gradients(tx, grads, key=key), metrics
 
