@@ -7,9 +7,9 @@ metacontroller and internal RL; `Intervention` carries its output into
 `BaseModel.upper`.
 
 Initialisation: the layer that emits B (and the full U) starts at zero by
-default (`init_scale` = 0), so a fresh decoder is exactly the identity edit; A starts random so that the
-gradient with respect to B is non-zero from the first step (with A = B = 0
-both gradients would vanish).
+default (`init_scale` = 0), so a fresh decoder is exactly the identity edit;
+A starts random so that the gradient with respect to B is non-zero from the
+first step (with A = B = 0 both gradients would vanish).
 """
 
 from __future__ import annotations

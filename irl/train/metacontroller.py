@@ -192,15 +192,18 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     }
     return loss, metrics
 
+  # α_t = α·clip((t − kl_delay) / kl_warmup, 0, 1) (kl_warmup = 0: a step
+  # to α at kl_delay); α stays in the state, so vmapped runs keep their own.
+  rise = (optax.linear_schedule(0.0, 1.0, m.kl_warmup) if m.kl_warmup
+          else optax.constant_schedule(1.0))
+  kl_ramp = optax.join_schedules([optax.constant_schedule(0.0), rise],
+                                 [m.kl_delay])
+
   def kl_weight_at(state: loop.TrainState) -> jax.Array:
-    """α_t = α·clip((t − kl_delay) / kl_warmup, 0, 1): 0 up to step
-    `kl_delay`, α from step kl_delay + kl_warmup on (kl_warmup = 0: a step
-    to α at kl_delay; both 0: the constant α of the paper)."""
+    """α at this step; both fields 0: the constant α of the paper."""
     if not (m.kl_delay or m.kl_warmup):
       return state.kl_weight
-    t = state.step.astype(jnp.float32) - m.kl_delay
-    ramp = jnp.clip(t / max(m.kl_warmup, 1) + (m.kl_warmup == 0), 0.0, 1.0)
-    return state.kl_weight * ramp
+    return state.kl_weight * kl_ramp(state.step)
 
   def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_noise = jax.random.split(state.key, 3)
