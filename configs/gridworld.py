@@ -179,6 +179,8 @@ def _base() -> ml_collections.ConfigDict:
   c.compile.prior_rate = 10.0
   c.compile.z_kl_weight = 0.1         # α_z (paper: 0.003..1)
   c.compile.b_kl_weight = 0.1         # α_β (paper: 0.003..1)
+  c.compile.kl_delay = 0              # as metacontroller.kl_delay, on α_z and α_β
+  c.compile.kl_warmup = 0
   # 'scratch': CompILE's own encoder; 'base_model': start from θ's lower half.
   c.compile.encoder_init = 'scratch'
   # Internal RL: 0 lets the causal β switch freely; N > 0 caps at N segments.

@@ -137,6 +137,32 @@ def section_optimizer(section: Section, total_steps: int,
   return make_optimizer(lr, section.weight_decay, clip)
 
 
+def kl_ramp(delay: int, warmup: int) -> optax.Schedule | None:
+  """The multiplier of an information price α at each step: 0 for `delay`
+  steps, then a linear rise to 1 over `warmup` steps (a step to 1 when
+  `warmup` is 0). None when both are 0: the paper's constant α.
+
+  A free start lets a decoder learn to use its codes before they are priced
+  (docs/cpu_scale.md, "A free start lets the codes form").
+  """
+  if not (delay or warmup):
+    return None
+  rise = (optax.linear_schedule(0.0, 1.0, warmup) if warmup
+          else optax.constant_schedule(1.0))
+  return optax.join_schedules([optax.constant_schedule(0.0), rise], [delay])
+
+
+def check_kl_ramp(section: Section, name: str) -> None:
+  """Raises ConfigError unless `<name>.kl_delay` and `kl_warmup` are ints
+  >= 0 whose sum fits the run, so it ends on the objective it names."""
+  check_int(section.kl_delay, f'{name}.kl_delay', minimum=0)
+  check_int(section.kl_warmup, f'{name}.kl_warmup', minimum=0)
+  ramp = section.kl_delay + section.kl_warmup
+  check(ramp <= section.num_steps, f'{name}.kl_warmup',
+        f'kl_delay + kl_warmup = {ramp} must be <= {name}.num_steps='
+        f'{section.num_steps}')
+
+
 def run_length_matters(section: Section) -> bool:
   """Whether the optimiser depends on the run's length (factories that share
   compilations across run lengths must then keep it in their key)."""

@@ -251,6 +251,26 @@ def test_loss_decreases_on_a_fixed_batch():
   assert nll[-5:].mean() < nll[0] - 0.01, nll
 
 
+def test_kl_delay_prices_nothing_then_both_kls():
+  # kl_delay = 5 of the test preset's 10 steps, no warm-up: the first chunk
+  # follows the NLL alone, the second the full objective.
+  c = _config(kl_delay=5)
+  trainer = ct.make_trainer(c)
+  base = _pretrain_state().params
+  state = ckpt_lib.on_device(trainer.init(jax.random.key(0), base, 0.1, 0.1))
+  base = ckpt_lib.on_device(base)
+  state, first = trainer.train_chunk(state, base)
+  assert float(first['kl_ramp_now']) == 0.0
+  assert float(first['kl_z']) > 0
+  np.testing.assert_allclose(float(first['loss']),
+                             float(first['action_nll']), rtol=1e-6)
+  state, second = trainer.train_chunk(state, base)
+  assert float(second['kl_ramp_now']) == 1.0
+  assert float(second['loss']) > float(second['action_nll'])
+  # The state keeps the target weights; the ramp is a function of the step.
+  assert float(state.z_weight) == pytest.approx(0.1)
+
+
 def test_training_freezes_base_model_and_resumes(tmp_path):
   c = _config()
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
@@ -307,6 +327,8 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
     ('compile.num_steps', 7),
     ('compile.seq_len', 101),
     ('compile.rl_max_segments', -1),
+    ('compile.kl_delay', -1),
+    ('compile.kl_warmup', 11),
 ])
 def test_config_errors_name_the_field(field, value):
   c = gridworld.get_config('test')

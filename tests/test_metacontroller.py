@@ -333,11 +333,15 @@ def test_decoder_init_scale_reaches_the_metacontroller_decoder():
                                              rel=0.2)
 
 
-def test_rl_checkpoints_accept_the_metacontroller_added_fields():
-  from irl.rl import train as rl_train  # pylint: disable=g-import-not-at-top
-  # RL fingerprints the whole metacontroller section: a field added there
-  # must be known to RL's checkpoints too, or older runs are refused.
+def test_rl_checkpoints_accept_the_segmenters_added_fields():
+  # pylint: disable=g-import-not-at-top
+  from irl.rl import train as rl_train
+  from irl.train import compile as compile_train
+  # RL fingerprints the whole metacontroller and compile sections: a field
+  # added there must be known to RL's checkpoints too, or older runs are
+  # refused.
   assert set(mct.ADDED_FIELDS) <= set(rl_train.ADDED_FIELDS)
+  assert set(compile_train.ADDED_FIELDS) <= set(rl_train.ADDED_FIELDS)
 
 
 def test_cotraining_puts_base_model_in_optimiser_state():

@@ -270,13 +270,7 @@ def check_metacontroller(config: Any) -> None:
         f'{m.embed_heads} must divide metacontroller.embed_width='
         f'{m.embed_width}')
   check_range(m.kl_weight, 'metacontroller.kl_weight', 0.0)
-  check_int(m.kl_warmup, 'metacontroller.kl_warmup', 0)
-  check_int(m.kl_delay, 'metacontroller.kl_delay', 0)
-  # The run must end on the objective it names (α, not a point of the ramp).
-  ramp = m.kl_delay + m.kl_warmup
-  check(ramp <= m.num_steps, 'metacontroller.kl_warmup',
-        f'kl_delay + kl_warmup = {ramp} must be <= metacontroller.num_steps='
-        f'{m.num_steps}')
+  optim.check_kl_ramp(m, 'metacontroller')
   check_range(m.decoder_init_scale, 'metacontroller.decoder_init_scale', 0.0)
   check_range(m.switch_bias, 'metacontroller.switch_bias')
   check_choice(m.switching, 'metacontroller.switching', SWITCHING_MODES)
@@ -300,6 +294,7 @@ def check_compile(config: Any) -> None:
               lo_inclusive=False)
   check_range(c.z_kl_weight, 'compile.z_kl_weight', 0.0)
   check_range(c.b_kl_weight, 'compile.b_kl_weight', 0.0)
+  optim.check_kl_ramp(c, 'compile')
   check_choice(c.encoder_init, 'compile.encoder_init', ENCODER_INITS)
 
 

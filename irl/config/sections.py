@@ -44,6 +44,8 @@ class SegmentingSection(RunSection):
   decoder_hidden: int
   eval_batch_size: int
   eval_episodes: int
+  kl_delay: int     # steps at α = 0, then kl_warmup steps of a linear rise
+  kl_warmup: int
   latent_dim: int
   layer: int
   rank: int
@@ -138,8 +140,6 @@ class MetacontrollerSection(SegmentingSection):
   embed_width: int
   encoder_hidden: int
   history_dim: int
-  kl_delay: int
-  kl_warmup: int
   kl_weight: float
   num_steps: int
   switch_bias: float

@@ -44,6 +44,7 @@ from irl.rl import methods
 from irl.rl import policy as policy_lib
 from irl.rl import ppo
 from irl.rl import rollouts
+from irl.train import compile as compile_train
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
@@ -53,8 +54,8 @@ from irl.utils import parallel
 
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
-ADDED_FIELDS = {**mct.ADDED_FIELDS, **optim.added_fields('rl'),
-                **optim.added_fields('compile')}
+ADDED_FIELDS = {**mct.ADDED_FIELDS, **compile_train.ADDED_FIELDS,
+                **optim.added_fields('rl')}
 
 
 # --------------------------------------------------------------------------

@@ -49,10 +49,12 @@ RUN_NAME = 'compile'
 _FINGERPRINT_FIELDS = (
     'seed', 'layer', 'max_segments', 'latent_dim', 'head_hidden',
     'decoder_hidden', 'rank', 'temperature', 'prior_rate', 'z_kl_weight',
-    'b_kl_weight', 'encoder_init', 'batch_size', 'seq_len', 'learning_rate',
-    'weight_decay', 'grad_clip') + optim.SCHEDULE_FIELDS
+    'b_kl_weight', 'kl_delay', 'kl_warmup', 'encoder_init', 'batch_size',
+    'seq_len', 'learning_rate', 'weight_decay', 'grad_clip'
+) + optim.SCHEDULE_FIELDS
 # Checkpoints written before these fields existed trained under these values.
-ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile')}
+ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('compile'),
+                'compile.kl_delay': 0, 'compile.kl_warmup': 0}
 
 
 # --------------------------------------------------------------------------
@@ -167,15 +169,20 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     }
     return loss, metrics
 
+  # The metacontroller's free start, on both prices (irl/optim.py: kl_ramp).
+  kl_ramp = optim.kl_ramp(c.kl_delay, c.kl_warmup)
+
   def one_step(base_params, state: loop.TrainState, _):
     key, k_data, k_gumbel, k_noise = jax.random.split(state.key, 4)
     batch = sample(k_data)
     shape = batch.valid.shape
     gumbel = jax.random.gumbel(k_gumbel, (shape[0], num - 1, shape[1] + 1))
     noise = jax.random.normal(k_noise, (shape[0], num, cfg.latent_dim))
+    ramp = 1.0 if kl_ramp is None else kl_ramp(state.step)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        state.params, base_params, batch, gumbel, noise, state.z_weight,
-        state.b_weight)
+        state.params, base_params, batch, gumbel, noise,
+        state.z_weight * ramp, state.b_weight * ramp)
+    metrics['kl_ramp_now'] = jnp.float32(ramp)
     metrics['grad_norm'] = optax.tree.norm(grads)
     for part, g in grads['compile']['params'].items():
       metrics[f'grad_norm/{part}'] = optax.tree.norm(g)

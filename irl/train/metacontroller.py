@@ -192,16 +192,13 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     }
     return loss, metrics
 
-  # α_t = α·clip((t − kl_delay) / kl_warmup, 0, 1) (kl_warmup = 0: a step
-  # to α at kl_delay); α stays in the state, so vmapped runs keep their own.
-  rise = (optax.linear_schedule(0.0, 1.0, m.kl_warmup) if m.kl_warmup
-          else optax.constant_schedule(1.0))
-  kl_ramp = optax.join_schedules([optax.constant_schedule(0.0), rise],
-                                 [m.kl_delay])
+  # α_t = α·clip((t − kl_delay) / kl_warmup, 0, 1); α stays in the state,
+  # so vmapped runs keep their own.
+  kl_ramp = optim.kl_ramp(m.kl_delay, m.kl_warmup)
 
   def kl_weight_at(state: loop.TrainState) -> jax.Array:
-    """α at this step; both fields 0: the constant α of the paper."""
-    if not (m.kl_delay or m.kl_warmup):
+    """α at this step; without a ramp the constant α of the paper."""
+    if kl_ramp is None:
       return state.kl_weight
     return state.kl_weight * kl_ramp(state.step)
 
