@@ -345,6 +345,15 @@ def _cpu5() -> ml_collections.ConfigDict:
   # Longer controllers on a larger pool steer the unseen transitions better.
   c.control.num_steps = 3200
   c.control.pool_episodes = 8192
+  # A free start: α = 0 for a third of the run, a linear rise over the next
+  # third, then the paper's α. Without it the KL closes the posterior before
+  # the decoder has learned to use a code; with it the switches fall on the
+  # true boundaries. CompILE, its baseline, gets the same third and third.
+  # References: an overridden num_steps moves the ramp with it.
+  c.metacontroller.num_steps = 6000
+  for section in (c.metacontroller, c.compile):
+    section.kl_delay = section.get_ref('num_steps') // 3
+    section.kl_warmup = section.get_ref('num_steps') // 3
   return c
 
 

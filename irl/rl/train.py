@@ -254,8 +254,7 @@ def frozen_params(config: Config, workdir: str
   if method == 'raw_action':
     return None, pretrain.load_pretrained(config, workdir, 'raw-action RL'), None
   if method == 'compile':
-    from irl.train import compile as compile_lib  # noqa: PLC0415
-    phi, theta = compile_lib.load_params(config, workdir)
+    phi, theta = compile_train.load_params(config, workdir)
     frozen = ienv.InternalEnvParams(base=theta, module=phi)
     return frozen, frozen, compile_module(config)
   phi, theta = mct.load_params(config, workdir)
@@ -265,8 +264,7 @@ def frozen_params(config: Config, workdir: str
 
 @functools.lru_cache(maxsize=4)
 def _compile_module(config: Config) -> ienv.AbstractActionModule:
-  from irl.train import compile as compile_lib  # noqa: PLC0415
-  return ienv.compile_module(compile_lib.make_adapter(config))
+  return ienv.compile_module(compile_train.make_adapter(config))
 
 
 def compile_module(config: Config) -> ienv.AbstractActionModule:
