@@ -14,6 +14,20 @@ def test_presets_validate(preset):
   config_lib.build(c)
 
 
+def test_cpu5_free_start_follows_the_run_length():
+  c = gridworld.get_config('cpu5')
+  built = config_lib.build(c)
+  assert (built.metacontroller.kl_delay, built.metacontroller.kl_warmup) == (
+      built.metacontroller.num_steps // 3,) * 2
+  # An overridden length moves the ramp with it; an explicit value wins.
+  c.compile.num_steps, c.metacontroller.num_steps = 900, 3000
+  c.metacontroller.kl_delay = 0
+  built = config_lib.build(c)
+  assert (built.compile.kl_delay, built.compile.kl_warmup) == (300, 300)
+  assert (built.metacontroller.kl_delay,
+          built.metacontroller.kl_warmup) == (0, 1000)
+
+
 def test_unknown_preset_lists_the_known_ones():
   with pytest.raises(
       ConfigError, match=r"'tpu'.*\['cpu', 'cpu5', 'gpu', 'paper', 'test'\]"):
