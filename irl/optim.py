@@ -137,16 +137,17 @@ def section_optimizer(section: Section, total_steps: int,
   return make_optimizer(lr, section.weight_decay, clip)
 
 
-def kl_ramp(delay: int, warmup: int) -> optax.Schedule | None:
+def kl_ramp(delay: int, warmup: int) -> optax.Schedule:
   """The multiplier of an information price α at each step: 0 for `delay`
   steps, then a linear rise to 1 over `warmup` steps (a step to 1 when
-  `warmup` is 0). None when both are 0: the paper's constant α.
+  `warmup` is 0). Both 0: the constant 1.0, the paper's constant α
+  (multiplying by it is exact).
 
   A free start lets a decoder learn to use its codes before they are priced
   (docs/cpu_scale.md, "A free start lets the codes form").
   """
   if not (delay or warmup):
-    return None
+    return optax.constant_schedule(1.0)
   rise = (optax.linear_schedule(0.0, 1.0, warmup) if warmup
           else optax.constant_schedule(1.0))
   return optax.join_schedules([optax.constant_schedule(0.0), rise], [delay])

@@ -178,7 +178,7 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     shape = batch.valid.shape
     gumbel = jax.random.gumbel(k_gumbel, (shape[0], num - 1, shape[1] + 1))
     noise = jax.random.normal(k_noise, (shape[0], num, cfg.latent_dim))
-    ramp = 1.0 if kl_ramp is None else kl_ramp(state.step)
+    ramp = kl_ramp(state.step)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(
         state.params, base_params, batch, gumbel, noise,
         state.z_weight * ramp, state.b_weight * ramp)

@@ -198,8 +198,6 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
 
   def kl_weight_at(state: loop.TrainState) -> jax.Array:
     """α at this step; without a ramp the constant α of the paper."""
-    if kl_ramp is None:
-      return state.kl_weight
     return state.kl_weight * kl_ramp(state.step)
 
   def one_step(base_params, state: loop.TrainState, _):
