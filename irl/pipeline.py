@@ -11,7 +11,8 @@ Phases, in order (each reads what the earlier ones wrote to the workdir):
                    (β ≡ 1; co-trained θ), Fig. 6 (irl/train/metacontroller.py,
                    figures by irl/analysis/reports.py)
   code_injection   the paper's code transfer: a subgoal's code injected into
-                   the base model (irl/analysis/code_injection.py); arena only
+                   the base model, and the codes composed in the post-training
+                   task's order (irl/analysis/code_injection.py)
   compile          the CompILE baseline (irl/train/compile.py)
   internal_rl      internal RL and the four baselines, Fig. 8 (irl/rl/,
                    irl/analysis/fig8.py)
@@ -40,9 +41,10 @@ from irl.utils import config_utils
 
 PHASES = report.PHASES
 # Phases of the arena only (a config with an `expert` section): the
-# gridworld's expert needs no training, and the paper reports code transfer
-# on the ant.
-ARENA_PHASES = ('expert', 'code_injection')
+# gridworld's expert needs no training. (Code transfer, which the paper
+# reports on the ant, runs on both: on the gridworld it measures whether the
+# codes compose into the post-training task before internal RL tries to.)
+ARENA_PHASES = ('expert',)
 
 def pretrain_depth_variants(config: Config, workdir: str) -> list[str]:
   """Pretrains (resuming) every base model of `control.depths` other than

@@ -317,6 +317,23 @@ def test_the_first_unseen_transition_of_each_post_task():
       config_lib.build(gridworld.get_config('test'))) == 1
 
 
+def test_code_index_follows_the_pursued_subgoal():
+  import jax.numpy as jnp
+  from irl.analysis.code_injection import code_index
+  # Pairs (size 2) of 0-1-2-3-4-5-6-7, and a -1-padded one-pair task.
+  task = jnp.array([[0, 1, 2, 3, 4, 5, 6, 7]] * 6 + [[2, 3, -1, -1, -1, -1,
+                                                      -1, -1]])
+  task_len = jnp.array([8] * 6 + [2])
+  pos = jnp.array([0, 1, 2, 5, 7, 8, 2])   # 8 and (2 of 2): the task is done
+  none = 9
+  idx = lambda mode, position=0: code_index(mode, task, pos, task_len, 2,
+                                            position, none).tolist()
+  assert idx('compose') == [0, 0, 1, 2, 3, 3, 1]
+  # Forcing runs on the post-training task, whose subgoal 1 exists.
+  assert idx('force', 1)[:6] == [none, none, 1, none, none, none]
+  assert idx('target') == [0] * 6 + [1]
+
+
 def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   """Every phase on the arena through the README's command (expert loaded
   from the fixture's workdir): the report shows the expert, the paths, code
@@ -324,7 +341,7 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   compilations do not pile up in the test process."""
   import subprocess
   import sys
-  from irl.analysis import report
+  from irl.analysis import code_injection, report
   workdir, config, _ = expert_workdir
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   run = subprocess.run(
@@ -342,10 +359,17 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   assert injection['force']['transition'] == '0->1'
   for r in [*injection['reach_subgoal'].values(), injection['force']]:
     assert 0.0 <= r['none'] <= 1.0 and 0.0 <= r['code'] <= 1.0
+  compose = injection['compose']
+  assert sorted(compose) == sorted(['post_task', 'none'] + [
+      f'x{s:g}' for s in code_injection.COMPOSE_SCALES])
+  assert all(0.0 <= compose[f'x{s:g}'] <= 1.0
+             for s in code_injection.COMPOSE_SCALES)
+  assert 0.0 <= compose['none'] <= 1.0
   fig8 = results['internal_rl']['summary']
   assert sorted(fig8['methods']) == sorted(config.rl.fig8_methods)
   with open(os.path.join(workdir, 'REPORT.md')) as f:
     report = f.read()
   for heading in ('## The expert', '## Code transfer', '(Fig. 8)',
+                  "each subgoal's code while it is pursued",
                   'expert/trajectories.png', 'eval/trajectories.png'):
     assert heading in report, heading

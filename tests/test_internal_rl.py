@@ -507,3 +507,22 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
   assert curve['update'].tolist() == [2]
   np.testing.assert_allclose(curve['success'][-1], fresh['final_success'])
   assert (tmp_path / 'rl_internal_task_1-0' / 'success.csv').exists()
+
+
+def test_code_injection_composes_the_codes_on_the_gridworld(tmp_path):
+  """Code transfer runs on the gridworld too (a pipeline phase there): the
+  post-training task with each subgoal's code while it is pursued, at every
+  scale, beside the same episodes without codes."""
+  from irl.analysis import code_injection
+  c = _config()
+  workdir = str(tmp_path)
+  _fake_runs(c, workdir)
+  summary = code_injection.run(c, workdir)
+  assert set(summary['reach_subgoal']) == {0}
+  assert 'force' not in summary        # one pair: no unseen transition
+  compose = summary['compose']
+  assert compose['post_task'] == '0'
+  for scale in code_injection.COMPOSE_SCALES:
+    assert 0.0 <= compose[f'x{scale:g}'] <= 1.0
+  assert 0.0 <= compose['none'] <= 1.0
+  assert (tmp_path / 'code_injection' / 'summary.json').exists()

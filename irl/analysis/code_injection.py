@@ -1,7 +1,7 @@
 """Code transfer (docs/method.md §6, the paper's ant result): inject a code
 the metacontroller found and watch the base model follow it.
 
-Two measurements, each against the same episodes without injection (same
+Three measurements, each against the same episodes without injection (same
 layouts, same sampling keys, at `control.temperature`):
 
 1. **Go to subgoal k.** The code of subgoal k (below) is applied at every
@@ -13,11 +13,21 @@ layouts, same sampling keys, at `control.temperature`):
    before never occurs in pretraining is pursued (0 → 1 on the ant's
    0-1-2-3), when that subgoal's code is applied. The paper: success 10% →
    24%.
+3. **Compose the codes.** On the post-training task, every subgoal's code
+   is applied while that subgoal is pursued: the codes played in the task's
+   order, what a policy that plays each subgoal's code in turn achieves, a
+   first look at what internal RL can compose from them. Also at
+   `COMPOSE_SCALES` times each code: the KL pulls posterior codes towards 0,
+   so a code may point the right way and still be too short to override
+   the base model's prior at a transition it never saw (a policy over z is
+   free to scale it).
 
 Choices where the paper is silent: the code of subgoal k is the mean of the
 metacontroller's codes (posterior means, the code in use) over the held-out
 D* steps whose ground-truth subgoal is k; the steps are the metacontroller's
-own evaluation episodes (`segmenting.eval_key`).
+own evaluation episodes (`segmenting.eval_key`). The code in use switches
+where the ground-truth subgoal changes (on the gridworld the metacontroller's
+own gate fires at those steps, docs/cpu_scale.md).
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ from irl.models import BaseModel, ControllerDecoder, init_cache
 from irl.train import metacontroller as mct
 from irl.utils import config_utils
 from irl.utils import parallel
+
+# Multiples of each subgoal's mean code in the 'compose' measurement.
+COMPOSE_SCALES = (1.0, 1.5, 2.0)
 
 
 def subgoal_codes(config: Config, workdir: str) -> tuple[np.ndarray, Any,
@@ -80,6 +93,25 @@ def first_unseen_transition(config: Config) -> int | None:
   return None
 
 
+def code_index(mode: str, task: jax.Array, task_pos: jax.Array,
+               task_len: jax.Array, size: int, position: int, none: int
+               ) -> jax.Array:
+  """[B] int32: which code each episode applies now (`none`: no edit).
+
+  task [B, max_task_len] colours (−1 padded), task_pos [B] colours done,
+  task_len [B]; subgoal = colour // size. Modes as in `_rollout_fn`.
+  """
+  if mode == 'target':
+    return task[:, 0] // size
+  if mode == 'compose':
+    # The last subgoal's code stays on once the task is done.
+    now = jnp.minimum(task_pos, task_len - 1)
+    return jnp.take_along_axis(task, now[:, None], 1)[:, 0] // size
+  pursued = task_pos // size
+  return jnp.where(pursued == position, task[:, position * size] // size,
+                   none)
+
+
 @functools.lru_cache(maxsize=8)
 def _rollout_fn(model: BaseModel, decoder: ControllerDecoder, layer: int,
                 env: registry.Environment, env_params: Any, num_episodes: int,
@@ -87,7 +119,8 @@ def _rollout_fn(model: BaseModel, decoder: ControllerDecoder, layer: int,
   """jitted (θ, factors [K + 1, ...] (the last: no edit), use, key) ->
   (success [E], task_id [E]). mode 'target': the code of the episode's task
   (one subgoal) at every step; 'force': the code of the task's subgoal
-  number `position` while it is pursued. use: apply the codes at all."""
+  number `position` while it is pursued; 'compose': the code of whichever
+  subgoal is pursued. use: apply the codes at all."""
   size = env_params.subgoal_size
   batched = env.batched(env_params)
 
@@ -96,12 +129,8 @@ def _rollout_fn(model: BaseModel, decoder: ControllerDecoder, layer: int,
     none = factors[0].shape[0] - 1
 
     def policy(cache, obs, env_state, k):
-      if mode == 'target':
-        code = env_state.task[:, 0] // size
-      else:
-        pursued = env_state.task_pos // size
-        code = jnp.where(pursued == position,
-                         env_state.task[:, position * size] // size, none)
+      code = code_index(mode, env_state.task, env_state.task_pos,
+                        env_state.task_len, size, position, none)
       idx = jnp.where(use, code, none)
       out = controlled_forward(model, base_params, decoder, factors, layer,
                                obs[:, None], idx[:, None], cache)
@@ -124,8 +153,14 @@ def _with_and_without(fn, theta, factors, key) -> dict[str, np.ndarray]:
           for name, use in (('none', False), ('code', True))}
 
 
+def _success(fn, theta, factors, use: bool, key) -> float:
+  """Success rate of `fn`'s episodes with (use) or without the codes."""
+  return float(parallel.to_host(fn(theta, factors, jnp.bool_(use), key))[0]
+               .mean())
+
+
 def run(config: Config, workdir: str) -> dict[str, Any]:
-  """Both measurements for the workdir's metacontroller; writes
+  """The three measurements for the workdir's metacontroller; writes
   `<workdir>/code_injection/summary.json`."""
   config = config_lib.build(config)
   cc = config.control
@@ -133,11 +168,15 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
   trainer = mct.make_trainer(config)
   layer = trainer.model.config.layer
   has_code = ~np.isnan(codes).any(-1)
-  factors = trainer.model.apply({'params': phi['params']},
-                                jnp.asarray(np.nan_to_num(codes)),
-                                method='controller')
-  # Index K: the identity edit (no injection) in the same compiled rollout.
-  factors = tuple(jnp.concatenate([f, jnp.zeros_like(f[:1])]) for f in factors)
+
+  def factors_at(scale: float) -> tuple[jax.Array, ...]:
+    factors = trainer.model.apply({'params': phi['params']},
+                                  jnp.asarray(np.nan_to_num(codes) * scale),
+                                  method='controller')
+    # Index K: the identity edit (no injection) in the same compiled rollout.
+    return tuple(jnp.concatenate([f, jnp.zeros_like(f[:1])]) for f in factors)
+
+  factors = factors_at(1.0)
   decoder = ControllerDecoder(config.model.width)  # only wraps the factors
   env = registry.from_config(config)
   size = config.env.subgoal_size
@@ -164,17 +203,31 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
 
   position = first_unseen_transition(config)
   pairs = config_lib.post_task_pairs(config)
+  post = config_lib.env_params(config, post=True)
   if position is not None and has_code[pairs[position]]:
-    post = config_lib.env_params(config, post=True)
     fn = _rollout_fn(trainer.base_model, decoder, layer, env, post,
                      cc.num_episodes, float(cc.temperature), 'force',
                      position)
     runs = _with_and_without(fn, theta, factors, key)
     summary['force'] = {
-        'transition': f'{pairs[position - 1]}->{pairs[position]}',
+        # Subgoals by their colours: '0->1' on the ant, '01->23' on the grid.
+        'transition': '->'.join(
+            ''.join(str(c) for c in range(g * size, (g + 1) * size))
+            for g in pairs[position - 1:position + 1]),
         'post_task': config.env.post_task,
         **{name: float(success.mean())
            for name, (success, _) in runs.items()}}
+  if has_code[list(pairs)].all():
+    fn = _rollout_fn(trainer.base_model, decoder, layer, env, post,
+                     cc.num_episodes, float(cc.temperature), 'compose', 0)
+    # Without codes the mode does not matter: forcing's baseline is this one.
+    none = (summary['force']['none'] if 'force' in summary
+            else _success(fn, theta, factors, False, key))
+    compose = {'post_task': config.env.post_task, 'none': none}
+    for scale in COMPOSE_SCALES:
+      compose[f'x{scale:g}'] = _success(fn, theta, factors_at(scale), True,
+                                        key)
+    summary['compose'] = compose
   out_dir = os.path.join(workdir, 'code_injection')
   os.makedirs(out_dir, exist_ok=True)
   config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),

@@ -206,6 +206,13 @@ def write_report(config: Config, workdir: str) -> str:
       lines.append(f"| post task {f['post_task']}, forcing the unseen "
                    f"{f['transition']} | {_fmt(f['none'])} | "
                    f"{_fmt(f['code'])} |")
+    if 'compose' in s:
+      c = s['compose']
+      for key in (k for k in c if k.startswith('x')):
+        scale = '' if key == 'x1' else f' at {key[1:]}× their length'
+        lines.append(f"| post task {c['post_task']}, each subgoal's code "
+                     f"while it is pursued{scale} | {_fmt(c['none'])} | "
+                     f"{_fmt(c[key])} |")
     lines.append('')
   if 'compile' in done:
     s = done['compile']['summary']
