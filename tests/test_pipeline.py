@@ -93,6 +93,10 @@ def test_report_puts_every_link_beside_its_target(tmp_path):
                                     'heldout/code_subgoal_acc': 0.85,
                                     'heldout/code_subgoal_chance': 0.25},
                          'cotrained': {'heldout/f1': 0.2}},
+      'code_injection': {'reach_subgoal': {}, 'reach_none': 0.25,
+                         'reach_code': 0.9,
+                         'compose': {'post_task': '0-1-2-3', 'none': 0.0,
+                                     'x1': 0.1, 'x1.5': 0.4, 'x2': 0.2}},
       'internal_rl': {'final_success': {
           'internal': {'median': 0.75, 'q25': 0.7, 'q75': 0.8, 'episodes': 64},
           'raw_action': {'median': 0.0, 'q25': 0.0, 'q75': 0.0,
@@ -108,7 +112,9 @@ def test_report_puts_every_link_beside_its_target(tmp_path):
   table = report.split('## The chain at a glance')[1].split('\n## ')[0]
   rows = [l for l in table.splitlines() if l.startswith('| ') and
           not l.startswith('| link')]
-  assert len(rows) == 7, rows
+  assert len(rows) == 8, rows
+  assert ("while it is pursued (at 1×, 1.5×, 2× its length) | 0.1, 0.4, 0.2 "
+          '| no target (what internal RL could compose) |') in table
   assert '| 0.4 (0.1, 0.4, 0) | >= 0.5; L/2 >= first and last layer |' in table
   assert 'RL: internal, median final success | 0.75 | >= 0.7' in table
   assert 'RL: raw_action, median final success | 0 | <= 0.1' in table

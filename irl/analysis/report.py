@@ -94,6 +94,14 @@ def link_rows(done: dict) -> list[tuple[str, str, str, str]]:
           f"({_fmt(m.get('heldout/code_subgoal_chance', float('nan')))})",
           target, 'aligned switching (frozen); one switch at t=0 '
           '(co-trained)'))
+  compose = get('code_injection').get('compose', {})
+  scales = [k for k in compose if k.startswith('x')]
+  if scales:
+    rows.append((
+        "codes composed: post-task success with each subgoal's code while "
+        f"it is pursued (at {', '.join(k[1:] + '×' for k in scales)} its "
+        'length)', ', '.join(_fmt(compose[k]) for k in scales),
+        'no target (what internal RL could compose)', 'not reported'))
   final = get('internal_rl').get('final_success', {})
   for method, r in final.items():
     rows.append((f'RL: {method}, median final success',
