@@ -334,6 +334,13 @@ def test_code_index_follows_the_pursued_subgoal():
   assert idx('target') == [0] * 6 + [1]
 
 
+def test_transition_names_use_the_task_colours():
+  from irl.analysis.code_injection import transition_name
+  assert transition_name((0, 1, 2, 3), 1, 1) == '0->1'
+  assert transition_name((0, 1, 2, 3, 4, 5, 6, 7), 2, 1) == '01->23'
+  assert transition_name((1, 0, 3, 2), 2, 1) == '10->32'
+
+
 def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
   """Every phase on the arena through the README's command (expert loaded
   from the fixture's workdir): the report shows the expert, the paths, code

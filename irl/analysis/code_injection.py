@@ -26,8 +26,8 @@ Choices where the paper is silent: the code of subgoal k is the mean of the
 metacontroller's codes (posterior means, the code in use) over the held-out
 D* steps whose ground-truth subgoal is k; the steps are the metacontroller's
 own evaluation episodes (`segmenting.eval_key`). The code in use switches
-where the ground-truth subgoal changes (on the gridworld the metacontroller's
-own gate fires at those steps, docs/cpu_scale.md).
+where the ground-truth subgoal changes (where a pair-code metacontroller's
+own gate fires too, measured on the gridworld: docs/cpu_scale.md).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from irl.analysis.control_rollouts import seen_successors
 from irl.analysis.controllers import controlled_forward
 from irl.config import Config
 from irl.envs import registry
+from irl.envs import tasks as tasks_lib
 from irl.models import BaseModel, ControllerDecoder, init_cache
 from irl.train import metacontroller as mct
 from irl.utils import config_utils
@@ -79,6 +80,14 @@ def subgoal_codes(config: Config, workdir: str) -> tuple[np.ndarray, Any,
     if len(rows):
       mean[g] = rows.mean(0)
   return mean, phi, theta
+
+
+def transition_name(task: tuple[int, ...], size: int, position: int) -> str:
+  """The transition into subgoal number `position` of `task`, by the
+  subgoals' own colours: '0->1' on the ant's 0-1-2-3, '01->23' on the
+  grid's 0-1-2-3-...."""
+  part = lambda i: ''.join(str(c) for c in task[i * size:(i + 1) * size])
+  return f'{part(position - 1)}->{part(position)}'
 
 
 def first_unseen_transition(config: Config) -> int | None:
@@ -204,20 +213,19 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
   position = first_unseen_transition(config)
   pairs = config_lib.post_task_pairs(config)
   post = config_lib.env_params(config, post=True)
+  post_task = tasks_lib.parse_task(config.env.post_task)
   if position is not None and has_code[pairs[position]]:
     fn = _rollout_fn(trainer.base_model, decoder, layer, env, post,
                      cc.num_episodes, float(cc.temperature), 'force',
                      position)
     runs = _with_and_without(fn, theta, factors, key)
     summary['force'] = {
-        # Subgoals by their colours: '0->1' on the ant, '01->23' on the grid.
-        'transition': '->'.join(
-            ''.join(str(c) for c in range(g * size, (g + 1) * size))
-            for g in pairs[position - 1:position + 1]),
+        'transition': transition_name(post_task, size, position),
         'post_task': config.env.post_task,
         **{name: float(success.mean())
            for name, (success, _) in runs.items()}}
-  if has_code[list(pairs)].all():
+  # Every colour's subgoal needs a code (else it would get controller(0)).
+  if has_code[[c // size for c in post_task]].all():
     fn = _rollout_fn(trainer.base_model, decoder, layer, env, post,
                      cc.num_episodes, float(cc.temperature), 'compose', 0)
     # Without codes the mode does not matter: forcing's baseline is this one.
@@ -225,8 +233,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
             else _success(fn, theta, factors, False, key))
     compose = {'post_task': config.env.post_task, 'none': none}
     for scale in COMPOSE_SCALES:
-      compose[f'x{scale:g}'] = _success(fn, theta, factors_at(scale), True,
-                                        key)
+      compose[f'x{scale:g}'] = _success(
+          fn, theta, factors if scale == 1.0 else factors_at(scale), True,
+          key)
     summary['compose'] = compose
   out_dir = os.path.join(workdir, 'code_injection')
   os.makedirs(out_dir, exist_ok=True)
