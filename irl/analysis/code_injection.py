@@ -112,13 +112,12 @@ def code_index(mode: str, task: jax.Array, task_pos: jax.Array,
   """
   if mode == 'target':
     return task[:, 0] // size
+  # The subgoal pursued; the last one's code stays on once the task is done.
+  now = jnp.minimum(task_pos, task_len - 1)
+  pursued = jnp.take_along_axis(task, now[:, None], 1)[:, 0] // size
   if mode == 'compose':
-    # The last subgoal's code stays on once the task is done.
-    now = jnp.minimum(task_pos, task_len - 1)
-    return jnp.take_along_axis(task, now[:, None], 1)[:, 0] // size
-  pursued = task_pos // size
-  return jnp.where(pursued == position, task[:, position * size] // size,
-                   none)
+    return pursued
+  return jnp.where(task_pos // size == position, pursued, none)   # 'force'
 
 
 @functools.lru_cache(maxsize=8)
@@ -156,16 +155,15 @@ def _rollout_fn(model: BaseModel, decoder: ControllerDecoder, layer: int,
   return run
 
 
+def _episodes(fn, theta, factors, use: bool, key) -> tuple[np.ndarray, ...]:
+  """(success [E], task_id [E]) of `fn` with (use) or without the codes."""
+  return parallel.to_host(fn(theta, factors, jnp.bool_(use), key))
+
+
 def _with_and_without(fn, theta, factors, key) -> dict[str, np.ndarray]:
   """{'none': (success, task_id), 'code': ...} on the same episodes."""
-  return {name: parallel.to_host(fn(theta, factors, jnp.bool_(use), key))
+  return {name: _episodes(fn, theta, factors, use, key)
           for name, use in (('none', False), ('code', True))}
-
-
-def _success(fn, theta, factors, use: bool, key) -> float:
-  """Success rate of `fn`'s episodes with (use) or without the codes."""
-  return float(parallel.to_host(fn(theta, factors, jnp.bool_(use), key))[0]
-               .mean())
 
 
 def run(config: Config, workdir: str) -> dict[str, Any]:
@@ -230,12 +228,12 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                      cc.num_episodes, float(cc.temperature), 'compose', 0)
     # Without codes the mode does not matter: forcing's baseline is this one.
     none = (summary['force']['none'] if 'force' in summary
-            else _success(fn, theta, factors, False, key))
+            else float(_episodes(fn, theta, factors, False, key)[0].mean()))
     compose = {'post_task': config.env.post_task, 'none': none}
     for scale in COMPOSE_SCALES:
-      compose[f'x{scale:g}'] = _success(
-          fn, theta, factors if scale == 1.0 else factors_at(scale), True,
-          key)
+      scaled = factors if scale == 1.0 else factors_at(scale)
+      compose[f'x{scale:g}'] = float(
+          _episodes(fn, theta, scaled, True, key)[0].mean())
     summary['compose'] = compose
   out_dir = os.path.join(workdir, 'code_injection')
   os.makedirs(out_dir, exist_ok=True)
