@@ -260,9 +260,13 @@ def test_training_freezes_base_model_and_resumes(tmp_path):
 
   for k in ('heldout/f1', 'heldout/precision', 'heldout/recall',
             'heldout/median_switches_per_episode', 'heldout/kl',
-            'heldout/code_subgoal_acc', 'heldout/code_subgoal_chance'):
+            'heldout/code_subgoal_acc', 'heldout/code_subgoal_chance',
+            'heldout/action_nll_tied', 'heldout/action_nll_untied'):
     assert k in summary
   assert summary['heldout/median_boundaries_per_episode'] >= 1
+  # A tie is 2 or more optimal moves, so its floor is at least ln 2.
+  assert summary['heldout/ceiling_nll_tied'] >= np.log(2) - 1e-6
+  assert 0.0 < summary['heldout/tied_fraction'] < 1.0
   out_dir = os.path.join(straight, 'metacontroller')
   # The trainer writes arrays; the figure is drawn from them.
   assert not os.path.exists(os.path.join(out_dir, 'beta_traces.png'))
@@ -437,6 +441,24 @@ def test_code_subgoal_accuracy_separates_named_and_blind_codes():
   assert good['code_subgoal_acc'] == 1.0
   assert abs(bad['code_subgoal_acc'] - 0.25) < 0.15
   assert 0.1 < bad['code_subgoal_chance'] < 0.45
+
+
+def test_nll_at_ties_splits_steps_by_the_experts_optimal_moves():
+  # Two episodes of 4 steps, the last step of the second padding.
+  k = np.array([[1, 2, 1, 3], [2, 1, 1, 4]])
+  valid = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+  nll = np.array([[0.1, 0.5, 0.3, 1.0], [0.9, 0.2, 0.0, 99.0]])
+  out = seg.nll_at_ties({'optimal_moves': k, 'valid': valid,
+                         'action_nll_posterior_mean': nll,
+                         'action_nll_no_control': 2 * nll})
+  tied = [0.5, 1.0, 0.9]               # k = 2, 3, 2; the padded k = 4 is out
+  assert out['tied_fraction'] == 3 / 7
+  np.testing.assert_allclose(out['action_nll_tied'], np.mean(tied))
+  np.testing.assert_allclose(out['action_nll_untied'], 0.6 / 4)
+  np.testing.assert_allclose(out['action_nll_no_control_tied'],
+                             2 * np.mean(tied))
+  np.testing.assert_allclose(out['ceiling_nll_tied'],
+                             np.log([2, 3, 2]).mean())
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path):

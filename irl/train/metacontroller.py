@@ -239,6 +239,8 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
                                                        batch.actions),
         'action_nll_no_control': losses.action_nll(plain, batch.actions),
         'kl': mc.kl,
+        **({} if out.action_logits is None else
+           {'optimal_moves': batch.optimal.sum(-1)}),   # discrete actions
     }
 
   return segmenting.Trainer(
@@ -292,6 +294,8 @@ def summarise_eval(config: Config,
       'action_nll', 'action_nll_posterior_mean', 'action_nll_no_control',
       'kl')))
   summary['kl_per_episode'] = float((arrays['kl'] * valid).sum(-1).mean())
+  if 'optimal_moves' in arrays:
+    summary.update(segmentation.nll_at_ties(arrays))
   return summary
 
 

@@ -205,6 +205,32 @@ def step_means(arrays: dict, names: Sequence[str]) -> dict[str, float]:
           for n in names}
 
 
+def nll_at_ties(arrays: dict) -> dict[str, float]:
+  """Held-out action NLL under the posterior-mean code, split by how many
+  moves were optimal for the expert (`optimal_moves` [.., E, T]).
+
+  The expert draws uniformly among its k optimal moves, so at a tie (k ≥ 2)
+  no predictor that cannot see the future beats ln k: a code that does carries
+  the expert's own draw, read from the future through s, not the subgoal. At
+  k = 1 the floor is 0, and what a code buys there is precision.
+  """
+  valid = arrays['valid'].astype(bool)
+  k = arrays['optimal_moves']
+  tied, untied = valid & (k >= 2), valid & (k == 1)
+  def mean(x, sel):
+    return float((x * sel).sum() / max(sel.sum(), 1))
+  return {
+      'tied_fraction': mean(tied, valid),
+      'ceiling_nll_tied': mean(np.log(np.maximum(k, 1)), tied),
+      'action_nll_tied': mean(arrays['action_nll_posterior_mean'], tied),
+      'action_nll_untied': mean(arrays['action_nll_posterior_mean'], untied),
+      'action_nll_no_control_tied': mean(arrays['action_nll_no_control'],
+                                         tied),
+      'action_nll_no_control_untied': mean(arrays['action_nll_no_control'],
+                                           untied),
+  }
+
+
 # What the segmentation figures read: the first episodes' β and subgoals.
 _TRACE_FIELDS = ('beta', 'valid', 'subgoal_index', 'subgoal')
 
