@@ -457,8 +457,14 @@ def test_nll_at_ties_splits_steps_by_the_experts_optimal_moves():
   np.testing.assert_allclose(out['action_nll_untied'], 0.6 / 4)
   np.testing.assert_allclose(out['action_nll_no_control_tied'],
                              2 * np.mean(tied))
+  np.testing.assert_allclose(out['action_nll_no_control_untied'], 0.3)
   np.testing.assert_allclose(out['ceiling_nll_tied'],
                              np.log([2, 3, 2]).mean())
+  # No tie at all: NaN, not a perfect-looking 0.
+  none = seg.nll_at_ties({'optimal_moves': np.ones_like(k), 'valid': valid,
+                          'action_nll_posterior_mean': nll,
+                          'action_nll_no_control': nll})
+  assert np.isnan(none['action_nll_tied']) and none['tied_fraction'] == 0
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path):

@@ -37,7 +37,8 @@ RESULT_FIELDS = (
     'f1', 'precision', 'recall', 'median_switches_per_episode',
     'median_boundaries_per_episode', 'median_count_error',
     'beta_binary_fraction', 'code_subgoal_acc', 'code_subgoal_chance',
-    'aligned')
+    'tied_fraction', 'ceiling_nll_tied', 'action_nll_tied',
+    'action_nll_untied', 'aligned')
 
 
 def _groups(runs: list[tuple[float, int]], size: int

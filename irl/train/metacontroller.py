@@ -239,8 +239,10 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
                                                        batch.actions),
         'action_nll_no_control': losses.action_nll(plain, batch.actions),
         'kl': mc.kl,
+        # Ties are defined by the discrete expert's set of optimal moves
+        # (the arena's `optimal` is a grid direction for a continuous action).
         **({} if out.action_logits is None else
-           {'optimal_moves': batch.optimal.sum(-1)}),   # discrete actions
+           {'optimal_moves': batch.optimal.sum(-1)}),
     }
 
   return segmenting.Trainer(

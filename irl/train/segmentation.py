@@ -218,7 +218,8 @@ def nll_at_ties(arrays: dict) -> dict[str, float]:
   k = arrays['optimal_moves']
   tied, untied = valid & (k >= 2), valid & (k == 1)
   def mean(x, sel):
-    return float((x * sel).sum() / max(sel.sum(), 1))
+    # NaN, not 0, where no step qualifies: 0 would read as a perfect fit.
+    return float((x * sel).sum() / sel.sum()) if sel.any() else float('nan')
   return {
       'tied_fraction': mean(tied, valid),
       'ceiling_nll_tied': mean(np.log(np.maximum(k, 1)), tied),
