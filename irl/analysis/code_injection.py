@@ -160,6 +160,11 @@ def _episodes(fn, theta, factors, use: bool, key) -> tuple[np.ndarray, ...]:
   return parallel.to_host(fn(theta, factors, jnp.bool_(use), key))
 
 
+def _success(fn, theta, factors, use: bool, key) -> float:
+  """Success rate of `fn`'s episodes with (use) or without the codes."""
+  return float(_episodes(fn, theta, factors, use, key)[0].mean())
+
+
 def _with_and_without(fn, theta, factors, key) -> dict[str, np.ndarray]:
   """{'none': (success, task_id), 'code': ...} on the same episodes."""
   return {name: _episodes(fn, theta, factors, use, key)
@@ -228,12 +233,11 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                      cc.num_episodes, float(cc.temperature), 'compose', 0)
     # Without codes the mode does not matter: forcing's baseline is this one.
     none = (summary['force']['none'] if 'force' in summary
-            else float(_episodes(fn, theta, factors, False, key)[0].mean()))
+            else _success(fn, theta, factors, False, key))
     compose = {'post_task': config.env.post_task, 'none': none}
     for scale in COMPOSE_SCALES:
       scaled = factors if scale == 1.0 else factors_at(scale)
-      compose[f'x{scale:g}'] = float(
-          _episodes(fn, theta, scaled, True, key)[0].mean())
+      compose[f'x{scale:g}'] = _success(fn, theta, scaled, True, key)
     summary['compose'] = compose
   out_dir = os.path.join(workdir, 'code_injection')
   os.makedirs(out_dir, exist_ok=True)
