@@ -467,7 +467,7 @@ def test_nll_at_ties_splits_steps_by_the_experts_optimal_moves():
   assert np.isnan(none['action_nll_tied']) and none['tied_fraction'] == 0
 
 
-def test_rate_distortion_job_writes_every_run(tmp_path):
+def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   # The vmapped sweep (α × seeds in one computation) reports each run's
   # segmentation and code scores.
   c = gridworld.get_config('test')
@@ -484,6 +484,19 @@ def test_rate_distortion_job_writes_every_run(tmp_path):
     assert 0.0 <= float(r['code_subgoal_acc']) <= 1.0
     assert 0.0 < float(r['code_subgoal_chance']) <= 1.0
   assert (tmp_path / 'rate_distortion' / 'rate_distortion.png').exists()
+
+  # Run again: the stored results are this config's, so nothing trains.
+  def no_training(*args, **kwargs):
+    raise AssertionError('a finished group was trained again')
+  monkeypatch.setattr(rate_distortion, 'train_group', no_training)
+  assert len(rate_distortion.run(c, str(tmp_path))) == len(rows)
+  # Under another recipe the same (mode, α, seed, steps) is not done: the
+  # stored records are not served as this config's.
+  monkeypatch.undo()
+  c.metacontroller.learning_rate *= 2
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match='metacontroller.learning_rate'):
+    rate_distortion.run(c, str(tmp_path))
 
 
 def test_figures_are_written(tmp_path):

@@ -67,6 +67,18 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
 # The runs of one group, trained together.
 
 
+def result_digest(config: Config) -> str:
+  """What a stored result of the sweep was computed under: the
+  metacontroller's checkpoint fingerprint (less the α and seed each run sets
+  for itself) and the evaluation size. A record whose digest differs is
+  stale and is not served."""
+  fp = mct.fingerprint(config)
+  for field in ('kl_weight', 'seed'):
+    fp['metacontroller'].pop(field, None)
+  fp['eval_episodes'] = int(config.metacontroller.eval_episodes)
+  return hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
                ) -> str:
   """The checkpoint name of a group of rate-distortion runs."""
@@ -132,13 +144,19 @@ def train_group(config: Config, workdir: str, mode: str,
   return records
 
 
+def _key(record: dict) -> tuple[str, float, int, int]:
+  return (record['base_model'], float(record['kl_weight']),
+          int(record['seed']), int(record['num_steps']))
+
+
 def run(config: Config, workdir: str) -> list[dict]:
   """Sweeps α × seeds per base-model mode; writes CSV, JSON and the figure.
 
   The runs of a group (`rate_distortion.runs_per_group`, default all α ×
   seeds of one mode) train together under one `jax.vmap`; each group has its
   own resumable checkpoint (`<workdir>/checkpoints/rate_distortion/<group>`),
-  and a group whose results are on record is skipped. Outputs:
+  and a group whose results are on record under the same config
+  (`result_digest`) is skipped. Outputs:
   `<workdir>/rate_distortion/results.{json,csv}`, `rate_distortion.png`.
   Run r of a group uses metacontroller.seed = its seed and kl_weight = its α,
   exactly as a single `train` run would.
@@ -154,13 +172,15 @@ def run(config: Config, workdir: str) -> list[dict]:
   if os.path.exists(results_path):
     with open(results_path) as f:
       records = json.load(f)
-  done = {(r['base_model'], float(r['kl_weight']), int(r['seed']),
-           int(r['num_steps'])) for r in records}
   runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
   base_params = None
   for mode in rd.base_models:
     cfg = config_lib.replace(config, {'metacontroller.base_model': mode,
                                       'metacontroller.num_steps': num_steps})
+    digest = result_digest(cfg)
+    # Keyed by the config too: a record of the same (mode, α, seed, steps)
+    # under another pretraining run or recipe is not this run's result.
+    done = {_key(r) for r in records if r.get('config_digest') == digest}
     for group in _groups(runs, rd.runs_per_group):
       if all((mode, a, s, num_steps) in done for a, s in group):
         logging.info('rate_distortion: %s %s already done', mode, group)
@@ -172,11 +192,9 @@ def run(config: Config, workdir: str) -> list[dict]:
                          None if mode == 'cotrain_scratch' else base_params)
       for r in new:
         r['aligned'] = bool(r['f1'] >= rd.f1_threshold)
-      records = [r for r in records
-                 if (r['base_model'], float(r['kl_weight']), int(r['seed']),
-                     int(r['num_steps'])) not in
-                 {(x['base_model'], x['kl_weight'], x['seed'], num_steps)
-                  for x in new}] + new
+        r['config_digest'] = digest
+      replaced = {_key(r) for r in new}
+      records = [r for r in records if _key(r) not in replaced] + new
       _write_results(out_dir, records, rd.f1_threshold)
   if records:
     _write_results(out_dir, records, rd.f1_threshold)
