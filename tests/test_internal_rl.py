@@ -493,6 +493,8 @@ def test_fig8_job_trains_resumes_and_writes_curves(tmp_path):
   assert lines[0] == 'method,update,episodes,median,q25,q75'
   assert len(lines) == 1 + 2 * 2
   assert (tmp_path / 'fig8_task_0' / 'fig8_success_log.png').exists()
+  # The θ step an RL run started from is part of what its checkpoint means.
+  assert rlt.fingerprint(c)['pretrain']['num_steps'] == c.pretrain.num_steps
   # A rerun resumes the finished runs: nothing is trained again.
   again = rlt.train(c, workdir, 'internal')
   assert again['resumed_from'] == 4 and again['num_updates'] == 4

@@ -467,6 +467,16 @@ def test_nll_at_ties_splits_steps_by_the_experts_optimal_moves():
   assert np.isnan(none['action_nll_tied']) and none['tied_fraction'] == 0
 
 
+def test_eval_arrays_of_zero_episodes_leave_no_stale_traces(tmp_path):
+  arrays = {k: np.zeros((4, 6), np.int32) for k in
+            ('beta', 'valid', 'subgoal_index', 'subgoal')}
+  seg.save_eval_arrays(str(tmp_path), arrays, 2)
+  assert seg.load_eval_arrays(str(tmp_path))['beta'].shape == (2, 6)
+  # A rerun that keeps no traces removes the earlier run's.
+  seg.save_eval_arrays(str(tmp_path), arrays, 0)
+  assert seg.load_eval_arrays(str(tmp_path)) is None
+
+
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   # The vmapped sweep (α × seeds in one computation) reports each run's
   # segmentation and code scores.
@@ -489,10 +499,21 @@ def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   def no_training(*args, **kwargs):
     raise AssertionError('a finished group was trained again')
   monkeypatch.setattr(rate_distortion, 'train_group', no_training)
-  assert len(rate_distortion.run(c, str(tmp_path))) == len(rows)
+  first = rate_distortion.run(c, str(tmp_path))
+  assert len(first) == len(rows)
+  monkeypatch.undo()
+  # Scored another way (a switch threshold the checkpoint does not fix),
+  # every run is evaluated again from its finished checkpoint.
+  c.metacontroller.switch_threshold = 0.3
+  again = rate_distortion.run(c, str(tmp_path))
+  assert len(again) == len(rows)
+  assert {r['config_digest'] for r in again} == {
+      rate_distortion.result_digest(config_lib.replace(
+          c, {'metacontroller.base_model': 'frozen'}))}
+  assert {r['config_digest'] for r in first}.isdisjoint(
+      r['config_digest'] for r in again)
   # Under another recipe the same (mode, α, seed, steps) is not done: the
   # stored records are not served as this config's.
-  monkeypatch.undo()
   c.metacontroller.learning_rate *= 2
   with pytest.raises(ckpt_lib.CheckpointMismatchError,
                      match='metacontroller.learning_rate'):

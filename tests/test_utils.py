@@ -31,6 +31,7 @@ from irl.utils import (
     save_config,
     select_preset,
 )
+from irl.utils.checkpoint import UNRECORDED
 
 FINGERPRINT = {'model': {'num_layers': 2, 'd_model': 3}, 'pretrain': {'lr': 0.1}}
 
@@ -177,6 +178,36 @@ def test_field_added_to_the_fingerprint_keeps_old_checkpoints(tmp_path):
                        match='data.episodes_per_row: checkpoint=<missing>'):
       ckpt.restore_or_init(_init_state(False))
     ckpt.close()
+
+
+def test_field_added_unrecorded_keeps_old_checkpoints_and_checks_new(tmp_path):
+  """A field whose value old checkpoints never recorded (UNRECORDED) lets
+  them load under any value; a checkpoint written since records it and
+  refuses another."""
+  _train(tmp_path, 5, typed_key=False)
+  added = {'pretrain.num_steps': UNRECORDED}
+  directory = tmp_path / 'checkpoints' / 'pretrain'
+  for steps in (100, 200):
+    grown = {**FINGERPRINT, 'pretrain': {'lr': 0.1, 'num_steps': steps}}
+    ckpt = Checkpointer(directory, save_every=5, fingerprint=grown,
+                        added_fields=added)
+    _, step = ckpt.restore_or_init(_init_state(False))
+    assert step == 5
+    ckpt.close()
+  recorded = tmp_path / 'recorded'
+  grown = {**FINGERPRINT, 'pretrain': {'lr': 0.1, 'num_steps': 100}}
+  ckpt = Checkpointer(recorded, save_every=5, fingerprint=grown,
+                      added_fields=added)
+  state, _ = ckpt.restore_or_init(_init_state(False))
+  ckpt.maybe_save(5, state, force=True)
+  ckpt.close()
+  other = {**FINGERPRINT, 'pretrain': {'lr': 0.1, 'num_steps': 200}}
+  ckpt = Checkpointer(recorded, save_every=5, fingerprint=other,
+                      added_fields=added)
+  with pytest.raises(CheckpointMismatchError,
+                     match='pretrain.num_steps: checkpoint=100, config=200'):
+    ckpt.restore_or_init(_init_state(False))
+  ckpt.close()
 
 
 def test_shape_mismatch_names_leaf_path(tmp_path):

@@ -51,6 +51,8 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
                    ) -> None:
   records = sorted(records, key=lambda r: (r['base_model'], r['kl_weight'],
                                            r['seed']))
+  for r in records:
+    r['aligned'] = bool(r['f1'] >= f1_threshold)
   config_utils.atomic_write_text(os.path.join(out_dir, 'results.json'),
                                  json.dumps(records, indent=2) + '\n')
   table = io.StringIO(newline='')
@@ -70,12 +72,14 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
 def result_digest(config: Config) -> str:
   """What a stored result of the sweep was computed under: the
   metacontroller's checkpoint fingerprint (less the α and seed each run sets
-  for itself) and the evaluation size. A record whose digest differs is
-  stale and is not served."""
+  for itself) and the evaluation's fields. A record whose digest differs is
+  stale: it is neither served nor written out again."""
+  m = config.metacontroller
   fp = mct.fingerprint(config)
   for field in ('kl_weight', 'seed'):
     fp['metacontroller'].pop(field, None)
-  fp['eval_episodes'] = int(config.metacontroller.eval_episodes)
+  fp['eval'] = [m.eval_episodes, m.eval_batch_size, m.switch_threshold,
+                m.boundary_tolerance]
   return hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -174,13 +178,18 @@ def run(config: Config, workdir: str) -> list[dict]:
       records = json.load(f)
   runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
   base_params = None
+  mode_configs = {
+      mode: config_lib.replace(config, {'metacontroller.base_model': mode,
+                                        'metacontroller.num_steps': num_steps})
+      for mode in set(rd.base_models) | {r['base_model'] for r in records}}
+  digests = {mode: result_digest(c) for mode, c in mode_configs.items()}
+  # A record computed under another pretraining run or recipe is not this
+  # config's result: it is dropped, and its run trains again if still swept.
+  records = [r for r in records
+             if r.get('config_digest') == digests[r['base_model']]]
+  done = {_key(r) for r in records}
   for mode in rd.base_models:
-    cfg = config_lib.replace(config, {'metacontroller.base_model': mode,
-                                      'metacontroller.num_steps': num_steps})
-    digest = result_digest(cfg)
-    # Keyed by the config too: a record of the same (mode, α, seed, steps)
-    # under another pretraining run or recipe is not this run's result.
-    done = {_key(r) for r in records if r.get('config_digest') == digest}
+    cfg, digest = mode_configs[mode], digests[mode]
     for group in _groups(runs, rd.runs_per_group):
       if all((mode, a, s, num_steps) in done for a, s in group):
         logging.info('rate_distortion: %s %s already done', mode, group)
@@ -191,7 +200,6 @@ def run(config: Config, workdir: str) -> list[dict]:
       new = train_group(cfg, workdir, mode, group, num_steps,
                          None if mode == 'cotrain_scratch' else base_params)
       for r in new:
-        r['aligned'] = bool(r['f1'] >= rd.f1_threshold)
         r['config_digest'] = digest
       replaced = {_key(r) for r in new}
       records = [r for r in records if _key(r) not in replaced] + new

@@ -48,6 +48,7 @@ from irl.train import compile as compile_train
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import metrics as metrics_lib
 from irl.utils import parallel
@@ -55,7 +56,8 @@ from irl.utils import parallel
 # Checkpoints written before these fields existed trained under these values
 # (the fingerprint holds the whole metacontroller or compile section).
 ADDED_FIELDS = {**mct.ADDED_FIELDS, **compile_train.ADDED_FIELDS,
-                **optim.added_fields('rl')}
+                **optim.added_fields('rl'),
+                'pretrain.num_steps': ckpt_lib.UNRECORDED}
 
 
 # --------------------------------------------------------------------------
@@ -280,7 +282,10 @@ def fingerprint(config: Config) -> dict:
           'rl.num_minibatches', 'rl.entropy_coef', 'rl.advantage_eps',
           'rl.switch_threshold', 'rl.max_decisions', 'rl.temperature',
           'rl.policy_width', 'rl.policy_heads', 'rl.policy_mlp_dim',
-          'rl.init_log_std', 'rl.seeds', 'seed'] + [
+          'rl.init_log_std', 'rl.seeds', 'seed',
+          # The θ step loaded: a run on θ@24k is not one on θ@12k, even where
+          # the pretraining checkpoint does not tell them apart.
+          'pretrain.num_steps'] + [
               f'rl.{f}' for f in optim.SCHEDULE_FIELDS] + list(
               pretrain.FINGERPRINT_KEYS + pretrain.data_keys(config))
   if config.rl.method == 'raw_action':

@@ -238,12 +238,17 @@ _TRACE_FIELDS = ('beta', 'valid', 'subgoal_index', 'subgoal')
 
 def save_eval_arrays(out_dir: str, arrays: dict, num_episodes: int) -> str:
   """Writes the first `num_episodes` held-out episodes' β [E, T], valid,
-  subgoal_index and subgoal to `<out_dir>/EVAL_ARRAYS` (none if 0)."""
+  subgoal_index and subgoal to `<out_dir>/EVAL_ARRAYS`. With 0 episodes it
+  writes none and removes an earlier run's, so no figure draws stale β."""
   path = os.path.join(out_dir, EVAL_ARRAYS)
-  if num_episodes and parallel.is_writer():
+  if not parallel.is_writer():
+    return path
+  if num_episodes:
     np.savez_compressed(path + '.tmp.npz', **{
         k: np.asarray(arrays[k])[:num_episodes] for k in _TRACE_FIELDS})
     os.replace(path + '.tmp.npz', path)
+  elif os.path.exists(path):
+    os.remove(path)
   return path
 
 

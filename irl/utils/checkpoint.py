@@ -49,6 +49,10 @@ class _QuietOrbax(logging.logging.Filter):
 
 logging.get_absl_handler().addFilter(_QuietOrbax())
 _MISSING = '<missing>'
+# An added field whose value older checkpoints did not record (the θ step an
+# RL run started from): such a checkpoint loads under any value, as before
+# the field joined; every checkpoint written since records and checks it.
+UNRECORDED = '<unrecorded>'
 
 
 class CheckpointMismatchError(ValueError):
@@ -103,7 +107,8 @@ def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any],
 
   added_fields: dotted fields that joined the fingerprint after checkpoints
   were written, each with the value those checkpoints were trained under; a
-  saved fingerprint without the field matches a config holding that value.
+  saved fingerprint without the field matches a config holding that value
+  (any value where it is `UNRECORDED`).
   A saved `metacontroller.layer` or `compile.layer` of -1 (written before
   `irl.config.build` resolved it) matches the middle of its model, L // 2.
   """
@@ -112,7 +117,7 @@ def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any],
   lines = []
   for field in sorted(set(a) | set(b)):
     x, y = a.get(field, _MISSING), b.get(field, _MISSING)
-    if x is _MISSING and field in added and y == added[field]:
+    if x is _MISSING and field in added and added[field] in (y, UNRECORDED):
       continue
     if (field.endswith(('metacontroller.layer', 'compile.layer')) and x == -1
         and y == a.get('model.num_layers', -2) // 2):
