@@ -472,9 +472,14 @@ def test_eval_arrays_of_zero_episodes_leave_no_stale_traces(tmp_path):
             ('beta', 'valid', 'subgoal_index', 'subgoal')}
   seg.save_eval_arrays(str(tmp_path), arrays, 2)
   assert seg.load_eval_arrays(str(tmp_path))['beta'].shape == (2, 6)
-  # A rerun that keeps no traces removes the earlier run's.
+  (tmp_path / seg.SUMMARY).write_text('{}')
+  assert reports._traces(str(tmp_path), 0.5, lambda scores: 't')
+  assert (tmp_path / 'beta_traces.png').exists()
+  # A rerun that keeps no traces removes the earlier run's, and its figure.
   seg.save_eval_arrays(str(tmp_path), arrays, 0)
   assert seg.load_eval_arrays(str(tmp_path)) is None
+  assert reports._traces(str(tmp_path), 0.5, lambda scores: 't') is None
+  assert not (tmp_path / 'beta_traces.png').exists()
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
@@ -518,6 +523,9 @@ def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   with pytest.raises(ckpt_lib.CheckpointMismatchError,
                      match='metacontroller.learning_rate'):
     rate_distortion.run(c, str(tmp_path))
+  # ... and the stale results were taken down before the run failed.
+  assert not (tmp_path / 'rate_distortion' / 'results.json').exists()
+  assert not (tmp_path / 'rate_distortion' / 'rate_distortion.png').exists()
 
 
 def test_figures_are_written(tmp_path):

@@ -23,7 +23,7 @@ from absl import logging
 
 from irl import config as config_lib
 from irl.analysis import figures
-from irl.config import Config
+from irl.config import Config, checks
 from irl.train import loop
 from irl.train import metacontroller as mct
 from irl.train import pretrain
@@ -178,15 +178,25 @@ def run(config: Config, workdir: str) -> list[dict]:
       records = json.load(f)
   runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
   base_params = None
+  modes = set(rd.base_models) | {r.get('base_model') for r in records}
   mode_configs = {
       mode: config_lib.replace(config, {'metacontroller.base_model': mode,
                                         'metacontroller.num_steps': num_steps})
-      for mode in set(rd.base_models) | {r['base_model'] for r in records}}
+      for mode in modes & set(checks.BASE_MODEL_MODES)}
   digests = {mode: result_digest(c) for mode, c in mode_configs.items()}
   # A record computed under another pretraining run or recipe is not this
-  # config's result: it is dropped, and its run trains again if still swept.
-  records = [r for r in records
-             if r.get('config_digest') == digests[r['base_model']]]
+  # config's result: it is dropped at once (so no stale figure outlives a
+  # failed run), and its run trains again if still swept.
+  kept = [r for r in records if r.get('config_digest') is not None
+          and r.get('config_digest') == digests.get(r.get('base_model'))]
+  if len(kept) < len(records):
+    records = kept
+    if records:
+      _write_results(out_dir, records, rd.f1_threshold)
+    else:
+      for name in ('results.json', 'results.csv', 'rate_distortion.png'):
+        if os.path.exists(os.path.join(out_dir, name)):
+          os.remove(os.path.join(out_dir, name))
   done = {_key(r) for r in records}
   for mode in rd.base_models:
     cfg, digest = mode_configs[mode], digests[mode]

@@ -25,13 +25,17 @@ def _traces(run_dir: str, threshold: float,
   """`<run_dir>/beta_traces.png` from the arrays and scores the trainer
   wrote there; `title(scores)` names the run."""
   scores_path = os.path.join(run_dir, segmentation.SUMMARY)
+  figure = os.path.join(run_dir, 'beta_traces.png')
   arrays = segmentation.load_eval_arrays(run_dir)
   if arrays is None or not os.path.exists(scores_path):
+    # A run that kept no traces leaves no earlier run's figure to report.
+    if os.path.exists(figure):
+      os.remove(figure)
     return None
   with open(scores_path) as f:
     scores = json.load(f)
   return figures.beta_traces(
-      os.path.join(run_dir, 'beta_traces.png'), arrays['beta'],
+      figure, arrays['beta'],
       arrays['valid'], arrays['subgoal_index'], arrays['subgoal'],
       num_episodes=len(arrays['beta']), threshold=threshold,
       title=title(scores))
