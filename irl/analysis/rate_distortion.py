@@ -49,6 +49,11 @@ def _groups(runs: list[tuple[float, int]], size: int
 
 def _write_results(out_dir: str, records: list[dict], f1_threshold: float
                    ) -> None:
+  if not records:   # nothing current: take down what an earlier run wrote
+    for name in ('results.json', 'results.csv', 'rate_distortion.png'):
+      if os.path.exists(os.path.join(out_dir, name)):
+        os.remove(os.path.join(out_dir, name))
+    return
   records = sorted(records, key=lambda r: (r['base_model'], r['kl_weight'],
                                            r['seed']))
   for r in records:
@@ -187,16 +192,11 @@ def run(config: Config, workdir: str) -> list[dict]:
   # A record computed under another pretraining run or recipe is not this
   # config's result: it is dropped at once (so no stale figure outlives a
   # failed run), and its run trains again if still swept.
-  kept = [r for r in records if r.get('config_digest') is not None
-          and r.get('config_digest') == digests.get(r.get('base_model'))]
+  kept = [r for r in records if r.get('base_model') in digests
+          and r.get('config_digest') == digests[r['base_model']]]
   if len(kept) < len(records):
     records = kept
-    if records:
-      _write_results(out_dir, records, rd.f1_threshold)
-    else:
-      for name in ('results.json', 'results.csv', 'rate_distortion.png'):
-        if os.path.exists(os.path.join(out_dir, name)):
-          os.remove(os.path.join(out_dir, name))
+    _write_results(out_dir, records, rd.f1_threshold)
   done = {_key(r) for r in records}
   for mode in rd.base_models:
     cfg, digest = mode_configs[mode], digests[mode]
@@ -214,6 +214,5 @@ def run(config: Config, workdir: str) -> list[dict]:
       replaced = {_key(r) for r in new}
       records = [r for r in records if _key(r) not in replaced] + new
       _write_results(out_dir, records, rd.f1_threshold)
-  if records:
-    _write_results(out_dir, records, rd.f1_threshold)
+  _write_results(out_dir, records, rd.f1_threshold)
   return records
