@@ -1,6 +1,7 @@
 """Ant-pinpad and its point body: the rules, the observation, jit and vmap."""
 
 import functools
+import json
 import os
 
 import hypothesis
@@ -293,6 +294,60 @@ def test_a_workdir_locates_the_expert_and_fingerprints_ignore_where(
   assert config_lib.locate(a, str(tmp_path / 'b')) == a    # set: kept
   assert (config_utils.config_fingerprint(a, ['env']) ==
           config_utils.config_fingerprint(b, ['env']))
+
+
+def test_an_expert_trained_under_other_settings_is_refused_not_replaced(
+    tmp_path):
+  """Every phase in a workdir learned from its expert's data, so a config
+  whose `env` or `expert` differs from the expert's is refused by every
+  entry point (locate) and by the expert's training, naming the field, and
+  the files stay as they were."""
+  from configs import ant
+  from irl import config as config_lib
+  from irl.train import arena_expert
+  from irl.utils.checkpoint import CheckpointMismatchError
+  workdir = str(tmp_path)
+  config = config_lib.locate(ant.get_config('test'), workdir)
+  # A stand-in for a trained expert: its summary's fingerprint is what is
+  # checked, and the post-task rate is stored, so nothing loads the policy.
+  policy_path = config_lib.expert_path(workdir)
+  summary_path = config_lib.expert_summary_path(workdir)
+  for path in (policy_path, summary_path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(policy_path, 'wb') as f:
+    f.write(b'policy')
+
+  def write_summary(policy_format):
+    summary = {'fingerprint': {**config_lib.expert_fingerprint(config),
+                               'policy_format': policy_format},
+               'success_pretrain': 0.5,
+               'success_by_post_task': {config.env.post_task: 0.25}}
+    with open(summary_path, 'w') as f:
+      json.dump(summary, f)
+
+  write_summary(arena_expert.POLICY_FORMAT)
+  assert arena_expert.train(config, workdir)['success_post'] == 0.25
+  other = ant.get_config('test')
+  other.expert.num_timesteps = 512
+  message = 'expert.num_timesteps: checkpoint=256, config=512'
+  with pytest.raises(CheckpointMismatchError, match=message):
+    config_lib.locate(other, workdir)
+  with pytest.raises(CheckpointMismatchError, match=message):
+    arena_expert.train(other, workdir)
+  other = ant.get_config('test')
+  other.env.max_steps = 30
+  with pytest.raises(CheckpointMismatchError, match='env.max_steps'):
+    config_lib.locate(other, workdir)
+  # Another post-training task reuses the expert (it is only evaluated).
+  other = ant.get_config('test')
+  other.env.post_task = '1-2-3'
+  assert config_lib.locate(other, workdir).env.expert_checkpoint == policy_path
+  # A policy file of an older layout is refused too, not retrained.
+  write_summary(arena_expert.POLICY_FORMAT - 1)
+  with pytest.raises(CheckpointMismatchError, match='policy_format'):
+    arena_expert.train(config, workdir)
+  with open(policy_path, 'rb') as f:
+    assert f.read() == b'policy'
 
 
 @pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])

@@ -29,11 +29,13 @@ from irl.config import checks
 from irl.config.checks import env_params, num_subgoals, post_task_pairs
 from irl.config.sections import SECTIONS, Config
 from irl.envs import registry
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils.config_utils import ConfigError
 
 __all__ = ['Config', 'ConfigError', 'build', 'replace', 'factory_key',
-           'locate', 'expert_path', 'expert_summary_path', 'env_params', 'num_subgoals',
+           'locate', 'expert_path', 'expert_summary_path', 'expert_fingerprint',
+           'check_expert', 'env_params', 'num_subgoals',
            'post_task_pairs']
 
 _BUILT: collections.OrderedDict[str, Config] = collections.OrderedDict()
@@ -166,11 +168,41 @@ def expert_summary_path(workdir: str) -> str:
   return os.path.join(workdir, 'expert', 'summary.json')
 
 
+def expert_fingerprint(config: Mapping[str, Any] | Config) -> dict[str, Any]:
+  """What an arena expert was trained under: `env` (less the post-training
+  task, which is only evaluated, and where the expert lives) and `expert`."""
+  return config_utils.config_fingerprint(
+      build(config), ['env', 'expert'], exclude=('env.post_task',))
+
+
+def check_expert(saved: Mapping[str, Any], config: Mapping[str, Any] | Config,
+                 workdir: str, extra: Mapping[str, Any] | None = None) -> None:
+  """Refuses `config` when the workdir's expert (its summary's fingerprint
+  `saved`) was trained under other `env` or `expert` settings: every phase
+  in the workdir learned from that expert's data, so it is never silently
+  replaced. `extra`: fields the saved fingerprint must also hold."""
+  current = {**expert_fingerprint(config), **(extra or {})}
+  saved = {k: v for k, v in saved.items() if k in current}
+  diff = ckpt_lib.fingerprint_diff(saved, current)
+  if diff:
+    raise ckpt_lib.CheckpointMismatchError(
+        f'the expert in {workdir} was trained with a different config:\n  '
+        + '\n  '.join(diff)
+        + '\nEvery phase in this workdir learned from its data. Use a fresh '
+        '--workdir, or rerun with the config that trained it.')
+
+
 def locate(config: Mapping[str, Any] | Config, workdir: str) -> Config:
   """`config` with its workdir defaults filled: an empty
   `env.expert_checkpoint` (the arena's) becomes `expert_path(workdir)`, so
-  one workdir holds the expert and every phase that reads its data."""
+  one workdir holds the expert and every phase that reads its data. A
+  config that does not match the expert already trained there is refused
+  (`check_expert`)."""
   config = build(config)
-  if config.env.get('expert_checkpoint', None) == '':
-    return replace(config, {'env.expert_checkpoint': expert_path(workdir)})
-  return config
+  if config.env.get('expert_checkpoint', None) != '':
+    return config
+  summary_path = expert_summary_path(workdir)
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      check_expert(json.load(f).get('fingerprint', {}), config, workdir)
+  return replace(config, {'env.expert_checkpoint': expert_path(workdir)})

@@ -33,7 +33,7 @@ from irl.envs import tasks as tasks_lib
 from irl.utils import config_utils
 from irl.utils import parallel
 
-# Bumped when the saved policy's layout changes: an older file is retrained.
+# Bumped when the saved policy's layout changes: an older file is refused.
 POLICY_FORMAT = 2
 # The `expert` fields that are Brax PPO's own arguments.
 PPO_FIELDS = ('num_timesteps', 'num_envs', 'batch_size', 'num_minibatches',
@@ -109,14 +109,14 @@ def train(config: Config, workdir: str) -> dict:
   summary_path = config_lib.expert_summary_path(workdir)
   # The post-training task is only evaluated (post_task_success), never
   # trained on: another one reuses the expert.
-  fingerprint = config_utils.config_fingerprint(
-      config, ['env', 'expert'], exclude=('env.post_task',))
-  fingerprint['policy_format'] = POLICY_FORMAT
+  fingerprint = {**config_lib.expert_fingerprint(config),
+                 'policy_format': POLICY_FORMAT}
   if os.path.exists(path) and os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
-    if summary['fingerprint'] == fingerprint:
-      return {**summary, 'success_post': post_task_success(config, workdir)}
+    config_lib.check_expert(summary['fingerprint'], config, workdir,
+                            extra={'policy_format': POLICY_FORMAT})
+    return {**summary, 'success_post': post_task_success(config, workdir)}
   env = arena_expert.ExpertEnv(params, e.progress_weight)
   _brax_compat()
   t0 = time.time()
