@@ -60,9 +60,9 @@ def beta_traces(path: str, beta, valid, subgoal_index, subgoal=None,
   """Writes a PNG like the paper's Fig. 6 / A3: β_t of several episodes.
 
   Each row is one episode: β_t over its valid steps, dotted vertical lines at
-  the true pair boundaries, the background shaded by the pair pursued
-  (`subgoal` [B, T] pair ids, if given), switches (β > threshold, t ≥ 1)
-  marked.
+  the true subgoal boundaries, the background shaded by the subgoal pursued
+  (`subgoal` [B, T] ids, if given: the gridworld's pairs, the arena's
+  colours), switches (β > threshold, t ≥ 1) marked.
   """
   beta = np.asarray(beta, np.float32)
   valid = np.asarray(valid, bool)
@@ -95,8 +95,8 @@ def beta_traces(path: str, beta, valid, subgoal_index, subgoal=None,
             f"boundaries, F1 {row['f1']:.2f}", transform=ax.transAxes,
             ha='right', va='bottom', fontsize=6)
     ax.tick_params(labelsize=6)
-  axes[-1, 0].set_xlabel('step t  (dotted: true pair boundary; red: β > '
-                         f'{threshold:g}; shading: pair pursued)', fontsize=7)
+  axes[-1, 0].set_xlabel('step t  (dotted: true subgoal boundary; red: β > '
+                         f'{threshold:g}; shading: subgoal pursued)', fontsize=7)
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
