@@ -5,7 +5,8 @@ r"""Trains the arena's expert with Brax's PPO (docs/method.md §3).
 
 Writes <workdir>/checkpoints/expert.msgpack and <workdir>/expert/summary.json
 (success on the pretraining tasks and on the post-training task, and the
-training curve). A rerun with the same config loads it.
+training curve). A rerun with the same config loads it; one whose env or
+expert settings differ is refused (use a fresh workdir).
 """
 
 import json

@@ -338,6 +338,12 @@ def test_an_expert_trained_under_other_settings_is_refused_not_replaced(
   other.env.max_steps = 30
   with pytest.raises(CheckpointMismatchError, match='env.max_steps'):
     config_lib.locate(other, workdir)
+  with pytest.raises(CheckpointMismatchError, match='env.max_steps'):
+    arena_expert.train(other, workdir)
+  # Naming the workdir's expert explicitly does not skip the check.
+  other.env.expert_checkpoint = policy_path
+  with pytest.raises(CheckpointMismatchError, match='env.max_steps'):
+    config_lib.locate(other, workdir)
   # Another post-training task reuses the expert (it is only evaluated).
   other = ant.get_config('test')
   other.env.post_task = '1-2-3'
@@ -346,8 +352,16 @@ def test_an_expert_trained_under_other_settings_is_refused_not_replaced(
   write_summary(arena_expert.POLICY_FORMAT - 1)
   with pytest.raises(CheckpointMismatchError, match='policy_format'):
     arena_expert.train(config, workdir)
+  with open(summary_path) as f:
+    summary = f.read()
+  # A policy whose summary is missing has an unknown config: refused too.
+  os.remove(summary_path)
+  with pytest.raises(CheckpointMismatchError, match='no summary'):
+    arena_expert.train(config, workdir)
   with open(policy_path, 'rb') as f:
     assert f.read() == b'policy'
+  assert json.loads(summary)['fingerprint']['policy_format'] == (
+      arena_expert.POLICY_FORMAT - 1)      # the refusals wrote nothing
 
 
 @pytest.mark.parametrize('preset', ['paper', 'cpu', 'test'])

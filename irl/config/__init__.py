@@ -35,7 +35,7 @@ from irl.utils.config_utils import ConfigError
 
 __all__ = ['Config', 'ConfigError', 'build', 'replace', 'factory_key',
            'locate', 'expert_path', 'expert_summary_path', 'expert_fingerprint',
-           'check_expert', 'env_params', 'num_subgoals',
+           'check_expert_fingerprint', 'env_params', 'num_subgoals',
            'post_task_pairs']
 
 _BUILT: collections.OrderedDict[str, Config] = collections.OrderedDict()
@@ -175,12 +175,14 @@ def expert_fingerprint(config: Mapping[str, Any] | Config) -> dict[str, Any]:
       build(config), ['env', 'expert'], exclude=('env.post_task',))
 
 
-def check_expert(saved: Mapping[str, Any], config: Mapping[str, Any] | Config,
-                 workdir: str, extra: Mapping[str, Any] | None = None) -> None:
+def check_expert_fingerprint(saved: Mapping[str, Any],
+                             config: Mapping[str, Any] | Config,
+                             workdir: str,
+                             extra: Mapping[str, Any] | None = None) -> None:
   """Refuses `config` when the workdir's expert (its summary's fingerprint
   `saved`) was trained under other `env` or `expert` settings: every phase
-  in the workdir learned from that expert's data, so it is never silently
-  replaced. `extra`: fields the saved fingerprint must also hold."""
+  in the workdir learned from that expert's data, so it is never replaced
+  by another. `extra`: fields the saved fingerprint must also hold."""
   current = {**expert_fingerprint(config), **(extra or {})}
   saved = {k: v for k, v in saved.items() if k in current}
   diff = ckpt_lib.fingerprint_diff(saved, current)
@@ -196,13 +198,15 @@ def locate(config: Mapping[str, Any] | Config, workdir: str) -> Config:
   """`config` with its workdir defaults filled: an empty
   `env.expert_checkpoint` (the arena's) becomes `expert_path(workdir)`, so
   one workdir holds the expert and every phase that reads its data. A
-  config that does not match the expert already trained there is refused
-  (`check_expert`)."""
+  config that does not match the expert trained there is refused
+  (`check_expert_fingerprint`)."""
   config = build(config)
-  if config.env.get('expert_checkpoint', None) != '':
-    return config
+  if config.env.get('expert_checkpoint', None) == '':
+    config = replace(config, {'env.expert_checkpoint': expert_path(workdir)})
   summary_path = expert_summary_path(workdir)
-  if os.path.exists(summary_path):
+  if ('expert' in config and os.path.exists(summary_path)
+      and config.env.expert_checkpoint == expert_path(workdir)):
     with open(summary_path) as f:
-      check_expert(json.load(f).get('fingerprint', {}), config, workdir)
-  return replace(config, {'env.expert_checkpoint': expert_path(workdir)})
+      check_expert_fingerprint(json.load(f).get('fingerprint', {}), config,
+                               workdir)
+  return config

@@ -7,8 +7,10 @@
 `<workdir>/checkpoints/expert.msgpack`, with the deterministic policy's
 success rates on the pretraining tasks and on the post-training task and
 the training curve in `<workdir>/expert/summary.json`. A rerun with the same
-`env` and `expert` sections loads it. The data of every later phase comes
-from that file (`irl.envs.arena_expert.rollout`, config.env.expert_checkpoint).
+`env` and `expert` sections loads it; one with other settings (or a file of
+an older `POLICY_FORMAT`) is refused, never retrained over it. The data of
+every later phase comes from that file (`irl.envs.arena_expert.rollout`,
+config.env.expert_checkpoint).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from irl.config import Config
 from irl.envs import arena_expert
 from irl.envs import arena_pinpad as ap
 from irl.envs import tasks as tasks_lib
+from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
 from irl.utils import parallel
 
@@ -101,7 +104,9 @@ def success_rate(env: arena_expert.ExpertEnv, policy: Any, key: jax.Array,
 
 def train(config: Config, workdir: str) -> dict:
   """Trains (or, when done with the same config, loads) the expert of
-  `config.env` with `config.expert`'s PPO; returns its summary."""
+  `config.env` with `config.expert`'s PPO; returns its summary. An expert
+  in `workdir` trained under other settings is refused
+  (`irl.config.check_expert_fingerprint`)."""
   config = config_lib.build(config)
   e = config.expert
   params = config_lib.env_params(config)
@@ -111,12 +116,22 @@ def train(config: Config, workdir: str) -> dict:
   # trained on: another one reuses the expert.
   fingerprint = {**config_lib.expert_fingerprint(config),
                  'policy_format': POLICY_FORMAT}
-  if os.path.exists(path) and os.path.exists(summary_path):
+  if os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
-    config_lib.check_expert(summary['fingerprint'], config, workdir,
-                            extra={'policy_format': POLICY_FORMAT})
-    return {**summary, 'success_post': post_task_success(config, workdir)}
+    config_lib.check_expert_fingerprint(
+        summary.get('fingerprint', {}), config, workdir,
+        extra={'policy_format': POLICY_FORMAT})
+    if os.path.exists(path):
+      return {**summary, 'success_post': post_task_success(config, workdir)}
+  elif os.path.exists(path):
+    # The summary is written right after the policy: a policy without one
+    # is an expert whose run stopped in its evaluation, of unknown config.
+    raise ckpt_lib.CheckpointMismatchError(
+        f'{path} has no summary ({summary_path}), so the config it was '
+        'trained with is unknown. Use a fresh --workdir, or delete the file '
+        'to train the expert again (every phase in this workdir learned '
+        'from its data).')
   env = arena_expert.ExpertEnv(params, e.progress_weight)
   _brax_compat()
   t0 = time.time()
