@@ -126,7 +126,7 @@ def train(config: Config, workdir: str) -> dict:
       return {**summary, 'success_post': post_task_success(config, workdir)}
   elif os.path.exists(path):
     # The summary is written right after the policy: a policy without one
-    # is an expert whose run stopped in its evaluation, of unknown config.
+    # is from a run stopped between the two writes, or from elsewhere.
     raise ckpt_lib.CheckpointMismatchError(
         f'{path} has no summary ({summary_path}), so the config it was '
         'trained with is unknown. Use a fresh --workdir, or delete the file '
