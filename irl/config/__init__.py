@@ -176,14 +176,12 @@ def expert_fingerprint(config: Mapping[str, Any] | Config) -> dict[str, Any]:
 
 
 def check_expert_fingerprint(saved: Mapping[str, Any],
-                             config: Mapping[str, Any] | Config,
-                             workdir: str,
-                             extra: Mapping[str, Any] | None = None) -> None:
-  """Refuses `config` when the workdir's expert (its summary's fingerprint
-  `saved`) was trained under other `env` or `expert` settings: every phase
-  in the workdir learned from that expert's data, so it is never replaced
-  by another. `extra`: fields the saved fingerprint must also hold."""
-  current = {**expert_fingerprint(config), **(extra or {})}
+                             current: Mapping[str, Any], workdir: str) -> None:
+  """Refuses a config whose expert fingerprint `current` (`expert_fingerprint`,
+  plus any field the caller checks too) differs from `saved`, the one the
+  workdir's expert was trained under (its summary's): every phase in the
+  workdir learned from that expert's data, so it is never replaced by
+  another. Saved fields that `current` lacks are not compared."""
   saved = {k: v for k, v in saved.items() if k in current}
   diff = ckpt_lib.fingerprint_diff(saved, current)
   if diff:
@@ -207,6 +205,6 @@ def locate(config: Mapping[str, Any] | Config, workdir: str) -> Config:
   if ('expert' in config and os.path.exists(summary_path)
       and config.env.expert_checkpoint == expert_path(workdir)):
     with open(summary_path) as f:
-      check_expert_fingerprint(json.load(f).get('fingerprint', {}), config,
-                               workdir)
+      check_expert_fingerprint(json.load(f).get('fingerprint', {}),
+                               expert_fingerprint(config), workdir)
   return config

@@ -119,9 +119,8 @@ def train(config: Config, workdir: str) -> dict:
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
-    config_lib.check_expert_fingerprint(
-        summary.get('fingerprint', {}), config, workdir,
-        extra={'policy_format': POLICY_FORMAT})
+    config_lib.check_expert_fingerprint(summary.get('fingerprint', {}),
+                                        fingerprint, workdir)
     if os.path.exists(path):
       return {**summary, 'success_post': post_task_success(config, workdir)}
   elif os.path.exists(path):
