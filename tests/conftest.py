@@ -1,9 +1,49 @@
-"""Starts the 8-device run of test_parallel.py as soon as pytest has
-collected it, so that its subprocess overlaps the rest of the suite."""
+"""Suite-wide settings.
 
+XLA's CPU backend compiles with LLVM at -O0 and without its expensive
+passes: the suite's functions run a few steps on tiny shapes, so compiling
+them is most of its time, and this cuts a compile-bound test by about 30%
+(docs/design.md, "Tests"). The flags reach the suite's subprocesses through
+the environment; a user's own XLA_FLAGS are kept, after these.
+
+Two long runs start in subprocesses as soon as pytest has collected the
+test that needs them, so that they overlap the rest of the suite
+(tests/background.py): the 8-device run of test_parallel.py and the ant
+pipeline of test_arena.py. The tests that wait for them run last.
+"""
+
+import os
+
+_FAST_COMPILE = ('--xla_backend_optimization_level=0 '
+                 '--xla_llvm_disable_expensive_passes=true')
+os.environ['XLA_FLAGS'] = (
+    _FAST_COMPILE + ' ' + os.environ.get('XLA_FLAGS', '')).strip()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import background
 import parallel_run
+
+# The background run each test waits for, by the test's module or name.
+_BACKGROUND = {
+    'test_parallel.py': parallel_run.eight_device_run,
+    'test_the_test_preset_ant_pipeline_runs_end_to_end':
+        background.ant_pipeline,
+}
+
+
+def _background(item):
+  return (_BACKGROUND.get(item.path.name)
+          or _BACKGROUND.get(getattr(item, 'originalname', None)))
+
+
+def pytest_collection_modifyitems(session, config, items):
+  # The tests that wait for a run go last (a stable sort keeps the order of
+  # the rest), so that the runs overlap as much of the suite as they can.
+  items.sort(key=lambda item: _background(item) is not None)
 
 
 def pytest_collection_finish(session):
-  if any(item.path.name == 'test_parallel.py' for item in session.items):
-    parallel_run.eight_device_run()
+  if session.config.option.collectonly:
+    return
+  for start in {_background(item) for item in session.items} - {None}:
+    start()

@@ -17,16 +17,14 @@ each with DEVICES emulated CPU devices, joined by
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import jax
 import numpy as np
 
+import background
 from configs import gridworld
 from irl.data import stream
 from irl.rl import methods
@@ -106,45 +104,19 @@ def run_phases(workdir: str, evaluate: bool = False
   return results
 
 
-class EightDeviceRun:
-  """`run_phases` in a subprocess that sees 8 emulated CPU devices."""
-
-  def __init__(self):
-    self.dir = tempfile.mkdtemp(prefix='irl_8dev_')
-    atexit.register(shutil.rmtree, self.dir, True)
-    self.workdir = os.path.join(self.dir, 'work')
-    self.out = os.path.join(self.dir, 'out.npz')
-    self.log = os.path.join(self.dir, 'log.txt')
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-               XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' --xla_force_'
-                          f'host_platform_device_count={DEVICES}').strip())
-    with open(self.log, 'w') as log:
-      # At the lowest priority it runs on what the suite leaves idle.
-      self.proc = subprocess.Popen(
-          ['nice', '-n', '19', sys.executable, os.path.abspath(__file__),
-           self.workdir, self.out],
-          env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    # Registered after the folder's removal, so it runs before it.
-    atexit.register(self.proc.kill)
-
-  def result(self, timeout: float = 900) -> dict[str, np.ndarray]:
-    rc = self.proc.wait(timeout)
-    if rc:
-      with open(self.log) as f:
-        raise RuntimeError(f'the {DEVICES}-device run failed ({rc}):\n'
-                           + f.read()[-4000:])
-    with np.load(self.out) as data:
-      return dict(data)
+def eight_device_run() -> background.Run:
+  """The session's one 8-device run of `run_phases`, started on first use:
+  its workdir is `<dir>/work`, its results `<dir>/out.npz`."""
+  return background.start(
+      '8dev', lambda d: [os.path.abspath(__file__), os.path.join(d, 'work'),
+                         os.path.join(d, 'out.npz')],
+      env={'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') + ' --xla_force_'
+                         f'host_platform_device_count={DEVICES}').strip()})
 
 
-_RUN: list[EightDeviceRun] = []
-
-
-def eight_device_run() -> EightDeviceRun:
-  """The session's one 8-device run, started on first use."""
-  if not _RUN:
-    _RUN.append(EightDeviceRun())
-  return _RUN[0]
+def eight_device_result(run: background.Run) -> dict[str, np.ndarray]:
+  with np.load(os.path.join(run.wait(900), 'out.npz')) as data:
+    return dict(data)
 
 
 def multihost(processes: int, devices: int, workdir: str, out: str) -> None:

@@ -123,8 +123,10 @@ def test_episode_times_out_at_T():
   assert bool(info['timeout']) and not bool(state.success)
 
 
-def _rollout(params, keys, actions):
-  """reset + steps, vmapped and jitted: (obs [B, S, D], reward, done)."""
+@functools.lru_cache(maxsize=None)
+def _rollout(params):
+  """reset + steps, vmapped and jitted: (keys [B], actions [B, S, A]) ->
+  (obs [B, S, D], reward, done)."""
   def one(key, acts):
     state, _ = ap.reset(key, params)
 
@@ -132,7 +134,7 @@ def _rollout(params, keys, actions):
       s, obs, reward, done, _ = ap.step(s, a, params)
       return s, (obs, reward, done)
     return jax.lax.scan(body, state, acts)[1]
-  return jax.jit(jax.vmap(one))(keys, actions)
+  return jax.jit(jax.vmap(one))
 
 
 @pytest.mark.parametrize('body,steps', [('point', 12), ('ant', 3)])
@@ -141,8 +143,8 @@ def test_jit_and_vmap_equal_a_python_loop_and_are_deterministic(body, steps):
   keys = jax.random.split(jax.random.key(7), 2)
   actions = jax.random.uniform(jax.random.key(8),
                                (2, steps, params.action_dim), minval=-1)
-  batched = _rollout(params, keys, actions)
-  again = _rollout(params, keys, actions)
+  batched = _rollout(params)(keys, actions)
+  again = _rollout(params)(keys, actions)
   for x, y in zip(batched, again):
     np.testing.assert_array_equal(x, y)
   reset, step = _jitted(params)
@@ -410,22 +412,16 @@ def test_transition_names_use_the_task_colours():
   assert transition_name((1, 0, 3, 2), 2, 1) == '10->32'
 
 
-def test_the_test_preset_ant_pipeline_runs_end_to_end(expert_workdir):
-  """Every phase on the arena through the README's command (expert loaded
-  from the fixture's workdir): the report shows the expert, the paths, code
-  transfer and Fig. 8. A subprocess, as a user runs it, and so that its
-  compilations do not pile up in the test process."""
-  import subprocess
-  import sys
+def test_the_test_preset_ant_pipeline_runs_end_to_end():
+  """Every phase on the arena, the expert's included, through the README's
+  command: the report shows the expert, the paths, code transfer and Fig. 8.
+  A subprocess, as a user runs it, started when the suite was collected
+  (tests/background.py)."""
+  import background
+  from configs import ant
   from irl.analysis import code_injection, report
-  workdir, config, _ = expert_workdir
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  run = subprocess.run(
-      [sys.executable, 'experiments/reproduce.py',
-       '--config=configs/ant.py:test', f'--workdir={workdir}'],
-      cwd=root, capture_output=True, text=True, timeout=1500,
-      env={**os.environ, 'PYTHONPATH': root})
-  assert run.returncode == 0, run.stderr[-3000:]
+  workdir = os.path.join(background.ant_pipeline().wait(), 'work')
+  config = ant.get_config('test')
   results = report.load_markers(workdir)
   assert list(results) == list(report.PHASES)
   for figure in ('expert/trajectories.png', 'eval/trajectories.png'):

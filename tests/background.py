@@ -1,0 +1,65 @@
+"""Long runs that the suite starts in subprocesses as soon as it has
+collected the tests that need them (tests/conftest.py). They run at the
+lowest priority, on the core the in-process tests leave idle while they
+compile, and the test that needs one waits for it: the 8-device run of
+test_parallel.py and the `test`-preset ant pipeline of test_arena.py.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Callable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Run:
+  """`python ARGV` in a subprocess at nice 19, in a temporary folder `dir`
+  removed at exit; its output goes to `dir/log.txt`."""
+
+  def __init__(self, name: str, argv: Callable[[str], list[str]],
+               env: dict[str, str] | None = None):
+    self.name = name
+    self.dir = tempfile.mkdtemp(prefix=f'irl_{name}_')
+    atexit.register(shutil.rmtree, self.dir, True)
+    self.log = os.path.join(self.dir, 'log.txt')
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, **(env or {}))
+    with open(self.log, 'w') as log:
+      self.proc = subprocess.Popen(
+          ['nice', '-n', '19', sys.executable, *argv(self.dir)],
+          env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    # Registered after the folder's removal, so it runs before it.
+    atexit.register(self.proc.kill)
+
+  def wait(self, timeout: float = 1500) -> str:
+    """Waits for the run; its folder, or an error with the log's tail."""
+    rc = self.proc.wait(timeout)
+    if rc:
+      with open(self.log) as f:
+        raise RuntimeError(f'the {self.name} run failed ({rc}):\n'
+                           + f.read()[-4000:])
+    return self.dir
+
+
+_RUNS: dict[str, Run] = {}
+
+
+def start(name: str, argv: Callable[[str], list[str]],
+          env: dict[str, str] | None = None) -> Run:
+  """The session's one run of `name`, started on first use."""
+  if name not in _RUNS:
+    _RUNS[name] = Run(name, argv, env)
+  return _RUNS[name]
+
+
+def ant_pipeline() -> Run:
+  """`experiments/reproduce.py` on the ant `test` preset, every phase (the
+  expert's included) in `<dir>/work`, as a user runs it."""
+  return start('ant_pipeline', lambda d: [
+      'experiments/reproduce.py', '--config=configs/ant.py:test',
+      f'--workdir={os.path.join(d, "work")}'])
