@@ -1,5 +1,5 @@
-"""Long runs that the suite starts in subprocesses as soon as it has
-collected the tests that need them (tests/conftest.py). They run at the
+"""Long runs that the suite starts in subprocesses once it has collected
+the tests, where a test that needs one was collected (tests/conftest.py). They run at the
 lowest priority, on the core the in-process tests leave idle while they
 compile, and the test that needs one waits for it: the 8-device run of
 test_parallel.py and the `test`-preset ant pipeline of test_arena.py.
@@ -28,17 +28,26 @@ class Run:
     self.dir = tempfile.mkdtemp(prefix=f'irl_{name}_')
     atexit.register(shutil.rmtree, self.dir, True)
     self.log = os.path.join(self.dir, 'log.txt')
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, **(env or {}))
+    env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO,
+           **(env or {})}
     with open(self.log, 'w') as log:
       self.proc = subprocess.Popen(
           ['nice', '-n', '19', sys.executable, *argv(self.dir)],
           env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     # Registered after the folder's removal, so it runs before it.
-    atexit.register(self.proc.kill)
+    atexit.register(self._stop)
+
+  def _stop(self) -> None:
+    self.proc.kill()
+    self.proc.wait()
 
   def wait(self, timeout: float = 1500) -> str:
     """Waits for the run; its folder, or an error with the log's tail."""
-    rc = self.proc.wait(timeout)
+    try:
+      rc = self.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self._stop()
+      rc = f'still running after {timeout:g} s, killed'
     if rc:
       with open(self.log) as f:
         raise RuntimeError(f'the {self.name} run failed ({rc}):\n'

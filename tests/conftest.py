@@ -6,10 +6,11 @@ them is most of its time, and this cuts a compile-bound test by about 30%
 (docs/design.md, "Tests"). The flags reach the suite's subprocesses through
 the environment; a user's own XLA_FLAGS are kept, after these.
 
-Two long runs start in subprocesses as soon as pytest has collected the
-test that needs them, so that they overlap the rest of the suite
-(tests/background.py): the 8-device run of test_parallel.py and the ant
-pipeline of test_arena.py. The tests that wait for them run last.
+Two long runs start in subprocesses once pytest has collected the tests,
+where a test that needs one was collected, so that they overlap the rest of
+the suite (tests/background.py): the 8-device run of test_parallel.py and
+the ant pipeline of test_arena.py. test_parallel.py and the ant pipeline's
+test run last.
 """
 
 import os
@@ -37,13 +38,13 @@ def _background(item):
 
 
 def pytest_collection_modifyitems(session, config, items):
-  # The tests that wait for a run go last (a stable sort keeps the order of
-  # the rest), so that the runs overlap as much of the suite as they can.
+  # The tests of a run go last (a stable sort keeps the order of the rest),
+  # so that the runs overlap as much of the suite as they can.
   items.sort(key=lambda item: _background(item) is not None)
 
 
 def pytest_collection_finish(session):
-  if session.config.option.collectonly:
-    return
+  if session.config.option.collectonly or session.testsfailed:
+    return                  # nothing will run, or a collection error stops it
   for start in {_background(item) for item in session.items} - {None}:
     start()

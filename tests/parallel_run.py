@@ -5,7 +5,8 @@ one device, and in a subprocess on 8 emulated CPU devices.
   python tests/parallel_run.py WORKDIR OUT.npz
 
 The subprocess starts when pytest has collected test_parallel.py
-(tests/conftest.py), so it overlaps the rest of the suite.
+(tests/conftest.py, tests/background.py), so it overlaps the rest of the
+suite.
 
 The same run as a multi-host job on one machine (too slow for the suite,
 a check of `--distributed` without a cluster): PROCESSES local processes,
@@ -114,9 +115,12 @@ def eight_device_run() -> background.Run:
                          f'host_platform_device_count={DEVICES}').strip()})
 
 
-def eight_device_result(run: background.Run) -> dict[str, np.ndarray]:
-  with np.load(os.path.join(run.wait(900), 'out.npz')) as data:
-    return dict(data)
+def eight_device_result(run: background.Run
+                        ) -> tuple[str, dict[str, np.ndarray]]:
+  """The run's workdir and results, once it has finished."""
+  folder = run.wait(900)
+  with np.load(os.path.join(folder, 'out.npz')) as data:
+    return os.path.join(folder, 'work'), dict(data)
 
 
 def multihost(processes: int, devices: int, workdir: str, out: str) -> None:

@@ -24,9 +24,7 @@ def one_device(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def eight_devices():
-  run = parallel_run.eight_device_run()
-  return (os.path.join(run.dir, 'work'),
-          parallel_run.eight_device_result(run))
+  return parallel_run.eight_device_result(parallel_run.eight_device_run())
 
 
 def test_eight_devices_equal_one(one_device, eight_devices):
