@@ -1,8 +1,8 @@
 """Long runs that the suite starts in subprocesses once it has collected
-the tests, where a test that needs one was collected (tests/conftest.py). They run at the
-lowest priority, on the core the in-process tests leave idle while they
-compile, and the test that needs one waits for it: the 8-device run of
-test_parallel.py and the `test`-preset ant pipeline of test_arena.py.
+the tests, where a test that needs one was collected (tests/conftest.py).
+They run at the lowest priority, on the core the in-process tests leave idle
+while they compile, and the test that needs one waits for it: the 8-device
+run of test_parallel.py and the `test`-preset ant pipeline of test_arena.py.
 """
 
 from __future__ import annotations
@@ -19,20 +19,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Run:
-  """`python ARGV` in a subprocess at nice 19, in a temporary folder `dir`
-  removed at exit; its output goes to `dir/log.txt`."""
+  """`python ARGV(run)` in a subprocess at nice 19, in a temporary folder
+  `dir` removed at exit: its workdir is `dir/work`, its output goes to
+  `dir/log.txt`."""
 
-  def __init__(self, name: str, argv: Callable[[str], list[str]],
+  def __init__(self, name: str, argv: Callable[[Run], list[str]],
                env: dict[str, str] | None = None):
     self.name = name
     self.dir = tempfile.mkdtemp(prefix=f'irl_{name}_')
     atexit.register(shutil.rmtree, self.dir, True)
+    self.workdir = os.path.join(self.dir, 'work')
     self.log = os.path.join(self.dir, 'log.txt')
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO,
            **(env or {})}
     with open(self.log, 'w') as log:
       self.proc = subprocess.Popen(
-          ['nice', '-n', '19', sys.executable, *argv(self.dir)],
+          ['nice', '-n', '19', sys.executable, *argv(self)],
           env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     # Registered after the folder's removal, so it runs before it.
     atexit.register(self._stop)
@@ -41,8 +43,9 @@ class Run:
     self.proc.kill()
     self.proc.wait()
 
-  def wait(self, timeout: float = 1500) -> str:
-    """Waits for the run; its folder, or an error with the log's tail."""
+  def wait(self, timeout: float = 1500) -> None:
+    """Waits for the run to finish; an error with the log's tail if it
+    failed."""
     try:
       rc = self.proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -52,13 +55,12 @@ class Run:
       with open(self.log) as f:
         raise RuntimeError(f'the {self.name} run failed ({rc}):\n'
                            + f.read()[-4000:])
-    return self.dir
 
 
 _RUNS: dict[str, Run] = {}
 
 
-def start(name: str, argv: Callable[[str], list[str]],
+def start(name: str, argv: Callable[[Run], list[str]],
           env: dict[str, str] | None = None) -> Run:
   """The session's one run of `name`, started on first use."""
   if name not in _RUNS:
@@ -68,7 +70,7 @@ def start(name: str, argv: Callable[[str], list[str]],
 
 def ant_pipeline() -> Run:
   """`experiments/reproduce.py` on the ant `test` preset, every phase (the
-  expert's included) in `<dir>/work`, as a user runs it."""
-  return start('ant_pipeline', lambda d: [
+  expert's included), as a user runs it."""
+  return start('ant_pipeline', lambda run: [
       'experiments/reproduce.py', '--config=configs/ant.py:test',
-      f'--workdir={os.path.join(d, "work")}'])
+      f'--workdir={run.workdir}'])

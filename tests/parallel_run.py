@@ -37,7 +37,7 @@ from irl.utils import metrics as metrics_lib
 from irl.utils import parallel
 
 DEVICES = 8
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = background.REPO
 
 
 def config():
@@ -107,10 +107,10 @@ def run_phases(workdir: str, evaluate: bool = False
 
 def eight_device_run() -> background.Run:
   """The session's one 8-device run of `run_phases`, started on first use:
-  its workdir is `<dir>/work`, its results `<dir>/out.npz`."""
+  its results go to `<dir>/out.npz`."""
   return background.start(
-      '8dev', lambda d: [os.path.abspath(__file__), os.path.join(d, 'work'),
-                         os.path.join(d, 'out.npz')],
+      '8dev', lambda run: [os.path.abspath(__file__), run.workdir,
+                           os.path.join(run.dir, 'out.npz')],
       env={'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') + ' --xla_force_'
                          f'host_platform_device_count={DEVICES}').strip()})
 
@@ -118,9 +118,9 @@ def eight_device_run() -> background.Run:
 def eight_device_result(run: background.Run
                         ) -> tuple[str, dict[str, np.ndarray]]:
   """The run's workdir and results, once it has finished."""
-  folder = run.wait(900)
-  with np.load(os.path.join(folder, 'out.npz')) as data:
-    return os.path.join(folder, 'work'), dict(data)
+  run.wait(900)
+  with np.load(os.path.join(run.dir, 'out.npz')) as data:
+    return run.workdir, dict(data)
 
 
 def multihost(processes: int, devices: int, workdir: str, out: str) -> None:

@@ -422,7 +422,9 @@ def test_the_test_preset_ant_pipeline_runs_end_to_end():
   import background
   from configs import ant
   from irl.analysis import code_injection, report
-  workdir = os.path.join(background.ant_pipeline().wait(), 'work')
+  run = background.ant_pipeline()
+  run.wait()
+  workdir = run.workdir
   config = ant.get_config('test')
   results = report.load_markers(workdir)
   assert list(results) == list(report.PHASES)
