@@ -28,6 +28,7 @@ import copy
 import csv
 import json
 import os
+import pathlib
 import time
 from typing import Any
 
@@ -214,8 +215,8 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
               dec_params = flax.serialization.from_bytes(template, f.read())
           else:
             # The stored result no longer describes the file trained next.
-            if parallel.is_writer() and os.path.exists(path):
-              os.remove(path)
+            if parallel.is_writer():
+              pathlib.Path(path).unlink(missing_ok=True)
             name = f'control_depth{depth}_layer{layer}'
             run_writer = metrics_lib.MetricsWriter(workdir, name,
                                                    resume_step=0)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -51,8 +52,7 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
                    ) -> None:
   if not records:   # nothing current: take down what an earlier run wrote
     for name in ('results.json', 'results.csv', 'rate_distortion.png'):
-      if os.path.exists(os.path.join(out_dir, name)):
-        os.remove(os.path.join(out_dir, name))
+      pathlib.Path(out_dir, name).unlink(missing_ok=True)
     return
   records = sorted(records, key=lambda r: (r['base_model'], r['kl_weight'],
                                            r['seed']))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 from typing import Callable
 
 
@@ -29,8 +30,7 @@ def _traces(run_dir: str, threshold: float,
   arrays = segmentation.load_eval_arrays(run_dir)
   if arrays is None or not os.path.exists(scores_path):
     # A run that kept no traces leaves no earlier run's figure to report.
-    if os.path.exists(figure):
-      os.remove(figure)
+    pathlib.Path(figure).unlink(missing_ok=True)
     return None
   with open(scores_path) as f:
     scores = json.load(f)

@@ -24,27 +24,22 @@ from irl.config.checks import RL_METHODS
 from irl.envs import registry
 from irl.envs import tasks as tasks_lib
 from irl.rl import policy as policy_lib
+from irl.train import metacontroller
 
 # The methods, in the order Fig. 8 lists them.
 METHODS = RL_METHODS
 
 
 def method_config(config: Config, method: str | None = None) -> Config:
-  """config with `rl.method` and the metacontroller it reads."""
+  """config with `rl.method` and the metacontroller variant it reads (the
+  raw-action and CompILE methods read none: the config's own)."""
   config = config_lib.build(config)
   method = method or config.rl.method
-  changes = {'rl.method': method}
-  if method == 'internal':
-    changes.update({'metacontroller.switching': 'learned',
-                    'metacontroller.base_model': 'frozen'})
-  elif method == 'no_temporal_abstraction':
-    changes.update({'metacontroller.switching': 'always',
-                    'metacontroller.base_model': 'frozen'})
-  elif method == 'cotrained':
-    changes.update({'metacontroller.switching': 'learned',
-                    'metacontroller.base_model':
-                        config.rl.cotrained_base_model})
-  return config_lib.replace(config, changes)
+  variant = 'method' if method == 'internal' else method
+  if variant in metacontroller.VARIANTS:
+    return metacontroller.variant_config(config, variant,
+                                         {'rl.method': method})
+  return config_lib.replace(config, {'rl.method': method})
 
 
 def task_suffix(config: Config) -> str:

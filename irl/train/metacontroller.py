@@ -69,19 +69,22 @@ ADDED_FIELDS = {**pretrain.ADDED_FIELDS, **optim.added_fields('metacontroller'),
 # Metacontroller variants the pipeline trains for the RL baselines: name ->
 # config overrides (a value, or a function of the config).
 VARIANTS = {
-    'method': {},
-    'no_temporal_abstraction': {'switching': 'always'},
+    'method': {'switching': 'learned', 'base_model': 'frozen'},
+    'no_temporal_abstraction': {'switching': 'always', 'base_model': 'frozen'},
     # docs/method.md §8.4 (grid: θ from scratch); rl.cotrained_base_model picks.
-    'cotrained': {'base_model': lambda c: c.rl.cotrained_base_model},
+    'cotrained': {'switching': 'learned',
+                  'base_model': lambda c: c.rl.cotrained_base_model},
 }
 
 
-def variant_config(config: Config, variant: str) -> Config:
-  """`config` with the metacontroller overrides of `variant`."""
+def variant_config(config: Config, variant: str,
+                   changes: dict[str, Any] | None = None) -> Config:
+  """`config` with the metacontroller overrides of `variant` and any other
+  `changes` (dotted fields), built once."""
   config = config_lib.build(config)
-  return config_lib.replace(config, {
+  return config_lib.replace(config, {**(changes or {}), **{
       f'metacontroller.{key}': value(config) if callable(value) else value
-      for key, value in VARIANTS[variant].items()})
+      for key, value in VARIANTS[variant].items()}})
 
 
 def metacontroller_config(config: Config) -> mc_lib.MetacontrollerConfig:

@@ -27,6 +27,7 @@ irl/train/segmenting.py.
 from __future__ import annotations
 
 import os
+import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -247,8 +248,8 @@ def save_eval_arrays(out_dir: str, arrays: dict, num_episodes: int) -> str:
     np.savez_compressed(path + '.tmp.npz', **{
         k: np.asarray(arrays[k])[:num_episodes] for k in _TRACE_FIELDS})
     os.replace(path + '.tmp.npz', path)
-  elif os.path.exists(path):
-    os.remove(path)
+  else:
+    pathlib.Path(path).unlink(missing_ok=True)
   return path
 
 
