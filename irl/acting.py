@@ -30,6 +30,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from irl.utils import parallel
+
 # (policy_state, obs, env_state, key) -> (action, policy_state, extras)
 Policy = Callable[[Any, jax.Array, Any, jax.Array], tuple[jax.Array, Any, Any]]
 
@@ -164,6 +166,17 @@ def unroll(env: BatchedEnv, policy: Policy, env_state: Any, obs: jax.Array,
       body, (env_state, obs, policy_state, done),
       jax.random.split(key, num_steps))
   return env_state, policy_state, done, trajectory
+
+
+def episodes(env: BatchedEnv, policy: Policy, policy_state: Any,
+             num_episodes: int, key: jax.Array, num_steps: int
+             ) -> tuple[Any, Any, jax.Array, Transition]:
+  """`num_episodes` fresh episodes (reset with the first half of `key`,
+  sharded over the devices) played for `num_steps` steps (`unroll`, with the
+  second half)."""
+  k_reset, k_act = jax.random.split(key)
+  env_state, obs = parallel.shard_batch(env.reset(k_reset, num_episodes))
+  return unroll(env, policy, env_state, obs, policy_state, k_act, num_steps)
 
 
 def model_policy(model: Any, params: Any, temperature: float = 1.0

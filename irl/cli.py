@@ -16,7 +16,6 @@ was. Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from irl import config as config_lib
+from irl.utils import config_utils
 from irl.utils import parallel
 from irl.utils.checkpoint import (CheckpointMismatchError, MissingInputError,
                                   StepNotKeptError)
@@ -107,11 +107,7 @@ def unknown_field(argv: Sequence[str]) -> str | None:
         break
       if key not in node:
         where = '.'.join(['config'] + path[:depth])
-        keys = sorted(node.keys())
-        close = difflib.get_close_matches(key, keys, n=1)
-        hint = f'did you mean {where}.{close[0]}? ' if close else ''
-        return (f'{where}.{key} is not a field: {hint}the fields of {where} '
-                f'are {", ".join(keys)}')
+        return str(config_utils.unknown_field_error(where, key, node.keys()))
       node = node[key]
   return None
 

@@ -194,8 +194,7 @@ def run(config: Config, workdir: str,
   for phase in phases:
     marker = report.marker_path(workdir, phase)
     if os.path.exists(marker):
-      with open(marker) as f:
-        done = json.load(f)
+      done = config_utils.read_json(marker)
       now = _config_json(config, phase)
       stored = {k: done['config'].get(k) for k in PHASE_SECTIONS[phase]}
       diff = ckpt_lib.fingerprint_diff(stored, now, added_fields())
@@ -215,7 +214,7 @@ def run(config: Config, workdir: str,
     done = {'phase': phase, 'seconds': time.time() - t0,
             'summary': config_utils.to_jsonable(summary, strict=False),
             'config': _config_json(config, phase)}
-    config_utils.atomic_write_text(marker, json.dumps(done, indent=2) + '\n')
+    config_utils.write_json(marker, done)
     logging.info('pipeline: %s done in %.0f s', phase, done['seconds'])
     results[phase] = done
   report.write_report(config, workdir)

@@ -20,7 +20,7 @@ from irl import config as config_lib
 from irl.analysis import fig8
 from irl.envs import gridworld_pinpad as gw
 from irl.envs import registry
-from irl.models import BaseModel, init_cache
+from irl.models import BaseModel, common, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.models.intervention import Intervention
 from irl.rl import internal_env as ienv
@@ -322,7 +322,7 @@ def test_flat_rollout_is_the_abstract_step_schedule():
       break
     mean, log_std, new_cache = apply(params, e[:, None], cache)
     live = ~state.done
-    cache = ienv.select_where(live, new_cache, cache)
+    cache = common.select_where(live, new_cache, cache)
     keys = jax.vmap(jax.random.fold_in)(state.key,
                                         rl_rollouts.NOISE_OFFSET + state.decisions)
     noise = jax.vmap(lambda k_: jax.random.normal(k_, (8,)))(keys)

@@ -33,7 +33,6 @@ own gate fires too, measured on the gridworld: docs/cpu_scale.md).
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -145,11 +144,9 @@ def _rollout_fn(model: BaseModel, decoder: ControllerDecoder, layer: int,
       action, _ = acting.sample_head(out, k, temperature)
       return action, out.cache, {}
 
-    k_reset, k_act = jax.random.split(key)
-    state, obs = parallel.shard_batch(batched.reset(k_reset, num_episodes))
-    state, _, _, _ = acting.unroll(batched, policy, state, obs,
-                                   init_cache(model.config, num_episodes),
-                                   k_act, env_params.max_steps)
+    state, _, _, _ = acting.episodes(
+        batched, policy, init_cache(model.config, num_episodes), num_episodes,
+        key, env_params.max_steps)
     return state.success, state.task_id
 
   return run
@@ -241,6 +238,5 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
     summary['compose'] = compose
   out_dir = os.path.join(workdir, 'code_injection')
   os.makedirs(out_dir, exist_ok=True)
-  config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),
-                                 json.dumps(summary, indent=2) + '\n')
+  config_utils.write_json(os.path.join(out_dir, 'summary.json'), summary)
   return summary

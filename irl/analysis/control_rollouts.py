@@ -168,11 +168,9 @@ def _rollout_fn(model, decoder, layer, env, env_params, num_episodes,
       return action, out.cache, {'controller': ctrl,
                                  'task_pos': env_state.task_pos}
 
-    k_reset, k_act = jax.random.split(key)
-    state, obs = parallel.shard_batch(env.reset(k_reset, num_episodes))
-    state, _, _, trace = acting.unroll(
-        env, policy, state, obs, init_cache(model.config, num_episodes),
-        k_act, env_params.max_steps)
+    state, _, _, trace = acting.episodes(
+        env, policy, init_cache(model.config, num_episodes), num_episodes,
+        key, env_params.max_steps)
     live = trace.live.T
     return {'success': (trace.reward > 0).any(0),
             'pairs_done': state.task_pos // size,

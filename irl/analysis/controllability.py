@@ -25,8 +25,6 @@ training length are confounded there).
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import os
 import pathlib
 import time
@@ -112,14 +110,6 @@ def _result_fingerprint(config, depth: int) -> dict:
   return fp
 
 
-def _load_if_done(path: str, fingerprint: dict) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    done = json.load(f)
-  return done if done.get('fingerprint') == fingerprint else None
-
-
 def _training_fingerprint(fingerprint: dict) -> dict:
   """What the controllers' training depends on: everything but the
   post-training task, which only their evaluation reads."""
@@ -135,19 +125,12 @@ def _trained_before(path: str, controllers_path: str,
   None: such controllers are scored on the new task, not trained again."""
   if not (os.path.exists(path) and os.path.exists(controllers_path)):
     return None
-  with open(path) as f:
-    old = json.load(f)
+  old = config_utils.read_json(path)
   if (_training_fingerprint(old.get('fingerprint', {}))
       != _training_fingerprint(fingerprint)):
     return None
   return {k: v for k, v in old.items()
           if k in ('train_nll', 'train_seconds') or k.startswith('heldout/')}
-
-
-def _write_json(path: str, data: Any) -> None:
-  config_utils.atomic_write_text(
-      path, json.dumps(config_utils.to_jsonable(data, strict=False),
-                       indent=1) + '\n')
 
 
 def layers_of(config: Config, depth: int) -> list[int]:
@@ -186,11 +169,11 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
 
     layers = layers_of(config, depth)
     base_path = os.path.join(d_dir, 'base.json')
-    base = _load_if_done(base_path, fingerprint)
+    base = config_utils.load_if_done(base_path, fingerprint)
     if base is None:
       base = evaluate_controllers(cfg, params, layers[0], None, eval_key)
       base.update(depth=depth, fingerprint=fingerprint)
-      _write_json(base_path, base)
+      config_utils.write_json(base_path, base, indent=1)
     base_rows.append(base)
     logging.info('control: depth %d, base model alone: success %.3f',
                  depth, base['success'])
@@ -199,7 +182,7 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                                log_every_secs=0.0) as bar:
       for i, layer in enumerate(layers):
         path = os.path.join(d_dir, f'layer_{layer}.json')
-        done = _load_if_done(path, fingerprint)
+        done = config_utils.load_if_done(path, fingerprint)
         if done is None:
           t0 = time.time()
           controllers_path = os.path.join(
@@ -234,7 +217,7 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
           result.update(depth=depth, layer=layer, fingerprint=fingerprint,
                         base_success=base['success'],
                         seconds=time.time() - t0)
-          _write_json(path, result)
+          config_utils.write_json(path, result, indent=1)
           writer.write_scalars(100 * depth + layer, {
               'depth': depth, 'layer': layer, 'success': result['success'],
               'mean_pairs_done': result['mean_pairs_done'],
@@ -243,8 +226,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
         rows.append(done)
         bar.update(i + 1, {'layer': layer, 'success': done['success']})
   summary = summarize(config, rows, base_rows)
-  _write_json(os.path.join(out_dir, 'results.json'),
-              {'layers': rows, 'base': base_rows, 'summary': summary})
+  config_utils.write_json(
+      os.path.join(out_dir, 'results.json'),
+      {'layers': rows, 'base': base_rows, 'summary': summary}, indent=1)
   write_csv(rows, base_rows, out_dir)
   plot_heatmap(os.path.join(out_dir, 'fig4_controllability.png'), rows,
                base_rows)
@@ -277,16 +261,14 @@ def summarize(config, rows: list[dict], base_rows: list[dict]) -> dict:
 
 def write_csv(rows: list[dict], base_rows: list[dict], out_dir: str) -> None:
   base = {b['depth']: b['success'] for b in base_rows}
-  with config_utils.open_output(os.path.join(out_dir, 'success.csv'),
-                                newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['depth', 'layer', 'success', 'mean_pairs_done',
-                'heldout_controlled_action_nll', 'heldout_base_action_nll',
-                'base_success'])
-    for r in rows:
-      w.writerow([r['depth'], r['layer'], r['success'], r['mean_pairs_done'],
-                  r['heldout/controlled_action_nll'],
-                  r['heldout/base_action_nll'], base[r['depth']]])
+  config_utils.write_csv(
+      os.path.join(out_dir, 'success.csv'),
+      ['depth', 'layer', 'success', 'mean_pairs_done',
+       'heldout_controlled_action_nll', 'heldout_base_action_nll',
+       'base_success'],
+      ([r['depth'], r['layer'], r['success'], r['mean_pairs_done'],
+        r['heldout/controlled_action_nll'], r['heldout/base_action_nll'],
+        base[r['depth']]] for r in rows))
 
 
 # ----------------------------------------------------------------------------

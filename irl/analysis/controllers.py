@@ -206,10 +206,8 @@ def _make_control_trainer(config: Config, layer: int) -> ControlTrainer:
 
   @jax.jit
   def train_chunk(state: loop.TrainState, base_params, pool=None):
-    state, metrics = jax.lax.scan(
-        functools.partial(one_step, base_params, pool), state, None,
-        length=cc.log_every)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return loop.scan_steps(functools.partial(one_step, base_params, pool),
+                           state, cc.log_every)
 
   pool_sample = probes.expert_sampler(config, 'expert', cc.batch_size)
 

@@ -10,8 +10,6 @@ figures (accuracy by layer and checkpoint; by step within a segment).
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from typing import Any
 
@@ -33,17 +31,6 @@ RESULT_KEYS = ('seed', 'env', 'model', 'data.seq_len', 'probe')
 def _result_fingerprint(config) -> dict:
   return config_utils.config_fingerprint(config, RESULT_KEYS,
                                        exclude=pretrain.TASK_FREE_FIELDS)
-
-
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path: str, data: Any) -> None:
-  config_utils.atomic_write_text(
-      path, json.dumps(config_utils.to_jsonable(data, strict=False),
-                       indent=1) + '\n')
 
 
 def run(config: Config, workdir: str) -> dict[str, Any]:
@@ -71,12 +58,11 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
   results = []
   for i, step in enumerate(steps):
     path = os.path.join(out_dir, f'step_{step:08d}.json')
-    if os.path.exists(path):
-      done = _read_json(path)
-      if done.get('fingerprint') == fingerprint:
-        logging.info('probe: checkpoint %d already done (%s)', step, path)
-        results.append(done)
-        continue
+    done = config_utils.load_if_done(path, fingerprint)
+    if done is not None:
+      logging.info('probe: checkpoint %d already done (%s)', step, path)
+      results.append(done)
+      continue
     logging.info('probe: checkpoint %d (%d/%d)', step, i + 1, len(steps))
     params = ckpt.restore_at(step, init_state).params
     run_writer = metrics_lib.MetricsWriter(workdir, f'probe_ckpt{step}',
@@ -86,7 +72,7 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
                           writer=run_writer)
     run_writer.close()
     result.update(checkpoint_step=step, fingerprint=fingerprint)
-    _write_json(path, result)
+    config_utils.write_json(path, result, indent=1)
     writer.write_scalars(step, {
         'majority_accuracy': result['majority_accuracy'],
         **{f'accuracy_layer{l}': a
@@ -94,8 +80,9 @@ def run(config: Config, workdir: str) -> dict[str, Any]:
     results.append(result)
   ckpt.close()
   summary = summarize(results)
-  _write_json(os.path.join(out_dir, 'results.json'),
-              {'checkpoints': results, 'summary': summary})
+  config_utils.write_json(os.path.join(out_dir, 'results.json'),
+                          {'checkpoints': results, 'summary': summary},
+                          indent=1)
   write_csv(results, out_dir)
   if results:
     plot_accuracy_by_layer(
@@ -128,25 +115,21 @@ def summarize(results: list[dict]) -> dict[str, Any]:
 
 def write_csv(results: list[dict], out_dir: str) -> None:
   """Figure data: accuracy by (checkpoint, layer) and by segment step."""
-  with config_utils.open_output(
-      os.path.join(out_dir, 'accuracy_by_layer.csv'), newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['checkpoint_step', 'layer', 'accuracy', 'nll',
-                'majority_accuracy'])
-    for r in results:
-      for l, (a, n) in enumerate(zip(r['accuracy'], r['nll'])):
-        w.writerow([r['checkpoint_step'], l, a, n, r['majority_accuracy']])
-  with config_utils.open_output(
-      os.path.join(out_dir, 'accuracy_by_segment_step.csv'), newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['checkpoint_step', 'layer', 'segment_step', 'accuracy',
-                'majority_accuracy', 'count'])
-    for r in results:
-      for l, row in enumerate(r['accuracy_by_segment_step']):
-        for s, a in enumerate(row):
-          w.writerow([r['checkpoint_step'], l, s, a,
-                      r['majority_by_segment_step'][s],
-                      r['count_by_segment_step'][s]])
+  config_utils.write_csv(
+      os.path.join(out_dir, 'accuracy_by_layer.csv'),
+      ['checkpoint_step', 'layer', 'accuracy', 'nll', 'majority_accuracy'],
+      ([r['checkpoint_step'], l, a, n, r['majority_accuracy']]
+       for r in results
+       for l, (a, n) in enumerate(zip(r['accuracy'], r['nll']))))
+  config_utils.write_csv(
+      os.path.join(out_dir, 'accuracy_by_segment_step.csv'),
+      ['checkpoint_step', 'layer', 'segment_step', 'accuracy',
+       'majority_accuracy', 'count'],
+      ([r['checkpoint_step'], l, s, a, r['majority_by_segment_step'][s],
+        r['count_by_segment_step'][s]]
+       for r in results
+       for l, row in enumerate(r['accuracy_by_segment_step'])
+       for s, a in enumerate(row)))
 
 
 # ----------------------------------------------------------------------------

@@ -8,8 +8,6 @@ each method's curve (`run_curve`) and the figure of all of them.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from typing import Any
 
@@ -26,12 +24,11 @@ from irl.utils import config_utils
 
 def write_curve_csv(path: str, curve: dict, batch_size: int) -> None:
   """Rows (update, episodes, seed index, success)."""
-  with config_utils.open_output(path, newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['update', 'episodes', 'seed_index', 'success'])
-    for i, u in enumerate(curve['update']):
-      for j, v in enumerate(curve['success'][i]):
-        w.writerow([int(u), int(u) * batch_size, j, f'{v:.6g}'])
+  config_utils.write_csv(
+      path, ['update', 'episodes', 'seed_index', 'success'],
+      ([int(u), int(u) * batch_size, j, f'{v:.6g}']
+       for i, u in enumerate(curve['update'])
+       for j, v in enumerate(curve['success'][i])))
 
 
 _STYLES = (('-', 'o'), ('--', 's'), (':', '^'), ('-.', 'v'), ((0, (5, 1)), 'D'))
@@ -154,17 +151,19 @@ def run(config: Config, workdir: str,
         f'workdir; the first, {methods[0]}: {missing[methods[0]]}')
   out_dir = os.path.join(workdir, rl_methods.fig8_dir(config))
   os.makedirs(out_dir, exist_ok=True)
-  with config_utils.open_output(os.path.join(out_dir, 'fig8.csv'),
-                                newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['method', 'update', 'episodes', 'median', 'q25', 'q75'])
+
+  def rows():
     for method, (curve, batch_size) in curves.items():
       s = curve['success']
       for i, u in enumerate(curve['update']):
-        w.writerow([method, int(u), int(u) * batch_size,
-                    f'{np.nanmedian(s[i]):.6g}',
-                    f'{np.nanpercentile(s[i], 25):.6g}',
-                    f'{np.nanpercentile(s[i], 75):.6g}'])
+        yield [method, int(u), int(u) * batch_size,
+               f'{np.nanmedian(s[i]):.6g}',
+               f'{np.nanpercentile(s[i], 25):.6g}',
+               f'{np.nanpercentile(s[i], 75):.6g}']
+
+  config_utils.write_csv(
+      os.path.join(out_dir, 'fig8.csv'),
+      ['method', 'update', 'episodes', 'median', 'q25', 'q75'], rows())
   title = f'post-training task {config.env.post_task}'
   plot_curves(os.path.join(out_dir, 'fig8_success.png'), curves, title=title)
   plot_curves(os.path.join(out_dir, 'fig8_success_log.png'), curves,
@@ -191,6 +190,5 @@ def run(config: Config, workdir: str,
              'post_task': config.env.post_task}
   if expert:
     summary['expert_success_post'] = expert
-  config_utils.atomic_write_text(os.path.join(out_dir, 'summary.json'),
-                                 json.dumps(summary, indent=2) + '\n')
+  config_utils.write_json(os.path.join(out_dir, 'summary.json'), summary)
   return summary

@@ -225,9 +225,8 @@ def _make_probe_trainer(config: Config) -> ProbeTrainer:
 
   @jax.jit
   def train_chunk(state: loop.TrainState, source) -> tuple[loop.TrainState, dict]:
-    state, metrics = jax.lax.scan(functools.partial(one_step, source), state,
-                                  None, length=pc.log_every)
-    return state, jax.tree.map(lambda x: x.mean(0), metrics)
+    return loop.scan_steps(functools.partial(one_step, source), state,
+                           pc.log_every)
 
   collect_sample = expert_sampler(config, pc.split, pc.eval_batch_size)
 

@@ -58,8 +58,7 @@ def _write_results(out_dir: str, records: list[dict], f1_threshold: float
                                            r['seed']))
   for r in records:
     r['aligned'] = bool(r['f1'] >= f1_threshold)
-  config_utils.atomic_write_text(os.path.join(out_dir, 'results.json'),
-                                 json.dumps(records, indent=2) + '\n')
+  config_utils.write_json(os.path.join(out_dir, 'results.json'), records)
   table = io.StringIO(newline='')
   w = csv.DictWriter(table, fieldnames=RESULT_FIELDS, extrasaction='ignore')
   w.writeheader()
@@ -179,8 +178,7 @@ def run(config: Config, workdir: str) -> list[dict]:
   results_path = os.path.join(out_dir, 'results.json')
   records = []
   if os.path.exists(results_path):
-    with open(results_path) as f:
-      records = json.load(f)
+    records = config_utils.read_json(results_path)
   runs = [(float(a), int(s)) for a in rd.kl_weights for s in rd.seeds]
   base_params = None
   modes = set(rd.base_models) | {r.get('base_model') for r in records}

@@ -112,13 +112,6 @@ def act(key: jax.Array, state: gw.EnvState, dist: jax.Array,
   return jnp.where(explore, random, greedy).astype(jnp.int32)
 
 
-def optimal_actions(state: gw.EnvState, dist: jax.Array,
-                    params: gw.EnvParams) -> jax.Array:
-  """[4] bool, the moves an ε=0 expert may take (for the accuracy ceiling)."""
-  cost, _ = move_costs(state, dist, params)
-  return cost == jnp.min(cost)
-
-
 @flax.struct.dataclass
 class Rollout:
   """One batch of expert episodes, time-major inside the scan, batch-major out."""

@@ -21,14 +21,12 @@ GRID_PRETRAIN_TASKS: tuple[Task, ...] = tuple(_parse(s) for s in (
 # Pair transitions 01->23, 23->45, 45->67, 67->01 never occur in pretraining,
 # and it is twice as long as a pretraining task.
 GRID_POST_TASK: Task = _parse('0-1-2-3-4-5-6-7-0-1-2-3')
-GRID_SUBGOAL_SIZE = 2
 
 ANT_PRETRAIN_TASKS: tuple[Task, ...] = tuple(_parse(s) for s in (
     '0-3-2', '1-0-3', '2-1-0', '3-2-1', '0-2-0', '0-2-1', '0-3-1', '1-0-2',
     '1-3-1', '1-3-2', '2-0-2', '2-0-3', '2-1-3', '3-1-0', '3-1-3', '3-2-0',
 ))
 ANT_POST_TASK: Task = _parse('0-1-2-3')
-ANT_SUBGOAL_SIZE = 1
 
 
 def parse_task(spec: str | Task) -> Task:

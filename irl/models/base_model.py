@@ -95,10 +95,7 @@ def init_cache(config: ModelConfig, batch_size: int) -> Cache:
 
 def reset_cache(cache: Cache, done: jax.Array) -> Cache:
   """Zeroes (restarts) the cache of the batch elements where done: [B] bool."""
-  def reset(leaf: jax.Array) -> jax.Array:
-    mask = done.reshape(done.shape + (1,) * (leaf.ndim - 1))
-    return jnp.where(mask, jnp.zeros_like(leaf), leaf)
-  return jax.tree.map(reset, cache)
+  return common.select_where(done, jax.tree.map(jnp.zeros_like, cache), cache)
 
 
 class BaseModel(nn.Module):

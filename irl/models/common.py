@@ -1,5 +1,5 @@
 """Pieces shared by the models: initialisers, norm, the Gaussian head of the
-latent codes, and reading the residual stream."""
+latent codes, reading the residual stream, and per-episode selection."""
 from __future__ import annotations
 
 import functools
@@ -131,3 +131,10 @@ def gaussian_head(x: jax.Array, hidden: int, latent_dim: int
   out = nn.Dense(2 * latent_dim, kernel_init=SMALL_INIT, name='output')(x)
   mean, log_var = jnp.split(out, 2, -1)
   return mean, jnp.clip(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+
+
+def select_where(mask: jax.Array, new: Any, old: Any) -> Any:
+  """Leaf-wise where(mask, new, old) with mask [B] on the leading axis."""
+  def sel(a, b):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+  return jax.tree.map(sel, new, old)

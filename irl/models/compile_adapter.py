@@ -30,6 +30,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from irl.models import common
 from irl.models.compile import CompILE, init_encoder_cache
 from irl.models.intervention import Intervention
 
@@ -67,10 +68,8 @@ class CompileAdapter:
 
   def reset(self, state: CompileState, done: jax.Array) -> CompileState:
     """Restarts the episodes where done: [B] bool."""
-    def reset(leaf):
-      mask = done.reshape(done.shape + (1,) * (leaf.ndim - 1))
-      return jnp.where(mask, jnp.zeros_like(leaf), leaf)
-    return jax.tree.map(reset, state)
+    return common.select_where(done, jax.tree.map(jnp.zeros_like, state),
+                               state)
 
   def _gate(self, state: CompileState, logit: jax.Array) -> jax.Array:
     beta = jax.nn.sigmoid(logit)

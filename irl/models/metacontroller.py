@@ -59,6 +59,7 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.common import gaussian_kl, read_residual
+from irl.models.config import check_int
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperFull, HyperLowRank, Intervention
@@ -106,17 +107,12 @@ class MetacontrollerConfig:
     for name in ('width', 'latent_dim', 'embed_dim', 'embed_width',
                  'embed_heads', 'history_dim', 'encoder_hidden',
                  'switch_hidden'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name}={value!r} must be an integer >= 1.')
+      check_int(name, getattr(self, name))
     if self.embed_width % self.embed_heads:
       raise ValueError(f'embed_heads={self.embed_heads} must divide '
                        f'embed_width={self.embed_width}.')
-    if not isinstance(self.layer, int) or self.layer < 0:
-      raise ValueError(f'layer={self.layer!r} must be an integer >= 0.')
-    if not isinstance(self.decoder_hidden, int) or self.decoder_hidden < 0:
-      raise ValueError(f'decoder_hidden={self.decoder_hidden!r} must be an '
-                       'integer >= 0.')
+    check_int('layer', self.layer, minimum=0)
+    check_int('decoder_hidden', self.decoder_hidden, minimum=0)
     if self.rank is not None and (not isinstance(self.rank, int)
                                   or not 1 <= self.rank <= self.width):
       raise ValueError(f'rank={self.rank!r} must be None (full) or an '
@@ -148,19 +144,6 @@ def initial_state(config: MetacontrollerConfig, batch_size: int
       history=jnp.zeros((batch_size, config.history_dim), jnp.float32),
       latent_code=jnp.zeros((batch_size, config.latent_dim), jnp.float32),
       first=jnp.ones((batch_size,), bool))
-
-
-def reset_state(state: MetacontrollerState, done: jax.Array
-                ) -> MetacontrollerState:
-  """Restarts the episodes where done: [B] bool (for auto-reset rollouts)."""
-  def reset(leaf, init):
-    mask = done.reshape(done.shape + (1,) * (leaf.ndim - 1))
-    return jnp.where(mask, init, leaf)
-  init = MetacontrollerState(
-      history=jnp.zeros_like(state.history),
-      latent_code=jnp.zeros_like(state.latent_code),
-      first=jnp.ones_like(state.first))
-  return jax.tree.map(reset, state, init)
 
 
 @flax.struct.dataclass

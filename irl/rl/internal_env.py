@@ -59,7 +59,7 @@ import jax.numpy as jnp
 
 from irl import acting
 from irl.envs import registry
-from irl.models import BaseModel, init_cache
+from irl.models import BaseModel, common, init_cache
 from irl.models import metacontroller as mc_lib
 from irl.models.intervention import Intervention
 from irl.models.transformer import AttentionCache
@@ -176,13 +176,6 @@ class InternalEnvState:
   episode_return: jax.Array
 
 
-def select_where(mask: jax.Array, new: Any, old: Any) -> Any:
-  """Leaf-wise where(mask, new, old) with mask [B] on the leading axis."""
-  def sel(a, b):
-    return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-  return jax.tree.map(sel, new, old)
-
-
 def _mask_cache(new: Any, old: Any, active: jax.Array) -> Any:
   """Advances the caches of active episodes only.
 
@@ -194,7 +187,7 @@ def _mask_cache(new: Any, old: Any, active: jax.Array) -> Any:
   def one(n, o):
     if isinstance(n, AttentionCache):
       return n.replace(pos=jnp.where(active, n.pos, o.pos))
-    return select_where(active, n, o)
+    return common.select_where(active, n, o)
   return tuple(one(n, o) for n, o in zip(new, old))
 
 
@@ -313,7 +306,7 @@ class InternalEnv(NamedTuple):
         decisions=state.decisions + fire.astype(jnp.int32),
         raw_steps=state.raw_steps + 1,
         episode_return=state.episode_return + reward)
-    new = select_where(active, stepped.replace(cache=None),
+    new = common.select_where(active, stepped.replace(cache=None),
                   state.replace(cache=None))
     new = new.replace(cache=_mask_cache(cache, state.cache, active))
     new = new.replace(done=new.done | out_of_slots,

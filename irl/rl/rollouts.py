@@ -25,13 +25,13 @@ import jax.numpy as jnp
 
 from irl import acting
 from irl.envs import registry
-from irl.models import BaseModel, init_cache
+from irl.models import BaseModel, common, init_cache
 from irl.rl import internal_env as ienv
 from irl.rl import policy as policy_lib
 from irl.utils import parallel
 
-# Checkpoints written before these fields existed trained under these values
-# (the fingerprint holds the whole metacontroller or compile section).
+# Folded into an episode's key with its decision count: the policy's noise
+# stays apart from the base model's, keyed by the raw time step.
 NOISE_OFFSET = 1 << 20
 
 
@@ -90,7 +90,7 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
     decide = fire & (state.decisions < slots)
     mean, log_std, new_pcache = policy.apply(policy_params, e[:, None],
                                              pcache)
-    pcache = ienv.select_where(decide, new_pcache, pcache)
+    pcache = common.select_where(decide, new_pcache, pcache)
     mean, log_std = mean[:, 0], log_std[:, 0]
     keys = jax.vmap(jax.random.fold_in)(state.key,
                                         NOISE_OFFSET + state.decisions)
@@ -118,18 +118,14 @@ def internal_rollout(env: ienv.InternalEnv, policy: policy_lib.LatentPolicy,
 
 def _episode_stats(env_state, env_params, raw_steps, decisions, truncated,
                    returns):
+  stats = {'raw_steps': raw_steps, 'decisions': decisions,
+           'truncated': truncated}
   if not hasattr(env_state, 'task_pos'):   # a scripted test environment
-    return {'success': (returns > 0).astype(jnp.float32),
-            'raw_steps': raw_steps.astype(jnp.float32),
-            'decisions': decisions.astype(jnp.float32),
-            'truncated': truncated.astype(jnp.float32)}
-  return {'success': env_state.success.astype(jnp.float32),
-          'pairs_done': (env_state.task_pos // env_params.subgoal_size
-                         ).astype(jnp.float32),
-          'colours_done': env_state.task_pos.astype(jnp.float32),
-          'raw_steps': raw_steps.astype(jnp.float32),
-          'decisions': decisions.astype(jnp.float32),
-          'truncated': truncated.astype(jnp.float32)}
+    stats['success'] = returns > 0
+  else:
+    stats.update(success=env_state.success, colours_done=env_state.task_pos,
+                 pairs_done=env_state.task_pos // env_params.subgoal_size)
+  return {k: v.astype(jnp.float32) for k, v in stats.items()}
 
 
 def raw_action_rollout(model: BaseModel, env: registry.Environment,
@@ -137,11 +133,10 @@ def raw_action_rollout(model: BaseModel, env: registry.Environment,
                        params: Any, key: jax.Array) -> Decisions:
   """B episodes of the base model sampling raw actions (its own policy)."""
   batched = env.batched(env_params)
-  k_reset, k_act = jax.random.split(key)
-  state, obs = parallel.shard_batch(batched.reset(k_reset, batch_size))
-  state, _, _, trace = acting.unroll(
-      batched, acting.model_policy(model, params, temperature), state, obs,
-      init_cache(model.config, batch_size), k_act, env_params.max_steps)
+  state, _, _, trace = acting.episodes(
+      batched, acting.model_policy(model, params, temperature),
+      init_cache(model.config, batch_size), batch_size, key,
+      env_params.max_steps)
   swap = lambda x: jnp.swapaxes(x, 0, 1)
   ret = trace.reward.sum(0)
   zeros = jnp.zeros((batch_size,), bool)

@@ -46,6 +46,7 @@ from irl.rl import ppo
 from irl.rl import rollouts
 from irl.train import compile as compile_train
 from irl.train import loop
+from irl.train import losses
 from irl.train import metacontroller as mct
 from irl.train import pretrain
 from irl.utils import checkpoint as ckpt_lib
@@ -175,7 +176,7 @@ def _make_learner(config: Config,
     loss, metrics = ppo.ppo_clip_loss(logp, mb.log_prob, advantage, mb.valid,
                                       r.clip_eps, entropy, r.entropy_coef)
     for k, v in extra.items():
-      metrics[k] = ppo_mean(v, mb.valid)
+      metrics[k] = losses.masked_mean(v, mb.valid)
     return loss, metrics
 
   def init_state(key: jax.Array, source: Any) -> loop.TrainState:
@@ -231,11 +232,6 @@ def _make_learner(config: Config,
   return Learner(method=method, env=internal, policy=policy, model=model,
                  init=init_state, rollout=rollout, loss=loss_fn,
                  update=update, train_chunk=train_chunk)
-
-
-def ppo_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
-  mask = valid.astype(jnp.float32)
-  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ config.env.expert_checkpoint).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -117,8 +116,7 @@ def train(config: Config, workdir: str) -> dict:
   fingerprint = {**config_lib.expert_fingerprint(config),
                  'policy_format': POLICY_FORMAT}
   if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
+    summary = config_utils.read_json(summary_path)
     config_lib.check_expert_fingerprint(summary.get('fingerprint', {}),
                                         fingerprint, workdir)
     if os.path.exists(path):
@@ -164,8 +162,7 @@ def train(config: Config, workdir: str) -> dict:
   os.makedirs(os.path.dirname(summary_path), exist_ok=True)
   if parallel.is_writer():
     arena_expert.save_policy(path, policy, e.normalize_observations)
-  config_utils.atomic_write_text(summary_path, json.dumps(
-      config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
+  config_utils.write_json(summary_path, summary, indent=1)
   return summary
 
 
@@ -178,8 +175,7 @@ def post_task_success(config: Config, workdir: str) -> float | None:
   summary_path = config_lib.expert_summary_path(workdir)
   if not (os.path.exists(path) and os.path.exists(summary_path)):
     return None
-  with open(summary_path) as f:
-    summary = json.load(f)
+  summary = config_utils.read_json(summary_path)
   rates = summary.setdefault('success_by_post_task', {})
   task = config.env.post_task
   if task not in rates:
@@ -189,7 +185,5 @@ def post_task_success(config: Config, workdir: str) -> float | None:
         env, policy, jax.random.key(config.expert.seed + 1),
         config.expert.eval_episodes,
         tasks=(tasks_lib.parse_task(task),), normalize=normalize)
-    if parallel.is_writer():
-      config_utils.atomic_write_text(summary_path, json.dumps(
-          config_utils.to_jsonable(summary, strict=False), indent=1) + '\n')
+    config_utils.write_json(summary_path, summary, indent=1)
   return rates[task]

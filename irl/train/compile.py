@@ -191,9 +191,8 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
   def chunk(state: loop.TrainState, base_params: Any
             ) -> tuple[loop.TrainState, dict]:
     """`compile.log_every` steps with θ = base_params (frozen)."""
-    state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
-                                  state, None, length=c.log_every)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return loop.scan_steps(functools.partial(one_step, base_params), state,
+                           c.log_every)
 
   def evaluate_batch(params: Any, base_params: Any, key: jax.Array) -> dict:
     """One held-out D* batch: hard (argmax) boundaries and z = μ."""
@@ -255,17 +254,6 @@ def summarise_eval(config: Config,
   return summary
 
 
-def evaluate(config: Config,
-             trainer: segmenting.Trainer,
-             params: Any, base_params: Any, out_dir: str | None = None
-             ) -> dict[str, float]:
-  """Held-out segmentation scores; with `out_dir`, also writes them and the
-  β traces' arrays (as `irl.train.metacontroller.evaluate`)."""
-  return segmenting.evaluate(
-      trainer, config.compile, lambda arrays: summarise_eval(config, arrays),
-      params, base_params, out_dir)
-
-
 # --------------------------------------------------------------------------
 # Jobs.
 
@@ -320,7 +308,7 @@ def train(config: Config, workdir: str,
       config, 'compile', RUN_NAME, workdir, trainer,
       checkpointer(config, workdir),
       _initial_state(trainer, config, base_params), base_params,
-      functools.partial(evaluate, config, trainer),
+      functools.partial(summarise_eval, config),
       {'z_kl_weight': float(c.z_kl_weight),
        'b_kl_weight': float(c.b_kl_weight)},
       show=('loss', 'action_nll', 'kl_z', 'kl_b', 'segments_per_episode',

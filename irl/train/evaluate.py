@@ -89,11 +89,9 @@ def closed_loop(model: BaseModel, params: Any, env: registry.Environment,
 
   @jax.jit
   def run(key):
-    k_reset, k_act = jax.random.split(key)
-    state, obs = parallel.shard_batch(batched.reset(k_reset, num_episodes))
-    state, _, _, trace = acting.unroll(batched, policy, state, obs,
-                                       init_cache(model.config, num_episodes),
-                                       k_act, num_steps)
+    state, _, _, trace = acting.episodes(
+        batched, policy, init_cache(model.config, num_episodes), num_episodes,
+        key, num_steps)
     out = {'success': state.success, 'length': state.time,
            'visits': state.visits, 'task_id': state.task_id}
     if trajectories:

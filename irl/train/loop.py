@@ -106,6 +106,14 @@ class TrainState:
         f'{n}={getattr(shapes, n)}' for n in names) + ')'
 
 
+def scan_steps(step: Callable[[Any, None], tuple[Any, dict]], state: Any,
+               length: int) -> tuple[Any, dict]:
+  """`length` steps of `step(state, None) -> (state, metrics)` in one
+  `lax.scan`: the state after them and each metric's mean over them."""
+  state, metrics = jax.lax.scan(step, state, None, length=length)
+  return state, jax.tree.map(lambda x: x.mean(0), metrics)
+
+
 # Names an extra may not take: they would shadow the state's own attributes.
 _RESERVED = frozenset(dir(TrainState)) | {'extras'}
 

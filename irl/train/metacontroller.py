@@ -219,9 +219,8 @@ def _make_trainer(config: Config) -> segmenting.Trainer:
     """`metacontroller.log_every` steps; base_params: θ (frozen) or None."""
     if frozen and base_params is None:
       raise ValueError('the frozen base model needs base_params.')
-    state, metrics = jax.lax.scan(functools.partial(one_step, base_params),
-                                  state, None, length=m.log_every)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return loop.scan_steps(functools.partial(one_step, base_params), state,
+                           m.log_every)
 
   def evaluate_batch(params: Any, base_params: Any, key: jax.Array) -> dict:
     """One held-out D* batch: β under the posterior mean (ε = 0), and the two
@@ -347,22 +346,6 @@ def load_params(config: Config, workdir: str) -> tuple[Any, Any]:
   return state.params['metacontroller'], theta
 
 
-def evaluate(config: Config,
-             trainer: segmenting.Trainer,
-             params: Any, base_params: Any, out_dir: str | None = None
-             ) -> dict[str, float]:
-  """Held-out segmentation scores; with `out_dir`, also writes them
-  (`segmentation.json`) and the first `trace_episodes` episodes' β traces
-  (`segmentation.EVAL_ARRAYS`, drawn by `irl.analysis.reports`).
-
-  params: `TrainState.params`; base_params: the frozen θ (None if co-trained).
-  """
-  return segmenting.evaluate(
-      trainer, config.metacontroller,
-      lambda arrays: summarise_eval(config, arrays), params, base_params,
-      out_dir)
-
-
 def train(config: Config, workdir: str,
           run_eval: bool = True,
           progress_fn: loop.ProgressFn | None = None) -> dict:
@@ -384,7 +367,7 @@ def train(config: Config, workdir: str,
       config, 'metacontroller', run_name(config), workdir, trainer,
       checkpointer(config, workdir),
       _initial_state(trainer, config, base_params), frozen_params,
-      functools.partial(evaluate, config, trainer),
+      functools.partial(summarise_eval, config),
       {'kl_weight': float(m.kl_weight), 'switching': m.switching,
        'base_model': m.base_model},
       show=('loss', 'action_nll', 'kl', 'switches_per_episode',

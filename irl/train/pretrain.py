@@ -122,8 +122,7 @@ def _make_pretrainer(config: Config) -> Pretrainer:
 
   @jax.jit
   def train_chunk(state: loop.TrainState) -> tuple[loop.TrainState, dict]:
-    state, metrics = jax.lax.scan(one_step, state, None, length=pc.log_every)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return loop.scan_steps(one_step, state, pc.log_every)
 
   return Pretrainer(model=model, init=init, train_chunk=train_chunk)
 

@@ -8,7 +8,6 @@ themselves are in irl/train/segmentation.py.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -151,17 +150,18 @@ def evaluate(trainer: Trainer, section: Section,
 def train_job(config: Config, section: str, name: str,
               workdir: str, trainer: Trainer,
               checkpointer: ckpt_lib.Checkpointer, init_state: Any,
-              frozen: Any, evaluate_fn: Callable[..., dict[str, float]],
+              frozen: Any, summarise: Callable[[dict], dict[str, float]],
               summary: dict, show: Sequence[str], run_eval: bool = True,
               progress_fn: loop.ProgressFn | None = None) -> dict:
   """`loop.train_job` for a segmenting run: its config, β traces and
-  held-out scores (`evaluate_fn(params, frozen θ, out_dir)`, in the summary
-  as `heldout/<score>`) go to `<workdir>/<name>/`."""
+  held-out scores (`evaluate` with `summarise`, in the summary as
+  `heldout/<score>`) go to `<workdir>/<name>/`."""
   out_dir = os.path.join(workdir, name)
   os.makedirs(out_dir, exist_ok=True)
   config_utils.save_config(config, out_dir)
   heldout = lambda params, theta: {
-      f'heldout/{k}': v for k, v in evaluate_fn(params, theta, out_dir).items()}
+      f'heldout/{k}': v for k, v in evaluate(
+          trainer, config[section], summarise, params, theta, out_dir).items()}
   return loop.train_job(
       trainer.train_chunk, checkpointer, init_state, section=config[section],
       field=f'{section}.num_steps', name=name, workdir=workdir,
@@ -175,5 +175,4 @@ def write_eval(out_dir: str, arrays: dict, summary: dict,
   episodes' β traces (`segmentation.EVAL_ARRAYS`, drawn by
   `irl.analysis.reports`) in `out_dir`."""
   segmentation.save_eval_arrays(out_dir, arrays, trace_episodes)
-  config_utils.atomic_write_text(os.path.join(out_dir, segmentation.SUMMARY),
-                                 json.dumps(summary, indent=2) + '\n')
+  config_utils.write_json(os.path.join(out_dir, segmentation.SUMMARY), summary)

@@ -8,6 +8,7 @@ a jitted function.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime
 import difflib
@@ -16,7 +17,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -285,6 +286,38 @@ def open_output(path: str, newline: str | None = None) -> Any:
   if parallel.is_writer():
     return open(path, 'w', newline=newline)
   return io.StringIO()
+
+
+def write_json(path: str, data: Any, indent: int | None = 2) -> None:
+  """Writes `data` (`to_jsonable`, non-strict) as JSON and a newline to
+  `path` via `atomic_write_text` (on the writing process only)."""
+  atomic_write_text(
+      path, json.dumps(to_jsonable(data, strict=False), indent=indent) + '\n')
+
+
+def read_json(path: str) -> Any:
+  """The JSON value stored in `path`."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_if_done(path: str, fingerprint: dict) -> dict | None:
+  """The JSON record at `path` if it exists and its 'fingerprint' equals
+  `fingerprint` (computed under the same config), else None."""
+  if not os.path.exists(path):
+    return None
+  done = read_json(path)
+  return done if done.get('fingerprint') == fingerprint else None
+
+
+def write_csv(path: str, header: Sequence[Any],
+              rows: Iterable[Sequence[Any]]) -> None:
+  """Writes the CSV file `path`: `header`, then `rows` (on the writing
+  process only: `open_output`)."""
+  with open_output(path, newline='') as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import tensorboardX
 
 from irl.utils import parallel
-from irl.utils.config_utils import atomic_write_text, to_jsonable
+from irl.utils.config_utils import atomic_write_text, write_json
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -130,8 +130,7 @@ class MetricsWriter:
 
   def write_summary(self, summary: Mapping[str, Any]) -> str:
     """Writes `<workdir>/metrics/<name>_summary.json` (atomically); returns its path."""
-    data = to_jsonable(jax.device_get(dict(summary)), strict=False)
-    atomic_write_text(self.summary_path, json.dumps(data, indent=2) + '\n')
+    write_json(self.summary_path, jax.device_get(dict(summary)))
     return self.summary_path
 
   def flush(self) -> None:
