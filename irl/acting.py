@@ -171,9 +171,9 @@ def unroll(env: BatchedEnv, policy: Policy, env_state: Any, obs: jax.Array,
 def episodes(env: BatchedEnv, policy: Policy, policy_state: Any,
              num_episodes: int, key: jax.Array, num_steps: int
              ) -> tuple[Any, Any, jax.Array, Transition]:
-  """`num_episodes` fresh episodes (reset with the first half of `key`,
-  sharded over the devices) played for `num_steps` steps (`unroll`, with the
-  second half)."""
+  """`num_episodes` fresh episodes, reset with the first key of
+  `jax.random.split(key)` and sharded over the devices, played for
+  `num_steps` steps (`unroll`) with the second."""
   k_reset, k_act = jax.random.split(key)
   env_state, obs = parallel.shard_batch(env.reset(k_reset, num_episodes))
   return unroll(env, policy, env_state, obs, policy_state, k_act, num_steps)

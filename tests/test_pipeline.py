@@ -10,6 +10,7 @@ from configs import gridworld
 from irl import config as config_lib
 from irl import pipeline
 from irl.analysis import report as report_lib
+from irl.rl import methods as rl_methods
 from irl.train import metacontroller as mct
 from irl.utils import config_utils
 
@@ -72,6 +73,16 @@ def test_metacontroller_variants_change_only_their_fields():
   cotrained = mct.variant_config(config, 'cotrained')
   assert always.metacontroller.switching == 'always'
   assert cotrained.metacontroller.base_model == config.rl.cotrained_base_model
+  # The RL methods read exactly these variants.
+  for method in ('internal', 'no_temporal_abstraction', 'cotrained'):
+    variant = 'method' if method == 'internal' else method
+    rl = rl_methods.method_config(config, method)
+    assert rl.metacontroller == mct.variant_config(
+        config, variant).metacontroller, method
+  # A method's variant is pinned, whatever the config's own fields say.
+  other = config_lib.replace(config, {'metacontroller.base_model': 'cotrain'})
+  assert mct.variant_config(other, 'method').metacontroller.base_model == (
+      'frozen')
   assert config.metacontroller.switching == 'learned'   # not mutated
   assert always.model == config_lib.build(config).model
   assert dataclasses.replace(always.metacontroller, switching='learned') == (

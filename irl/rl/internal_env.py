@@ -307,7 +307,7 @@ class InternalEnv(NamedTuple):
         raw_steps=state.raw_steps + 1,
         episode_return=state.episode_return + reward)
     new = common.select_where(active, stepped.replace(cache=None),
-                  state.replace(cache=None))
+                              state.replace(cache=None))
     new = new.replace(cache=_mask_cache(cache, state.cache, active))
     new = new.replace(done=new.done | out_of_slots,
                       truncated=new.truncated | out_of_slots)
