@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-from irl.models.config import ModelConfig, check_int
+from irl.models.config import ModelConfig, require_int
 from irl.models.controller import ControllerDecoder
 from irl.models.encoders import ObservationEncoder
 from irl.models.hawk import HawkBlock, init_recurrent_cache
@@ -104,7 +104,7 @@ class CompileConfig:
     """Raises `ValueError` naming the first bad field; returns `self`."""
     self.model.validate()
     for name in ('layer', 'max_segments', 'latent_dim', 'head_hidden'):
-      check_int(name, getattr(self, name))
+      require_int(name, getattr(self, name))
     if self.layer > self.model.num_layers:
       raise ValueError(f'layer={self.layer} must be <= num_layers='
                        f'{self.model.num_layers}.')

@@ -93,18 +93,18 @@ class ModelConfig:
                        f'^2 grid of channels (obs_encoder=egocentric_grid).')
     for name in ('num_layers', 'width', 'num_heads', 'mlp_dim', 'obs_dim',
                  'conv_width', 'max_len'):
-      check_int(name, getattr(self, name))
+      require_int(name, getattr(self, name))
     if self.width % self.num_heads:
       raise ValueError(
           f'width={self.width} must be divisible by num_heads='
           f'{self.num_heads}.')
     if self.action_type == 'discrete':
-      check_int('num_actions', self.num_actions)
+      require_int('num_actions', self.num_actions)
     else:
-      check_int('action_dim', self.action_dim)
-    check_int('num_buckets', self.num_buckets)
-    check_int('future_actions', self.future_actions, minimum=0)
-    check_int('attention_window', self.attention_window, minimum=0)
+      require_int('action_dim', self.action_dim)
+    require_int('num_buckets', self.num_buckets)
+    require_int('future_actions', self.future_actions, minimum=0)
+    require_int('attention_window', self.attention_window, minimum=0)
     if any(not 0 <= b < self.num_layers for b in self.attention_window_blocks):
       raise ValueError(
           f'attention_window_blocks={self.attention_window_blocks} must be '
@@ -115,7 +115,7 @@ class ModelConfig:
                        f'{self.action_type!r}); use 0.')
     if self.num_buckets < 2:
       raise ValueError(f'num_buckets={self.num_buckets} must be >= 2.')
-    check_int('max_distance', self.max_distance)
+    require_int('max_distance', self.max_distance)
     # The log-spaced buckets divide by log(max_distance / (num_buckets // 2)).
     if self.max_distance <= self.num_buckets // 2:
       raise ValueError(
@@ -129,6 +129,8 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     raise ValueError(f'{name}={value!r} is not one of {set(allowed)}.')
 
 
-def check_int(name: str, value: object, minimum: int = 1) -> None:
+def require_int(name: str, value: object, minimum: int = 1) -> None:
+  """ValueError naming the model field `name` unless `value` is an integer
+  (not a bool) >= `minimum`."""
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f'{name}={value!r} must be an integer >= {minimum}.')

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.common import gaussian_kl, read_residual
-from irl.models.config import check_int
+from irl.models.config import require_int
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperFull, HyperLowRank, Intervention
@@ -107,12 +107,12 @@ class MetacontrollerConfig:
     for name in ('width', 'latent_dim', 'embed_dim', 'embed_width',
                  'embed_heads', 'history_dim', 'encoder_hidden',
                  'switch_hidden'):
-      check_int(name, getattr(self, name))
+      require_int(name, getattr(self, name))
     if self.embed_width % self.embed_heads:
       raise ValueError(f'embed_heads={self.embed_heads} must divide '
                        f'embed_width={self.embed_width}.')
-    check_int('layer', self.layer, minimum=0)
-    check_int('decoder_hidden', self.decoder_hidden, minimum=0)
+    require_int('layer', self.layer, minimum=0)
+    require_int('decoder_hidden', self.decoder_hidden, minimum=0)
     if self.rank is not None and (not isinstance(self.rank, int)
                                   or not 1 <= self.rank <= self.width):
       raise ValueError(f'rank={self.rank!r} must be None (full) or an '
