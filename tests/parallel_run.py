@@ -115,9 +115,9 @@ def eight_device_run() -> background.Run:
                          f'host_platform_device_count={DEVICES}').strip()})
 
 
-def eight_device_result(run: background.Run
-                        ) -> tuple[str, dict[str, np.ndarray]]:
-  """The run's workdir and results, once it has finished."""
+def eight_device_result() -> tuple[str, dict[str, np.ndarray]]:
+  """The 8-device run's workdir and results, once it has finished."""
+  run = eight_device_run()
   run.wait(900)
   with np.load(os.path.join(run.dir, 'out.npz')) as data:
     return run.workdir, dict(data)

@@ -24,7 +24,7 @@ def one_device(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def eight_devices():
-  return parallel_run.eight_device_result(parallel_run.eight_device_run())
+  return parallel_run.eight_device_result()
 
 
 def test_eight_devices_equal_one(one_device, eight_devices):
