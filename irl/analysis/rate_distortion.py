@@ -107,8 +107,8 @@ def train_group(config: Config, workdir: str, mode: str,
   trainer = mct.make_trainer(config)
   name = group_name(mode, group, num_steps)
   # Each run initialised on its own, then stacked: under jax.vmap the
-  # metacontroller's init hangs on the CPU from about 7 runs (jax 0.10.2; 17 s
-  # at 4 runs, no result in 180 s at 8), while the vmapped training chunk runs.
+  # metacontroller's init never returns on the CPU from about 7 runs (jax
+  # 0.10.2; docs/cpu_scale.md, Fig. 7), while the vmapped training chunk runs.
   init = jax.tree.map(lambda *states: jnp.stack(states), *[
       trainer.init(jax.random.key(s), base_params, jnp.float32(a))
       for a, s in group])
