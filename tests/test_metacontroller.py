@@ -23,6 +23,7 @@ from irl.train import pretrain
 from irl.train import segmentation as seg
 from irl.utils import checkpoint as ckpt_lib
 from irl.utils import config_utils
+from irl.utils import metrics as metrics_lib
 
 B, T = 3, 7
 LENGTHS = np.array([7, 4, 1])
@@ -480,6 +481,37 @@ def test_eval_arrays_of_zero_episodes_leave_no_stale_traces(tmp_path):
   assert seg.load_eval_arrays(str(tmp_path)) is None
   assert reports._traces(str(tmp_path), 0.5, lambda scores: 't') is None
   assert not (tmp_path / 'beta_traces.png').exists()
+
+
+def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
+  # While α is 0 for every run (the free start), runs of one seed are the
+  # same run: trained once and then split, they end where separate runs do.
+  c = config_lib.build(_config(kl_delay=5, kl_warmup=0,
+                               base_model='frozen'))
+  group = [(0.0, 0), (0.5, 0)]
+  assert rate_distortion.shared_steps(c, group, 10) == 5
+  assert rate_distortion.shared_steps(c, [(0.0, 0), (0.5, 1)], 10) == 0
+  out = {}
+  for share in (True, False):
+    workdir = str(tmp_path / str(share))
+    base = _fake_pretrained(c, workdir)
+    out[share] = rate_distortion.train_group(c, workdir, 'frozen', group, 10,
+                                             base, share=share)
+  name = rate_distortion.group_name('frozen', group, 10)
+  checkpoints = tmp_path / 'True' / 'checkpoints' / 'rate_distortion'
+  assert (checkpoints / f'{name}_shared').is_dir()
+  assert not (tmp_path / 'False' / 'checkpoints' / 'rate_distortion' /
+              f'{name}_shared').exists()
+  # The group itself trained only the steps after the shared ones.
+  rows = metrics_lib.read_jsonl(str(
+      tmp_path / 'True' / 'metrics' / f'rate_distortion_{name}.jsonl'))
+  assert [r['step'] for r in rows] == [10]
+  for shared, alone in zip(out[True], out[False]):
+    for k in ('action_nll', 'kl', 'f1', 'median_switches_per_episode'):
+      np.testing.assert_allclose(shared[k], alone[k], rtol=1e-4, atol=1e-6,
+                                 err_msg=k)
+  # The two α did part after the shared steps.
+  assert out[True][0]['kl'] != out[True][1]['kl']
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
