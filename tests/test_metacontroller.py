@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import functools
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -488,7 +489,7 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   # same run: trained once and then split, they end where separate runs do.
   c = config_lib.build(_config(kl_delay=5, kl_warmup=0,
                                base_model='frozen'))
-  group = [(0.0, 0), (0.5, 0)]
+  group = [(0.5, 1), (0.0, 0), (0.5, 0)]   # each run finds its seed's copy
   assert rate_distortion.shared_steps(c, group, 10) == 5
   assert rate_distortion.shared_steps(c, [(0.0, 0), (0.5, 1)], 10) == 0
   out = {}
@@ -510,8 +511,16 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
     for k in ('action_nll', 'kl', 'f1', 'median_switches_per_episode'):
       np.testing.assert_allclose(shared[k], alone[k], rtol=1e-4, atol=1e-6,
                                  err_msg=k)
-  # The two α did part after the shared steps.
-  assert out[True][0]['kl'] != out[True][1]['kl']
+  # The two α of seed 0 did part after the shared steps.
+  assert out[True][1]['kl'] != out[True][2]['kl']
+  # Killed before the group's first checkpoint: the rerun starts from the
+  # shared checkpoint and ends where the first call did.
+  shutil.rmtree(checkpoints / name)
+  again = rate_distortion.train_group(c, str(tmp_path / 'True'), 'frozen',
+                                      group, 10, base, share=True)
+  for first, second in zip(out[True], again):
+    np.testing.assert_allclose(second['action_nll'], first['action_nll'],
+                               rtol=1e-5)
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
