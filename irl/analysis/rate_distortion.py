@@ -117,14 +117,15 @@ def shared_steps(config: Config, group: list[tuple[float, int]],
 
 
 def _train_runs(config: Config, workdir: str, mode: str,
-                runs: list[tuple[float, int]], num_steps: int, base_params: Any,
-                name: str, init: Any,
+                runs: list[tuple[float, int]], num_steps: int,
+                frozen_params: Any, name: str, init: Any,
                 fresh_start: Callable[[], tuple[Any, int]] | None = None
                 ) -> Any:
   """The stacked state of `runs` (one `jax.vmap`) trained to `num_steps`,
   resumed from `<workdir>/checkpoints/rate_distortion/<name>`; with no
   checkpoint there, from `fresh_start()` (state, step) if given, else from
-  `init` at 0. The state's leaves are [len(runs), ...]."""
+  `init` at 0. frozen_params: θ on the device (frozen) or None. The
+  state's leaves are [len(runs), ...]."""
   m = config.metacontroller
   trainer = mct.make_trainer(config)
   fp = mct.fingerprint(config)
@@ -137,8 +138,7 @@ def _train_runs(config: Config, workdir: str, mode: str,
   if start == 0 and fresh_start is not None:
     state, start = fresh_start()
   chunk = _over_runs(trainer.chunk, 2)
-  state, frozen_params = ckpt_lib.on_device(
-      (state, base_params if mode == 'frozen' else None))
+  state = ckpt_lib.on_device(state)
   writer = metrics_lib.MetricsWriter(workdir, f'rate_distortion_{name}',
                                      resume_step=start)
   tags = [f'a{a:g}_s{s}' for a, s in runs]
@@ -185,12 +185,15 @@ def train_group(config: Config, workdir: str, mode: str,
     return jax.tree.map(lambda *states: jnp.stack(states), *[
         trainer.init(jax.random.key(s), base_params, jnp.float32(a))
         for a, s in runs])
+
+  frozen_params = ckpt_lib.on_device(
+      base_params if mode == 'frozen' else None)
   shared = shared_steps(config, group, num_steps) if share else 0
 
   def from_shared() -> tuple[Any, int]:
     seeds = sorted({s for _, s in group})
     runs = [(0.0, s) for s in seeds]
-    state = _train_runs(config, workdir, mode, runs, shared, base_params,
+    state = _train_runs(config, workdir, mode, runs, shared, frozen_params,
                         f'{name}_shared', stacked_init(runs))
     index = jnp.asarray([seeds.index(s) for _, s in group])
     state = jax.tree.map(lambda x: x[index], state)
@@ -199,11 +202,9 @@ def train_group(config: Config, workdir: str, mode: str,
     return state.replace(kl_weight=jnp.asarray(
         [a for a, _ in group], jnp.float32)), int(state.step[0])
 
-  state = _train_runs(config, workdir, mode, group, num_steps, base_params,
+  state = _train_runs(config, workdir, mode, group, num_steps, frozen_params,
                       name, stacked_init(group),
                       from_shared if shared else None)
-  frozen_params = ckpt_lib.on_device(
-      base_params if mode == 'frozen' else None)
   batch_fn = _over_runs(trainer.evaluate_batch, 3)
   arrays = mct.collect_eval(
       config, lambda k: batch_fn(state.params, frozen_params, k))
