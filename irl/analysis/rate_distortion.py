@@ -172,8 +172,7 @@ def train_group(config: Config, workdir: str, mode: str,
   With `share`, the first `shared_steps` (the free start, where every α is
   0) are trained once per seed, under `<group_name>_shared`, and each run
   continues from its seed's copy with its own α: the same runs, up to
-  float32 rounding, in less time (60 min against about 77 for 4 α of
-  `cpu5`'s co-trained sweep, whose free start is a third of the steps)."""
+  float32 rounding, in less time (measured in docs/design.md)."""
   trainer = mct.make_trainer(config)
   name = group_name(mode, group, num_steps)
 
