@@ -484,12 +484,25 @@ def test_eval_arrays_of_zero_episodes_leave_no_stale_traces(tmp_path):
   assert not (tmp_path / 'beta_traces.png').exists()
 
 
+def _rate_distortion_config():
+  # A free start of 5 of the 10 steps. The job test and the sharing test
+  # sweep the same runs under this config, so they share the compiled
+  # vmapped chunks (2 and 4 runs) and evaluation.
+  c = gridworld.get_config('test')
+  c.rate_distortion.base_models = ('frozen',)
+  c.rate_distortion.num_steps = 10
+  c.metacontroller.kl_delay = 5
+  c.metacontroller.kl_warmup = 0
+  return c
+
+
 def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   # While α is 0 for every run (the free start), runs of one seed are the
   # same run: trained once and then split, they end where separate runs do.
-  c = config_lib.build(_config(kl_delay=5, kl_warmup=0,
-                               base_model='frozen'))
-  group = [(0.5, 1), (0.0, 0), (0.5, 0)]   # each run finds its seed's copy
+  c = config_lib.build(config_lib.replace(_rate_distortion_config(), {
+      'metacontroller.base_model': 'frozen'}))
+  # Each run finds its seed's copy.
+  group = [(0.5, 1), (0.0, 0), (0.5, 0), (0.0, 1)]
   assert rate_distortion.shared_steps(c, group, 10) == 5
   assert rate_distortion.shared_steps(c, [(0.0, 0), (0.5, 1)], 10) == 0
   out = {}
@@ -526,8 +539,7 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   # The vmapped sweep (α × seeds in one computation) reports each run's
   # segmentation and code scores.
-  c = gridworld.get_config('test')
-  c.rate_distortion.base_models = ('frozen',)
+  c = _rate_distortion_config()
   _fake_pretrained(c, str(tmp_path))
   rate_distortion.run(c, str(tmp_path))
   with open(tmp_path / 'rate_distortion' / 'results.csv') as f:
