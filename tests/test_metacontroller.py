@@ -485,12 +485,14 @@ def test_eval_arrays_of_zero_episodes_leave_no_stale_traces(tmp_path):
 
 
 def _rate_distortion_config():
-  # A free start of 5 of the 10 steps. The job test and the sharing test
-  # sweep the same runs under this config, so they share the compiled
-  # vmapped chunks (2 and 4 runs) and evaluation.
+  # A free start of 5 of the sweep's 10 steps (which override the
+  # metacontroller's 20). The job test and the sharing test sweep the same
+  # runs under this config, so they share the compiled vmapped chunks (2
+  # and 4 runs) and evaluation.
   c = gridworld.get_config('test')
   c.rate_distortion.base_models = ('frozen',)
   c.rate_distortion.num_steps = 10
+  c.metacontroller.num_steps = 20
   c.metacontroller.kl_delay = 5
   c.metacontroller.kl_warmup = 0
   return c
@@ -547,6 +549,7 @@ def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):
   runs = {(float(r['kl_weight']), int(r['seed'])) for r in rows}
   assert runs == {(a, s) for a in c.rate_distortion.kl_weights
                   for s in c.rate_distortion.seeds}
+  assert {int(r['num_steps']) for r in rows} == {10}
   for r in rows:
     assert 0.0 <= float(r['f1']) <= 1.0
     assert 0.0 <= float(r['code_subgoal_acc']) <= 1.0
