@@ -4,8 +4,9 @@ XLA's CPU backend compiles with LLVM at -O0, without its expensive
 passes and with its elemental emitters in place of the fusion emitters:
 the suite's functions run a few steps on tiny shapes, so compiling them is
 most of its time. The first two flags, and then the third, each cut a
-compile-bound test by about 30% (docs/design.md, "Tests"). The flags reach the suite's subprocesses through
-the environment; a user's own XLA_FLAGS are kept, after these.
+compile-bound test by about 30% (docs/design.md, "Tests"). The flags
+reach the suite's subprocesses through the environment; a user's own
+XLA_FLAGS are kept, after these.
 
 Two long runs start in subprocesses once pytest has collected the tests,
 where a test that needs one was collected, so that they overlap the rest of
