@@ -501,8 +501,8 @@ def _rate_distortion_config():
 def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   # While α is 0 for every run (the free start), runs of one seed are the
   # same run: trained once and then split, they end where separate runs do.
-  c = config_lib.build(config_lib.replace(_rate_distortion_config(), {
-      'metacontroller.base_model': 'frozen'}))
+  c = config_lib.replace(_rate_distortion_config(),
+                         {'metacontroller.base_model': 'frozen'})
   # Each run finds its seed's copy.
   group = [(0.5, 1), (0.0, 0), (0.5, 0), (0.0, 1)]
   assert rate_distortion.shared_steps(c, group, 10) == 5
