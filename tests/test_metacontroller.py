@@ -514,10 +514,11 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
     out[share] = rate_distortion.train_group(c, workdir, 'frozen', group, 10,
                                              base, share=share)
   name = rate_distortion.group_name('frozen', group, 10)
+  free_start = rate_distortion.shared_name('frozen', group, 10)
   checkpoints = tmp_path / 'True' / 'checkpoints' / 'rate_distortion'
-  assert (checkpoints / f'{name}_shared').is_dir()
+  assert (checkpoints / free_start).is_dir()
   assert not (tmp_path / 'False' / 'checkpoints' / 'rate_distortion' /
-              f'{name}_shared').exists()
+              free_start).exists()
   # The group itself trained only the steps after the shared ones.
   rows = metrics_lib.read_jsonl(str(
       tmp_path / 'True' / 'metrics' / f'rate_distortion_{name}.jsonl'))
@@ -536,6 +537,19 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   for first, second in zip(out[True], again):
     np.testing.assert_allclose(second['action_nll'], first['action_nll'],
                                rtol=1e-5)
+  # Other rates of the same seeds (a later call extending the sweep) start
+  # from the same shared steps: they are not trained again, and the run of
+  # α = 0.5 on seed 1 ends where it did in the first group.
+  others = [(0.5, 1), (0.2, 0), (0.2, 1), (0.9, 0)]
+  assert rate_distortion.shared_name('frozen', others, 10) == free_start
+  shared_rows = str(tmp_path / 'True' / 'metrics' /
+                    f'rate_distortion_{free_start}.jsonl')
+  before = metrics_lib.read_jsonl(shared_rows)
+  extended = rate_distortion.train_group(c, str(tmp_path / 'True'), 'frozen',
+                                         others, 10, base, share=True)
+  assert metrics_lib.read_jsonl(shared_rows) == before
+  np.testing.assert_allclose(extended[0]['action_nll'],
+                             out[True][0]['action_nll'], rtol=1e-5)
 
 
 def test_rate_distortion_job_writes_every_run(tmp_path, monkeypatch):

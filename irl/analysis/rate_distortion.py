@@ -96,6 +96,15 @@ def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
   return f'{mode}_{digest}'
 
 
+def shared_name(mode: str, group: list[tuple[float, int]], num_steps: int
+                ) -> str:
+  """The checkpoint name of the free start of `group`'s seeds: a function
+  of the seeds alone (not of the rates), so groups that sweep other rates
+  of the same seeds share it."""
+  seeds = sorted({s for _, s in group})
+  return group_name(mode, [(0.0, s) for s in seeds], num_steps) + '_shared'
+
+
 @functools.lru_cache(maxsize=None)
 def _over_runs(fn: Callable, num_args: int) -> Callable:
   """jit(vmap(fn)) over its first argument (the runs), the other
@@ -170,9 +179,11 @@ def train_group(config: Config, workdir: str, mode: str,
   = its α, exactly as a single `train` run would.
 
   With `share`, the first `shared_steps` (the free start, where every α is
-  0) are trained once per seed, under `<group_name>_shared`, and each run
-  continues from its seed's copy with its own α: the same runs, up to
-  float32 rounding, in less time (measured in docs/design.md)."""
+  0) are trained once per seed, and each run continues from its seed's copy
+  with its own α: the same runs, up to float32 rounding, in less time
+  (measured in docs/design.md). Those steps are kept under the name of the
+  α = 0 group of the same seeds, plus `_shared`, so a later call that sweeps
+  other rates of those seeds starts from them too."""
   trainer = mct.make_trainer(config)
   name = group_name(mode, group, num_steps)
 
@@ -193,7 +204,8 @@ def train_group(config: Config, workdir: str, mode: str,
     seeds = sorted({s for _, s in group})
     runs = [(0.0, s) for s in seeds]
     state = _train_runs(config, workdir, mode, runs, shared, frozen_params,
-                        f'{name}_shared', stacked_init(runs))
+                        shared_name(mode, group, num_steps),
+                        stacked_init(runs))
     index = jnp.asarray([seeds.index(s) for _, s in group])
     state = jax.tree.map(lambda x: x[index], state)
     # The step restored, not `shared`: a checkpoint of an earlier call with
