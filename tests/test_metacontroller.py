@@ -548,6 +548,12 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   extended = rate_distortion.train_group(c, str(tmp_path / 'True'), 'frozen',
                                          others, 10, base, share=True)
   assert metrics_lib.read_jsonl(shared_rows) == before
+  # The extended group itself trained only the steps after the shared ones.
+  extended_rows = metrics_lib.read_jsonl(str(
+      tmp_path / 'True' / 'metrics' /
+      f"rate_distortion_{rate_distortion.group_name('frozen', others, 10)}"
+      '.jsonl'))
+  assert [r['step'] for r in extended_rows] == [10]
   np.testing.assert_allclose(extended[0]['action_nll'],
                              out[True][0]['action_nll'], rtol=1e-5)
 

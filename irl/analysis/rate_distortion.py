@@ -98,9 +98,10 @@ def group_name(mode: str, runs: list[tuple[float, int]], num_steps: int
 
 def shared_name(mode: str, group: list[tuple[float, int]], num_steps: int
                 ) -> str:
-  """The checkpoint name of the free start of `group`'s seeds: a function
-  of the seeds alone (not of the rates), so groups that sweep other rates
-  of the same seeds share it."""
+  """The checkpoint name of the free start of `group`: a function of the
+  mode, the seed set and the run length, not of the rates, so groups that
+  sweep other rates of the same seeds share it (under the same recipe: the
+  checkpoint's fingerprint refuses another)."""
   seeds = sorted({s for _, s in group})
   return group_name(mode, [(0.0, s) for s in seeds], num_steps) + '_shared'
 
