@@ -516,13 +516,16 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   name = rate_distortion.group_name('frozen', group, 10)
   free_start = rate_distortion.shared_name('frozen', group, 10)
   checkpoints = tmp_path / 'True' / 'checkpoints' / 'rate_distortion'
+
+  def rows(run_name):  # the metrics rows a group (or free start) wrote
+    return metrics_lib.read_jsonl(str(
+        tmp_path / 'True' / 'metrics' / f'rate_distortion_{run_name}.jsonl'))
+
   assert (checkpoints / free_start).is_dir()
   assert not (tmp_path / 'False' / 'checkpoints' / 'rate_distortion' /
               free_start).exists()
   # The group itself trained only the steps after the shared ones.
-  rows = metrics_lib.read_jsonl(str(
-      tmp_path / 'True' / 'metrics' / f'rate_distortion_{name}.jsonl'))
-  assert [r['step'] for r in rows] == [10]
+  assert [r['step'] for r in rows(name)] == [10]
   for shared, alone in zip(out[True], out[False]):
     for k in ('action_nll', 'kl', 'f1', 'median_switches_per_episode'):
       np.testing.assert_allclose(shared[k], alone[k], rtol=1e-4, atol=1e-6,
@@ -542,18 +545,13 @@ def test_rate_distortion_shares_the_free_start_across_alphas(tmp_path):
   # α = 0.5 on seed 1 ends where it did in the first group.
   others = [(0.5, 1), (0.2, 0), (0.2, 1), (0.9, 0)]
   assert rate_distortion.shared_name('frozen', others, 10) == free_start
-  shared_rows = str(tmp_path / 'True' / 'metrics' /
-                    f'rate_distortion_{free_start}.jsonl')
-  before = metrics_lib.read_jsonl(shared_rows)
+  before = rows(free_start)
   extended = rate_distortion.train_group(c, str(tmp_path / 'True'), 'frozen',
                                          others, 10, base, share=True)
-  assert metrics_lib.read_jsonl(shared_rows) == before
+  assert rows(free_start) == before
   # The extended group itself trained only the steps after the shared ones.
-  extended_rows = metrics_lib.read_jsonl(str(
-      tmp_path / 'True' / 'metrics' /
-      f"rate_distortion_{rate_distortion.group_name('frozen', others, 10)}"
-      '.jsonl'))
-  assert [r['step'] for r in extended_rows] == [10]
+  extended_name = rate_distortion.group_name('frozen', others, 10)
+  assert [r['step'] for r in rows(extended_name)] == [10]
   np.testing.assert_allclose(extended[0]['action_nll'],
                              out[True][0]['action_nll'], rtol=1e-5)
 

@@ -182,9 +182,9 @@ def train_group(config: Config, workdir: str, mode: str,
   With `share`, the first `shared_steps` (the free start, where every α is
   0) are trained once per seed, and each run continues from its seed's copy
   with its own α: the same runs, up to float32 rounding, in less time
-  (measured in docs/design.md). Those steps are kept under the name of the
-  α = 0 group of the same seeds, plus `_shared`, so a later call that sweeps
-  other rates of those seeds starts from them too."""
+  (measured in docs/design.md). Those steps are kept under `shared_name`,
+  so a later call that sweeps other rates of those seeds starts from them
+  too."""
   trainer = mct.make_trainer(config)
   name = group_name(mode, group, num_steps)
 
