@@ -47,6 +47,7 @@ The task is not in the observation.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import importlib.resources
 from typing import Any, Sequence
@@ -70,27 +71,24 @@ _RESET_NOISE = 0.1
 
 
 @flax.struct.dataclass
-class ArenaParams:
-  """Static parameters (a pytree without leaves, like `EnvParams`)."""
-  body: str = flax.struct.field(pytree_node=False, default='ant')
-  grid_size: int = flax.struct.field(pytree_node=False, default=4)
-  cell_size: float = flax.struct.field(pytree_node=False, default=2.0)
-  num_colours: int = flax.struct.field(pytree_node=False, default=4)
-  num_walls: int = flax.struct.field(pytree_node=False, default=1)
-  max_steps: int = flax.struct.field(pytree_node=False, default=500)
-  tasks: tuple[tuple[int, ...], ...] = flax.struct.field(
-      pytree_node=False, default=tasks_lib.ANT_PRETRAIN_TASKS)
-  subgoal_size: int = flax.struct.field(pytree_node=False, default=1)
-  max_visits: int = flax.struct.field(pytree_node=False, default=16)
-  point_speed: float = flax.struct.field(pytree_node=False, default=1.0)
-  point_dt: float = flax.struct.field(pytree_node=False, default=0.25)
-  # False: a wrong colour is logged, not fatal (free-running evaluation, as
-  # the gridworld's `EnvParams`); the episode then ends when the log is full.
-  terminate_on_wrong_colour: bool = flax.struct.field(pytree_node=False,
-                                                      default=True)
+class ArenaParams(pinpad_rules.PinpadParams):
+  """Static parameters: `pinpad_rules.PinpadParams`' fields with the
+  arena's defaults (4×4 cells, 4 colours, 1 wall, T = 500, one colour per
+  subgoal), plus the body's."""
+  grid_size: int = pinpad_rules.static(4)
+  num_colours: int = pinpad_rules.static(4)
+  num_walls: int = pinpad_rules.static(1)
+  max_steps: int = pinpad_rules.static(500)
+  tasks: tuple[tuple[int, ...], ...] = pinpad_rules.static(
+      tasks_lib.ANT_PRETRAIN_TASKS)
+  subgoal_size: int = pinpad_rules.static(1)
+  body: str = pinpad_rules.static('ant')
+  cell_size: float = pinpad_rules.static(2.0)
+  point_speed: float = pinpad_rules.static(1.0)
+  point_dt: float = pinpad_rules.static(0.25)
   # The trained expert's policy file (`irl.envs.arena_expert.rollout` reads
   # it); '' until one is trained. Data only, never the rules.
-  expert: str = flax.struct.field(pytree_node=False, default='')
+  expert: str = pinpad_rules.static('')
 
   @property
   def half_width(self) -> float:
@@ -108,20 +106,11 @@ class ArenaParams:
   def obs_dim(self) -> int:
     return self.proprio_dim + 2 * (1 + self.num_colours + self.num_walls + 1)
 
-  @property
-  def max_task_len(self) -> int:
-    return max(len(t) for t in self.tasks)
-
-  @property
-  def num_tasks(self) -> int:
-    return len(self.tasks)
-
   def grid_params(self) -> gridworld_pinpad.EnvParams:
     """The gridworld's parameters of the same layout (for `sample_layout`)."""
-    return gridworld_pinpad.EnvParams(
-        grid_size=self.grid_size, num_colours=self.num_colours,
-        num_walls=self.num_walls, max_steps=self.max_steps, tasks=self.tasks,
-        subgoal_size=self.subgoal_size, max_visits=self.max_visits)
+    return gridworld_pinpad.EnvParams(**{
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(pinpad_rules.PinpadParams)})
 
   def validate(self) -> ArenaParams:
     """Raises ValueError naming the offending field; returns self."""
@@ -132,8 +121,7 @@ class ArenaParams:
       if not getattr(self, name) > 0:
         raise ValueError(f'env.{name}={getattr(self, name)!r} is invalid: '
                          'must be > 0')
-    self.grid_params().validate()
-    return self
+    return super().validate()
 
 
 def observation_layout(params: ArenaParams) -> dict[str, slice]:
@@ -356,22 +344,12 @@ def params_from_config(env_config: Any, tasks: Sequence[Sequence[int]] | None
                        = None, **overrides) -> ArenaParams:
   """ArenaParams from the `env` section, validated; `overrides` set fields
   the section does not hold (the registry gives each name its `body`)."""
-  table = tasks if tasks is not None else env_config.pretrain_tasks
-  params = ArenaParams(
-      grid_size=int(env_config.grid_size),
+  return pinpad_rules.params_from_config(
+      ArenaParams, env_config, tasks,
       cell_size=float(env_config.cell_size),
-      num_colours=int(env_config.num_colours),
-      num_walls=int(env_config.num_walls),
-      max_steps=int(env_config.max_steps),
-      tasks=tuple(tasks_lib.parse_task(t) for t in table),
-      subgoal_size=int(env_config.subgoal_size),
-      max_visits=int(env_config.max_visits),
       point_speed=float(env_config.point_speed),
       point_dt=float(env_config.point_dt),
-      expert=str(env_config.expert_checkpoint))
-  params = params.replace(max_visits=max(params.max_visits,
-                                         params.max_task_len))
-  return params.replace(**overrides).validate()
+      expert=str(env_config.expert_checkpoint), **overrides)
 
 
 # ---------------------------------------------------------------------------

@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl.envs import pinpad_rules
-from irl.envs import tasks as tasks_lib
 
 # Action ids and their (row, col) displacement.
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
@@ -48,35 +47,10 @@ EMPTY = -1  # grid value of a cell without colour or wall.
 
 
 @flax.struct.dataclass
-class EnvParams:
-  """Static environment parameters (a pytree without leaves).
-
-  Attributes:
-    grid_size: G, the grid is G×G.
-    num_colours: O coloured cells, colour ids 0..O-1.
-    num_walls: W wall cells, each with its own observation channel.
-    max_steps: T, the episode times out after T steps.
-    tasks: the task table; `reset` samples a task id uniformly unless given.
-    subgoal_size: colours per subgoal (2 in the gridworld: pairs 0-1, 2-3, ...).
-    terminate_on_wrong_colour: if False, a wrong colour is recorded as a visit
-      but does not end the episode (used to record free-running behaviour).
-    max_visits: length of the visit log in the state; when
-      `terminate_on_wrong_colour` is False the episode also ends once the log
-      is full.
-  """
-  grid_size: int = flax.struct.field(pytree_node=False, default=7)
-  num_colours: int = flax.struct.field(pytree_node=False, default=8)
-  num_walls: int = flax.struct.field(pytree_node=False, default=4)
-  max_steps: int = flax.struct.field(pytree_node=False, default=100)
-  tasks: tuple[tuple[int, ...], ...] = flax.struct.field(
-      pytree_node=False, default=tasks_lib.GRID_PRETRAIN_TASKS)
-  subgoal_size: int = flax.struct.field(pytree_node=False, default=2)
-  terminate_on_wrong_colour: bool = flax.struct.field(pytree_node=False, default=True)
-  max_visits: int = flax.struct.field(pytree_node=False, default=16)
-
-  @property
-  def num_cells(self) -> int:
-    return self.grid_size * self.grid_size
+class EnvParams(pinpad_rules.PinpadParams):
+  """Static environment parameters: `pinpad_rules.PinpadParams`' fields
+  (grid size, colours, walls, T, tasks, rule limits) with the gridworld's
+  defaults, plus the observation's sizes."""
 
   @property
   def num_channels(self) -> int:
@@ -85,55 +59,6 @@ class EnvParams:
   @property
   def obs_dim(self) -> int:
     return self.num_cells * self.num_channels
-
-  @property
-  def max_task_len(self) -> int:
-    return max(len(t) for t in self.tasks)
-
-  @property
-  def num_tasks(self) -> int:
-    return len(self.tasks)
-
-  def replace_tasks(self, tasks: Sequence[Sequence[int]]) -> 'EnvParams':
-    return self.replace(tasks=tuple(tasks_lib.parse_task(t) for t in tasks))
-
-  def validate(self) -> 'EnvParams':
-    """Raises ValueError naming the offending field; returns self."""
-    def fail(field, value, allowed):
-      raise ValueError(f'env.{field}={value!r} is invalid: {allowed}')
-    if self.grid_size < 2:
-      fail('grid_size', self.grid_size, 'must be >= 2')
-    if self.num_colours < 1:
-      fail('num_colours', self.num_colours, 'must be >= 1')
-    if self.num_walls < 0:
-      fail('num_walls', self.num_walls, 'must be >= 0')
-    needed = self.num_colours + self.num_walls + 1
-    if self.num_cells < needed:
-      fail('grid_size', self.grid_size,
-           f'G*G={self.num_cells} cells cannot hold num_colours + num_walls + '
-           f'1 agent = {needed} distinct cells')
-    if self.max_steps <= 0:
-      fail('max_steps', self.max_steps, 'must be > 0')
-    if self.subgoal_size < 1:
-      fail('subgoal_size', self.subgoal_size, 'must be >= 1')
-    if not self.tasks:
-      fail('tasks', self.tasks, 'must contain at least one task')
-    for i, task in enumerate(self.tasks):
-      if not task:
-        fail(f'tasks[{i}]', task, 'a task needs at least one colour')
-      bad = [c for c in task if not 0 <= c < self.num_colours]
-      if bad:
-        fail(f'tasks[{i}]', tasks_lib.format_task(task),
-             f'colours must be in [0, {self.num_colours - 1}] '
-             f'(num_colours={self.num_colours}); got {bad}')
-      if any(a == b for a, b in zip(task[:-1], task[1:])):
-        fail(f'tasks[{i}]', tasks_lib.format_task(task),
-             'a colour cannot follow itself (it cannot be re-entered without '
-             'leaving)')
-    if self.max_visits < self.max_task_len:
-      fail('max_visits', self.max_visits,
-           f'must be >= the longest task ({self.max_task_len})')
-    return self
 
 
 @flax.struct.dataclass
@@ -354,16 +279,5 @@ def advance(state: EnvState, action: jax.Array, params: EnvParams
 def params_from_config(env_config: Any, tasks: Sequence[Sequence[int]] | None
                        = None, **overrides) -> EnvParams:
   """EnvParams from the `env` block of configs/gridworld.py, validated."""
-  task_table = tasks if tasks is not None else env_config.pretrain_tasks
-  params = EnvParams(
-      grid_size=int(env_config.grid_size),
-      num_colours=int(env_config.num_colours),
-      num_walls=int(env_config.num_walls),
-      max_steps=int(env_config.max_steps),
-      tasks=tuple(tasks_lib.parse_task(t) for t in task_table),
-      subgoal_size=int(env_config.get('subgoal_size', 2)),
-      max_visits=int(env_config.get('max_visits', 16)),
-  )
-  params = params.replace(max_visits=max(params.max_visits,
-                                         params.max_task_len))
-  return params.replace(**overrides).validate()
+  return pinpad_rules.params_from_config(EnvParams, env_config, tasks,
+                                         **overrides)

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from irl.utils import closing
 from irl.utils import parallel
 from irl.utils.config_utils import to_jsonable
 
@@ -154,7 +155,7 @@ class MissingInputError(FileNotFoundError):
   message names the command that makes it."""
 
 
-class Checkpointer:
+class Checkpointer(closing.Closing):
   """Saves and restores one training-state pytree under `directory` with orbax.
 
   Args:
@@ -340,12 +341,6 @@ class Checkpointer:
     """Waits for pending saves and releases orbax's threads."""
     self._manager.wait_until_finished()
     self._manager.close()
-
-  def __enter__(self) -> Checkpointer:
-    return self
-
-  def __exit__(self, *exc: Any) -> None:
-    self.close()
 
 
 def _like_init(restored: Any, init: Any) -> Any:

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import tensorboardX
 
+from irl.utils import closing
 from irl.utils import parallel
 from irl.utils.config_utils import atomic_write_text, write_json
 
@@ -58,7 +59,7 @@ def _to_scalar(key: str, value: Any) -> float | int | bool:
   return item
 
 
-class MetricsWriter:
+class MetricsWriter(closing.Closing):
   """Writes scalars to `<workdir>/tb/<name>` and `<workdir>/metrics/<name>.jsonl`.
 
   Args:
@@ -145,9 +146,3 @@ class MetricsWriter:
     self._closed = True
     self._jsonl.close()
     self._tb.close()
-
-  def __enter__(self) -> MetricsWriter:
-    return self
-
-  def __exit__(self, *exc: Any) -> None:
-    self.close()

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import tqdm
 
+from irl.utils import closing
+
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
   """`loss=0.1234 acc=0.5`; non-scalar values are shown by shape only."""
@@ -37,7 +39,7 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
   return ' '.join(parts)
 
 
-class Progress:
+class Progress(closing.Closing):
   """Shows progress of a loop over steps `start..total` with its latest metrics.
 
   Args:
@@ -127,9 +129,3 @@ class Progress:
       self._show(time.monotonic())
     if self._bar is not None:
       self._bar.close()
-
-  def __enter__(self) -> Progress:
-    return self
-
-  def __exit__(self, *exc: Any) -> None:
-    self.close()
