@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-from irl.models.config import ModelConfig, require_int
+from irl.models.config import ModelConfig
 from irl.models.controller import ControllerDecoder
 from irl.models.encoders import ObservationEncoder
 from irl.models.hawk import HawkBlock, init_recurrent_cache
@@ -100,23 +100,6 @@ class CompileConfig:
   def width(self) -> int:
     return self.model.width
 
-  def validate(self) -> CompileConfig:
-    """Raises `ValueError` naming the first bad field; returns `self`."""
-    self.model.validate()
-    for name in ('layer', 'max_segments', 'latent_dim', 'head_hidden'):
-      require_int(name, getattr(self, name))
-    if self.layer > self.model.num_layers:
-      raise ValueError(f'layer={self.layer} must be <= num_layers='
-                       f'{self.model.num_layers}.')
-    if self.max_segments < 2:
-      raise ValueError(f'max_segments={self.max_segments} must be >= 2.')
-    if self.rank is not None and not 1 <= self.rank <= self.width:
-      raise ValueError(f'rank={self.rank} must be None or in [1, width].')
-    if not self.temperature > 0:
-      raise ValueError(f'temperature={self.temperature} must be > 0.')
-    if not self.prior_rate > 1:
-      raise ValueError(f'prior_rate={self.prior_rate} must be > 1.')
-    return self
 
 
 @flax.struct.dataclass
@@ -331,7 +314,7 @@ class CompILE(nn.Module):
   config: CompileConfig
 
   def setup(self) -> None:
-    cfg = self.config.validate()
+    cfg = self.config
     self.encoder = CompileEncoder(cfg.model, cfg.layer)
     self.boundary = BoundaryHead(cfg.head_hidden,
                                  -math.log(cfg.prior_rate - 1.0))

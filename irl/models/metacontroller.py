@@ -59,7 +59,6 @@ import jax.numpy as jnp
 
 from irl.models import common
 from irl.models.common import gaussian_kl, read_residual
-from irl.models.config import require_int
 from irl.models.controller import ControllerDecoder
 from irl.models.hawk import HawkBlock
 from irl.models.intervention import HyperFull, HyperLowRank, Intervention
@@ -102,25 +101,6 @@ class MetacontrollerConfig:
   decoder_init_scale: float = 0.0
   always_switch: bool = False
 
-  def validate(self) -> MetacontrollerConfig:
-    """Raises `ValueError` naming the first bad field; returns `self`."""
-    for name in ('width', 'latent_dim', 'embed_dim', 'embed_width',
-                 'embed_heads', 'history_dim', 'encoder_hidden',
-                 'switch_hidden'):
-      require_int(name, getattr(self, name))
-    if self.embed_width % self.embed_heads:
-      raise ValueError(f'embed_heads={self.embed_heads} must divide '
-                       f'embed_width={self.embed_width}.')
-    require_int('layer', self.layer, minimum=0)
-    require_int('decoder_hidden', self.decoder_hidden, minimum=0)
-    if self.rank is not None and (not isinstance(self.rank, int)
-                                  or not 1 <= self.rank <= self.width):
-      raise ValueError(f'rank={self.rank!r} must be None (full) or an '
-                       f'integer in [1, width={self.width}].')
-    if not self.decoder_init_scale >= 0:
-      raise ValueError(f'decoder_init_scale={self.decoder_init_scale!r} must '
-                       'be >= 0.')
-    return self
 
 
 @flax.struct.dataclass
@@ -331,7 +311,7 @@ class Metacontroller(nn.Module):
   config: MetacontrollerConfig
 
   def setup(self) -> None:
-    cfg = self.config.validate()
+    cfg = self.config
     self.embedder = SequenceEmbedder(cfg.embed_dim, cfg.embed_width,
                                      cfg.embed_heads)
     self.posterior = _PosteriorStep(cfg)

@@ -68,7 +68,7 @@ def compile_config(config: Config) -> compile_lib.CompileConfig:
       compile_lib.CompileConfig, c, model=pretrain.model_config(config),
       layer=segmenting.control_layer(config, 'compile'),
       rank=c.rank or None, temperature=float(c.temperature),
-      prior_rate=float(c.prior_rate)).validate()
+      prior_rate=float(c.prior_rate))
 
 
 def make_adapter(config: Config) -> compile_adapter.CompileAdapter:

@@ -94,7 +94,7 @@ def metacontroller_config(config: Config) -> mc_lib.MetacontrollerConfig:
       mc_lib.MetacontrollerConfig, m, width=config.model.width,
       layer=segmenting.control_layer(config, 'metacontroller'),
       switch_bias=float(m.switch_bias), rank=m.rank or None,
-      always_switch=m.switching == 'always').validate()
+      always_switch=m.switching == 'always')
 
 
 def run_name(config: Config) -> str:
