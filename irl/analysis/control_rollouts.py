@@ -55,7 +55,7 @@ def seen_successors(pretrain_tasks: Sequence[Sequence[int]], size: int
   """Pair id -> the pair ids that follow it somewhere in pretraining."""
   out: dict[int, set[int]] = {}
   for task in pretrain_tasks:
-    pairs = [task[i] // size for i in range(0, len(task), size)]
+    pairs = tasks_lib.subgoals(task, size)
     for a, b in zip(pairs, pairs[1:]):
       out.setdefault(a, set()).add(b)
   return out

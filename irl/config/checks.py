@@ -51,9 +51,8 @@ def num_subgoals(config: Any) -> int:
 
 def post_task_pairs(config: Any) -> list[int]:
   """Subgoal ids of the post-training task in order: [0, 1, 2, 3, 0, 1]."""
-  task = tasks_lib.parse_task(config.env.post_task)
-  size = config.env.subgoal_size
-  return [task[i] // size for i in range(0, len(task), size)]
+  return tasks_lib.subgoals(tasks_lib.parse_task(config.env.post_task),
+                           config.env.subgoal_size)
 
 
 def rl_optimiser_steps(r: Any) -> int:

@@ -5,6 +5,8 @@ gridworld a subgoal is a pair of colours (0-1, 2-3, 4-5, 6-7); in the ant
 environment a subgoal is one colour.
 """
 
+from typing import Sequence
+
 Task = tuple[int, ...]
 
 
@@ -40,7 +42,13 @@ def format_task(task: Task) -> str:
   return '-'.join(str(c) for c in task)
 
 
+def subgoals(task: Sequence[int], subgoal_size: int) -> list[int]:
+  """The task's subgoal ids in order (subgoal = colour // size):
+  0-1-2-3-4-5-6-7-0-1-2-3 with pairs -> [0, 1, 2, 3, 0, 1]."""
+  return [task[i] // subgoal_size for i in range(0, len(task), subgoal_size)]
+
+
 def subgoal_transitions(task: Task, subgoal_size: int) -> set[tuple[int, int]]:
-  """Consecutive (subgoal, next subgoal) pairs of a task; subgoal = colour // size."""
-  goals = [task[i] // subgoal_size for i in range(0, len(task), subgoal_size)]
+  """Consecutive (subgoal, next subgoal) pairs of a task."""
+  goals = subgoals(task, subgoal_size)
   return set(zip(goals[:-1], goals[1:]))
